@@ -1,0 +1,1 @@
+"""Ultrasound data: phantoms, readers, splits and integrity checks."""

@@ -1,0 +1,102 @@
+"""Writing predicted masks and overlay pictures next to the source images' names."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from PIL import Image
+
+
+def _to_2d_array(data: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    array = np.squeeze(array)
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D map (optionally with singleton channels), got shape {data.shape}")
+    return array
+
+
+def _source_stem(data: Mapping[Hashable, object], source_key: str) -> str:
+    source = data.get(source_key)
+    meta = getattr(source, "meta", None) or data.get(f"{source_key}_meta_dict") or {}
+    filename = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
+    if not filename:
+        raise KeyError(f"cannot name the output: '{source_key}' carries no 'filename_or_obj' in its metadata")
+    return Path(str(filename)).stem
+
+
+def overlay_contours(image: np.ndarray, contours: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Draw mask outlines over a grayscale image.
+
+    Args:
+        image: (H, W) grayscale image, any range (min-max scaled for display).
+        contours: colour name or ``#rrggbb`` -> (H, W) binary mask whose outline is drawn in that colour.
+
+    Returns:
+        (H, W, 3) uint8 RGB picture.
+    """
+    from matplotlib.colors import to_rgb
+    from skimage.segmentation import find_boundaries
+
+    image = np.asarray(image, dtype=np.float32)
+    span = float(image.max() - image.min())
+    gray = ((image - image.min()) / span * 255.0) if span > 0 else np.zeros_like(image)
+    rgb = np.repeat(gray.astype(np.uint8)[..., None], 3, axis=-1)
+    for colour, mask in contours.items():
+        outline = find_boundaries(np.asarray(mask) > 0, mode="inner")
+        rgb[outline] = np.round(np.array(to_rgb(colour)) * 255).astype(np.uint8)
+    return rgb
+
+
+class SaveMaskd(MapTransform):
+    """Save a binary prediction as ``<output_dir>/<source stem><postfix>.png`` (values 0 and 255).
+
+    The map is written in the (row, column) order of :class:`lesionseg.data.transforms.LoadUltrasoundd`, so
+    a prediction inverted to the source size (``Invertd``) overlays its image exactly. With
+    ``overlay=True`` it also writes ``<stem>_overlay.png``: the source image with the predicted outline in
+    yellow and, when ``label_key`` is present, the ground-truth outline in green.
+
+    Args:
+        keys: the prediction key (one key).
+        output_dir: folder to write into (created when missing).
+        source_key: key of the source image whose metadata names the output.
+        postfix: appended to the source stem.
+        overlay: also write the overlay picture.
+        label_key: ground truth to outline on the overlay, if present in the data.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | Path,
+        source_key: str = "image",
+        postfix: str = "_mask",
+        overlay: bool = False,
+        label_key: str = "label",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.source_key = source_key
+        self.postfix = postfix
+        self.overlay = overlay
+        self.label_key = label_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        stem = _source_stem(d, self.source_key)
+        for key in self.key_iterator(d):
+            mask = _to_2d_array(d[key]) > 0.5
+            Image.fromarray(mask.astype(np.uint8) * 255).save(self.output_dir / f"{stem}{self.postfix}.png")
+            if self.overlay:
+                contours = {"yellow": mask}
+                if self.label_key in d:
+                    contours = {"lime": _to_2d_array(d[self.label_key]), **contours}
+                picture = overlay_contours(_to_2d_array(d[self.source_key]), contours)
+                Image.fromarray(picture).save(self.output_dir / f"{stem}_overlay.png")
+        return d

@@ -1,0 +1,1 @@
+"""Loss functions of DC-Net and TaiChiNet, built on MONAI losses."""

@@ -1,0 +1,1 @@
+"""Segmentation metrics, summaries and tables."""

@@ -1,0 +1,1 @@
+"""Network blocks and the two networks."""

@@ -1,0 +1,1 @@
+"""Building blocks of DC-Net and TaiChiNet (torch and MONAI only)."""

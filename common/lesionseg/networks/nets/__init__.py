@@ -1,0 +1,1 @@
+"""The DC-Net and TaiChiNet networks."""
