@@ -1,1 +1,25 @@
 """Segmentation metrics, summaries and tables."""
+
+from lesionseg.metrics.per_image import (
+    DISTANCE_METRICS,
+    OVERLAP_METRICS,
+    compute_batch_metrics,
+    compute_image_metrics,
+)
+from lesionseg.metrics.summary import METRICS, mean_std, summarise, summarise_folds
+from lesionseg.metrics.tables import METRIC_LABELS, format_table, write_per_image_csv, write_summary_json
+
+__all__ = [
+    "DISTANCE_METRICS",
+    "METRICS",
+    "METRIC_LABELS",
+    "OVERLAP_METRICS",
+    "compute_batch_metrics",
+    "compute_image_metrics",
+    "format_table",
+    "mean_std",
+    "summarise",
+    "summarise_folds",
+    "write_per_image_csv",
+    "write_summary_json",
+]
