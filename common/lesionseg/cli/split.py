@@ -1,0 +1,74 @@
+"""``lesionseg split``: write a grouped, class-stratified MONAI datalist for a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from lesionseg.data.io import DataError
+from lesionseg.data.readers import natural_key, write_datalist
+from lesionseg.data.splits import make_datalist
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "split",
+        help="split a dataset into a MONAI datalist JSON (training/validation/test or cross-validation folds)",
+        description=(
+            "Splits SOURCE into training, validation and optionally test sections, stratified by class and "
+            "keeping groups of near-duplicate images on one side, and writes a MONAI datalist whose paths "
+            "are relative to the JSON's folder. The same arguments always give the same split."
+        ),
+    )
+    parser.add_argument("source", type=Path, help="BUSI folder, folder with images/ and masks/, or datalist JSON")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="datalist JSON to write")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="validation share (default: %(default)s)")
+    parser.add_argument("--test-fraction", type=float, default=0.0, help="test share, held out first (default: 0)")
+    parser.add_argument("--folds", type=int, help="number of cross-validation folds (needs --fold)")
+    parser.add_argument("--fold", type=int, help="the fold that validates, 0 to FOLDS-1 (replaces --val-fraction)")
+    parser.add_argument("--seed", type=int, default=0, help="shuffling seed (default: %(default)s)")
+    parser.add_argument(
+        "--groups",
+        default="auto",
+        help="near-duplicate groups: 'auto' (near_duplicate_groups.json beside the dataset, if any), 'detect' "
+        "(find them from image thumbnails), 'none', or a groups JSON file (default: %(default)s)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _counts_table(datalist: dict[str, list[dict]]) -> str:
+    classes = {item["class"] for items in datalist.values() for item in items if "class" in item}
+    classes = sorted(classes, key=natural_key)
+    rows = [["section", "total", *classes]]
+    for name, items in datalist.items():
+        counts = Counter(item.get("class") for item in items)
+        rows.append([name, str(len(items)), *(str(counts[klass]) for klass in classes)])
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        datalist = make_datalist(
+            args.source,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            num_folds=args.folds,
+            fold=args.fold,
+            seed=args.seed,
+            groups=args.groups,
+        )
+    except (DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    split = f"fold {args.fold} of {args.folds}" if args.folds else f"validation fraction {args.val_fraction}"
+    description = (
+        f"lesionseg split of {args.source.name}: {split}, test fraction {args.test_fraction}, seed {args.seed}"
+    )
+    path = write_datalist(args.output, datalist, description=description)
+    print(f"wrote {path}")
+    print(_counts_table(datalist))
+    return 0
