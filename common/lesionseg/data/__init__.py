@@ -2,6 +2,7 @@
 
 from lesionseg.data.integrity import Problem, check_dataset, inspect_dataset
 from lesionseg.data.io import DataError, read_image, read_mask
+from lesionseg.data.phantoms import KINDS, Phantom, PhantomConfig, contact_sheet, make_phantom, write_phantom_dataset
 from lesionseg.data.readers import (
     read_busi,
     read_datalist,
@@ -21,6 +22,12 @@ from lesionseg.data.splits import (
 from lesionseg.data.transforms import LoadUltrasound, LoadUltrasoundd
 
 __all__ = [
+    "KINDS",
+    "Phantom",
+    "PhantomConfig",
+    "contact_sheet",
+    "make_phantom",
+    "write_phantom_dataset",
     "DataError",
     "LoadUltrasound",
     "LoadUltrasoundd",
