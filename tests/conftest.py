@@ -38,6 +38,18 @@ from PIL import Image
 
 BUSI_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "busi"
 
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The suite's tensors are tiny: threads gain nothing, and on a busy 2-core machine a multi-threaded kernel
+    waits at an OpenMP barrier for a descheduled thread, which makes small models many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 TINY_SHAPE = (48, 64)
 
 # case -> (class, rectangles (row0, row1, col0, col1), one per mask file)

@@ -95,7 +95,7 @@ class SaveMaskd(MapTransform):
             Image.fromarray(mask.astype(np.uint8) * 255).save(self.output_dir / f"{stem}{self.postfix}.png")
             if self.overlay:
                 contours = {"yellow": mask}
-                if self.label_key in d:
+                if d.get(self.label_key) is not None:
                     contours = {"lime": _to_2d_array(d[self.label_key]), **contours}
                 picture = overlay_contours(_to_2d_array(d[self.source_key]), contours)
                 Image.fromarray(picture).save(self.output_dir / f"{stem}_overlay.png")

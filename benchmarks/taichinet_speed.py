@@ -1,0 +1,251 @@
+"""Training and inference speed and peak memory of TaiChiNet against one of its U-Net paths.
+
+TaiChiNet runs two sub-network U-Nets plus C²-attention at the bottleneck and a per-pixel head, so it
+should cost about twice one path; the target is at most 2.2× one path's time per image. The single path
+is :class:`lesionseg.networks.blocks.UNetPath` with the same widths (Table I, Model 1).
+
+- training step: forward in training mode, BCE-with-logits on every output (TaiChiNet: the positive
+  output against the mask, the negative output against 1 − mask), backward, an Adam step;
+- inference step: ``net.eval()`` and a ``torch.inference_mode()`` forward.
+
+Speed: for each mode, one process builds both networks, runs ``--warmup`` untimed steps of each, then
+``--iters`` rounds of one path step followed by one TaiChiNet step, and reports the median time per
+image of each and the median over rounds of the TaiChiNet / path ratio within a round, which decides
+the target. Pairing the steps matters on a machine shared with other work: the load changes from
+minute to minute, and two networks timed minutes apart can differ by 2× from the load alone. The CPU
+time (user + system, all threads) is reported beside the wall time; it is less disturbed by waiting for
+a core. The system part is mostly page faults: glibc serves blocks above 32 MiB (every full-resolution
+activation at batch 16) with fresh ``mmap`` pages that the kernel zeroes on first touch.
+
+Peak memory: each (network, mode) pair also runs alone in a fresh Python process (warm-up, then one
+step), so that its high-water mark belongs to one network and one mode. It is how much the process grows
+while it builds the network and optimiser and runs: parameters, gradients, optimiser state and
+activations, not the Python and torch runtime. On CPU: the peak resident set size
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, a high-water mark kept by the kernel, which counts every
+allocation including oneDNN's scratch buffers that Python-level tracers miss) minus the resident set
+size just before the network is built. On CUDA: ``torch.cuda.max_memory_allocated`` minus
+``torch.cuda.memory_allocated`` before the network is built.
+
+Usage::
+
+    python benchmarks/taichinet_speed.py                   # 224x224, batch 16, fp32, 2 CPU threads
+    python benchmarks/taichinet_speed.py --batch 4 --iters 5
+    python benchmarks/taichinet_speed.py --device cuda --iters 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+NETWORKS = ("taichinet", "path")
+MODES = ("train", "infer")
+
+
+def _current_rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def _build(name: str):
+    if name == "taichinet":
+        from lesionseg.networks.nets.taichinet import TaiChiNet
+
+        return TaiChiNet(spatial_dims=2, in_channels=1, out_channels=1)
+    from lesionseg.networks.blocks.unet_path import UNetPath
+
+    return UNetPath(spatial_dims=2, in_channels=1, out_channels=1)
+
+
+def _step_function(net, mode: str, images, masks):
+    """One training step (forward, BCE on every output, backward, Adam) or one inference forward."""
+    import torch
+    import torch.nn.functional as F
+
+    if mode == "infer":
+        net.eval()
+
+        def infer() -> None:
+            with torch.inference_mode():
+                net(images)
+
+        return infer
+
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def train() -> None:
+        outputs = net(images)
+        if isinstance(outputs, tuple):  # TaiChiNet: (positive, negative)
+            loss = F.binary_cross_entropy_with_logits(outputs[0], masks)
+            loss = loss + F.binary_cross_entropy_with_logits(outputs[1], 1 - masks)
+        else:
+            loss = F.binary_cross_entropy_with_logits(outputs, masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return train
+
+
+def _inputs(size: int, batch: int, device: str, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    images = torch.rand(batch, 1, size, size, device=device)
+    masks = (torch.rand(batch, 1, size, size, device=device) > 0.8).float()
+    return images, masks
+
+
+def _timed(step, cuda: bool) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one step."""
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()
+    start, start_cpu = time.perf_counter(), os.times()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    end, end_cpu = time.perf_counter(), os.times()
+    return end - start, (end_cpu.user - start_cpu.user) + (end_cpu.system - start_cpu.system)
+
+
+def measure_memory(name: str, mode: str, size: int, batch: int, warmup: int, device: str, threads: int) -> dict:
+    """Peak memory of one (network, mode) pair, alone in this (fresh) process."""
+    import torch
+
+    images, masks = _inputs(size, batch, device, threads)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        baseline = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        baseline = _current_rss_bytes()
+    net = _build(name).to(device)
+    step = _step_function(net, mode, images, masks)
+    for _ in range(warmup + 1):
+        step()
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() - baseline
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline  # ru_maxrss is in KiB
+    return {
+        "network": name,
+        "mode": mode,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "peak_memory_mib": peak / 2**20,
+    }
+
+
+def measure_speed(mode: str, size: int, batch: int, iters: int, warmup: int, device: str, threads: int) -> dict:
+    """Median wall and CPU seconds per image of both networks, their steps alternating in this process."""
+    images, masks = _inputs(size, batch, device, threads)
+    steps = {name: _step_function(_build(name).to(device), mode, images, masks) for name in NETWORKS}
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    wall: dict[str, list[float]] = {name: [] for name in NETWORKS}
+    cpu: dict[str, list[float]] = {name: [] for name in NETWORKS}
+    for _ in range(iters):
+        for name in reversed(NETWORKS):  # the path first, then TaiChiNet
+            seconds, cpu_seconds = _timed(steps[name], device.startswith("cuda"))
+            wall[name].append(seconds / batch)
+            cpu[name].append(cpu_seconds / batch)
+    return {
+        name: {
+            "seconds_per_image": statistics.median(wall[name]),
+            "cpu_seconds_per_image": statistics.median(cpu[name]),
+            "seconds_per_image_all": wall[name],
+            "cpu_seconds_per_image_all": cpu[name],
+        }
+        for name in NETWORKS
+    }
+
+
+def _run_worker(args: argparse.Namespace, worker: str) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        worker,
+        *("--size", str(args.size), "--batch", str(args.batch), "--iters", str(args.iters)),
+        *("--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads)),
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"the {worker} measurement failed:\n{finished.stderr}")
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    print(worker, json.dumps(result), file=sys.stderr, flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=224, help="image height and width (multiple of 16)")
+    parser.add_argument("--batch", type=int, default=16, help="images per step")
+    parser.add_argument("--iters", type=int, default=3, help="timed steps of each network (median kept)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each network before timing")
+    parser.add_argument("--device", default="cpu", help="'cpu' or a CUDA device such as 'cuda'")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for CPU runs")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # "memory:NETWORK:MODE" or "speed:MODE"
+    args = parser.parse_args(argv)
+    if args.size % 16 != 0:
+        parser.error(f"--size must be a multiple of 16, got {args.size}")
+
+    if args.worker:
+        kind, *rest = args.worker.split(":")
+        if kind == "memory":
+            result = measure_memory(*rest, args.size, args.batch, args.warmup, args.device, args.threads)
+        else:
+            result = measure_speed(*rest, args.size, args.batch, args.iters, args.warmup, args.device, args.threads)
+        print(json.dumps(result))
+        return 0
+
+    memory = {(name, mode): _run_worker(args, f"memory:{name}:{mode}") for mode in MODES for name in NETWORKS}
+    speed = {mode: _run_worker(args, f"speed:{mode}") for mode in MODES}
+
+    print(
+        f"{args.size}x{args.size}, batch {args.batch}, fp32, device {args.device}, {args.threads} CPU threads; "
+        f"speed: median of {args.iters} alternating steps after {args.warmup} warm-up"
+    )
+    print(
+        f"{'network':<10} {'mode':<6} {'params':>11} {'images/s':>9} {'s/image':>8} {'CPU s/image':>11} {'peak MiB':>9}"
+    )
+    for mode in MODES:
+        for name in NETWORKS:
+            timing, peak = speed[mode][name], memory[(name, mode)]
+            print(
+                f"{name:<10} {mode:<6} {peak['parameters']:>11,} {1 / timing['seconds_per_image']:>9.3f} "
+                f"{timing['seconds_per_image']:>8.3f} {timing['cpu_seconds_per_image']:>11.3f} "
+                f"{peak['peak_memory_mib']:>9.0f}"
+            )
+    for mode in MODES:
+        taichinet, path = speed[mode]["taichinet"], speed[mode]["path"]
+
+        def paired_ratio(key: str) -> float:
+            return statistics.median(t / p for t, p in zip(taichinet[key], path[key]))
+
+        time_ratio = paired_ratio("seconds_per_image_all")
+        cpu_ratio = paired_ratio("cpu_seconds_per_image_all")
+        ratio_of_medians = taichinet["seconds_per_image"] / path["seconds_per_image"]
+        memory_ratio = memory[("taichinet", mode)]["peak_memory_mib"] / memory[("path", mode)]["peak_memory_mib"]
+        verdict = "meets" if time_ratio <= 2.2 else "MISSES"
+        print(
+            f"{mode}: TaiChiNet / one path = {time_ratio:.2f}x time per image ({verdict} the 2.2x target; "
+            f"ratio of the medians {ratio_of_medians:.2f}x), {cpu_ratio:.2f}x CPU time, "
+            f"{memory_ratio:.2f}x peak memory"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

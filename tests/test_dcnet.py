@@ -1,0 +1,241 @@
+"""DC-Net as a whole: published size, output contract, ablations, checkpointing, tracing, mixed precision, training."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lesionseg.networks.blocks.ccf import CrossCorrelationFusion
+from lesionseg.networks.nets.dcnet import DCNet
+
+NARROW = (4, 8, 16, 32, 64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids the threading overhead, which dominates on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.fixture(scope="module")
+def published() -> DCNet:
+    return DCNet(in_channels=1)
+
+
+def test_default_reproduces_published_parameter_count(published):
+    count = _count(published)
+    print(f"DC-Net parameters: {count} ({count / 1e6:.2f} M; paper Table V: 54.4 M)")
+    assert abs(count - 54.4e6) <= 0.02 * 54.4e6
+
+
+def test_dense_ccf_maps_hold_most_parameters(published):
+    """The published model's Conv1d(C, C, kernel_size=C) maps, two per decoder level: 2·Σ(C³ + C)."""
+    light = DCNet(in_channels=1, ccf_mapping="row")
+    widths = (256, 128, 64, 32)
+    assert _count(published) - _count(light) == sum(2 * (c**3 + c) - 2 * (c + 1) for c in widths)
+
+
+def test_he_normal_initialisation(published):
+    conv = published.coupling.encoder[4].conv  # 256 -> 512, 3x3: fan-in 2304
+    fan_in = conv.weight[0].numel()
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.02)
+    assert (conv.bias == 0).all()
+    ccf = published.coupling.fusions[0]
+    assert ccf.weight.std().item() == pytest.approx(math.sqrt(2.0 / ccf.weight.shape[1]), rel=0.02)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (48, 64), (64, 32)])
+def test_eval_returns_one_tensor_of_lesion_logits(shape):
+    net = DCNet(features=NARROW).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, *shape))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 1, *shape)
+
+
+def test_training_returns_lesion_and_saliency_logits():
+    net = DCNet(in_channels=3, out_channels=2, features=NARROW).train()
+    out = net(torch.rand(2, 3, 32, 48))
+    assert isinstance(out, tuple) and len(out) == 3
+    assert all(t.shape == (2, 2, 32, 48) for t in out)
+
+
+def test_batch_of_one_in_eval():
+    net = DCNet(features=NARROW).eval()
+    assert net(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
+VARIANTS = [
+    {"pooling": "max"},
+    {"pooling": "avg"},
+    {"dcp_neighbourhood": "band"},
+    {"dcp_radius": 0},
+    {"dcp_radius": 2, "dcp_neighbourhood": "band"},
+    {"ccf_mapping": "row"},
+    {"skip_fusion": "concat"},
+    {"skip_fusion": "add"},
+    {"aggregation": "dar"},
+    {"aggregation": "simple"},
+    {"ablation": "woB"},
+    {"ablation": "woF"},
+    {"ablation": "woC"},
+    {"dropout": 0.3},
+]
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_variants_build_train_and_evaluate(options):
+    torch.manual_seed(0)
+    net = DCNet(features=NARROW, **options).train()
+    x = torch.rand(2, 1, 32, 32)
+    out = net(x)
+    expected = 1 if options.get("ablation") == "woC" else 3
+    assert isinstance(out, tuple) and len(out) == expected
+    sum(t.mean() for t in out).backward()
+    assert all(p.grad is not None for p in net.parameters()), "a parameter is unused"
+    assert net.eval()(x).shape == (2, 1, 32, 32)
+
+
+def test_variant_structure():
+    assert not DCNet(features=NARROW, ablation="woB").coupling.aggregations
+    assert DCNet(features=NARROW, ablation="woC").decomposition is None
+    modes = [u.reinforcement is not None for u in DCNet(features=NARROW).coupling.aggregations]
+    assert modes == [False] * 4 + [True] + [False] * 4  # the published model: DaR in the bottleneck unit only
+    assert not any(isinstance(m, CrossCorrelationFusion) for m in DCNet(features=NARROW, skip_fusion="add").modules())
+
+
+def test_ablations_use_the_named_saliency_map():
+    """woB couples I ⊕ S_f, woF I ⊕ S_b: only the used head gets a gradient through the lesion logits."""
+    for ablation, used in (("woB", "foreground_head"), ("woF", "background_head")):
+        net = DCNet(features=NARROW, ablation=ablation).train()
+        net(torch.rand(2, 1, 32, 32))[0].mean().backward()
+        heads = net.decomposition.decompose
+        unused = "background_head" if used == "foreground_head" else "foreground_head"
+        assert getattr(heads, used).weight.grad.abs().sum() > 0
+        assert getattr(heads, unused).weight.grad is None
+
+
+def test_dropout_is_active_in_training_only():
+    net = DCNet(features=NARROW, dropout=0.5)
+    x = torch.rand(2, 1, 32, 32)
+    net.train()
+    assert not torch.equal(net(x)[0], net(x)[0])
+    net.eval()
+    assert torch.equal(net(x), net(x))
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [((1, 1, 40, 32), "divisible by 16"), ((1, 2, 32, 32), r"\(B, 1, H, W\)"), ((1, 32, 32), "divisible by 16")],
+)
+def test_bad_input_raises_value_error_naming_the_shape(shape, match):
+    net = DCNet(features=NARROW).eval()
+    with pytest.raises(ValueError, match=match) as error:
+        net(torch.rand(*shape))
+    assert str(tuple(shape)) in str(error.value)
+
+
+def test_input_too_small_for_reflected_dcp_border():
+    x = torch.rand(1, 1, 16, 32)
+    with pytest.raises(ValueError, match="at least 32"):
+        DCNet(features=NARROW).eval()(x)
+    assert DCNet(features=NARROW, pooling="max").eval()(x).shape == (1, 1, 16, 32)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"features": (4, 8, 16, 32)}, "features"),
+        ({"features": (4, 8, 15, 32, 64)}, "features"),
+        ({"pooling": "lp"}, "pooling"),
+        ({"skip_fusion": "mul"}, "skip_fusion"),
+        ({"aggregation": ("dar",) * 8}, "aggregation"),
+        ({"ablation": "woD"}, "aggregation='simple'"),
+    ],
+)
+def test_bad_options_raise_value_error(options, match):
+    with pytest.raises(ValueError, match=match):
+        DCNet(**{"features": NARROW, **options})
+
+
+def test_checkpointing_changes_neither_gradients_nor_batchnorm_statistics():
+    torch.manual_seed(0)
+    checkpointed = DCNet(features=NARROW, dropout=0.3, use_checkpoint=True)
+    plain = DCNet(features=NARROW, dropout=0.3, use_checkpoint=False)
+    plain.load_state_dict(checkpointed.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    for net in (checkpointed, plain):
+        net.train()
+        torch.manual_seed(1)  # same dropout masks
+        sum(t.square().mean() for t in net(x)).backward()
+    for (name, a), b in zip(checkpointed.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    for (name, a), b in zip(checkpointed.state_dict().items(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)  # running statistics updated once, counters included
+
+
+def test_trace_in_eval_generalises_to_other_sizes():
+    net = DCNet(features=NARROW).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns about the input checks, which it freezes
+        traced = torch.jit.trace(net, torch.rand(1, 1, 32, 32))
+    x = torch.rand(2, 1, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), net(x))
+
+
+def test_runs_under_cpu_autocast_bfloat16():
+    net = DCNet(features=NARROW)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net.train()(x)
+        loss = sum(t.float().mean() for t in out)
+    loss.backward()
+    assert all(torch.isfinite(t).all() for t in out)
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(net.eval()(x)).all()
+
+
+def _phantoms(count: int = 4, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dark elliptic lesions on a brighter, noisy background."""
+    generator = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    images, masks = [], []
+    for _ in range(count):
+        cy, cx = torch.randint(10, size - 10, (2,), generator=generator).tolist()
+        mask = (((yy - cy) / 6.0) ** 2 + ((xx - cx) / 8.0) ** 2 <= 1).float()
+        images.append(0.7 - 0.5 * mask + 0.1 * torch.rand(size, size, generator=generator))
+        masks.append(mask)
+    return torch.stack(images)[:, None], torch.stack(masks)[:, None]
+
+
+def test_adam_steps_lower_the_lesion_loss():
+    torch.manual_seed(0)
+    net = DCNet(features=NARROW).train()
+    images, masks = _phantoms()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        lesion, foreground, background = net(images)
+        loss = F.binary_cross_entropy_with_logits(lesion, masks)
+        aux = F.binary_cross_entropy_with_logits(foreground, masks) + F.binary_cross_entropy_with_logits(
+            background, 1 - masks
+        )
+        optimizer.zero_grad()
+        (loss + 0.5 * aux).backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+

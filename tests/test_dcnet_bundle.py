@@ -1,0 +1,120 @@
+"""The DC-Net bundle, exercised the way the MONAI model zoo's CI does: ConfigWorkflow -> initialize ->
+check_properties() -> run -> finalize, for train, evaluate and inference, on tiny phantoms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from PIL import Image
+
+from lesionseg.data.phantoms import write_phantom_dataset
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dcnet_bundle"
+SCHEMA = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "meta_schema_20240725.json"
+CONFIGS = BUNDLE / "configs"
+# small enough for 2 CPU cores: 32x32 inputs and a network 16x narrower than the published one
+TINY = {"image_size": [32, 32], "network_def#features": [2, 4, 8, 16, 32], "num_workers": 0, "batch_size": 2}
+
+
+def _workflow(config_names, workflow_type, **overrides):
+    return ConfigWorkflow(
+        config_file=[str(CONFIGS / f"{name}.yaml") for name in config_names],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=str(BUNDLE),
+        **overrides,
+    )
+
+
+def _run(workflow):
+    workflow.initialize()
+    assert not workflow.check_properties(), "required bundle ids are missing"
+    workflow.run()
+    workflow.finalize()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Phantoms and one short training run shared by the evaluate and inference tests."""
+    root = tmp_path_factory.mktemp("dcnet_bundle")
+    data = write_phantom_dataset(root / "data", num_images=10, seed=3, size=(48, 64))
+    overrides = {**TINY, "dataset_dir": str(data), "ckpt_dir": str(root / "models"), "output_dir": str(root / "train")}
+    workflow = _workflow(["train"], "train", max_epochs=2, **overrides)
+    _run(workflow)
+    return root, data, overrides, workflow
+
+
+@pytest.mark.slow
+def test_train_writes_best_checkpoint_as_plain_state_dict(trained):
+    root, _, _, workflow = trained
+    checkpoint = root / "models" / "model.pt"
+    assert checkpoint.is_file()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    network = workflow.network_def
+    network.load_state_dict(state)  # a plain state dict of the network, nothing wrapped around it
+    assert workflow.trainer.state.epoch == 2
+    assert list((root / "train").glob("events.out.tfevents.*")), "TensorBoard logs are missing"
+
+
+@pytest.mark.slow
+def test_evaluate_writes_masks_at_source_size_and_metrics(trained):
+    root, data, overrides, _ = trained
+    eval_dir = root / "evaluation"
+    workflow = _workflow(["train", "evaluate"], None, **{**overrides, "output_dir": str(eval_dir)})
+    _run(workflow)
+    masks = sorted((eval_dir / "predictions").glob("*_mask.png"))
+    assert masks and len(masks) == len(list((eval_dir / "predictions").glob("*_overlay.png")))
+    for mask in masks:
+        source = next(data.rglob(mask.name.replace("_mask.png", ".png")))
+        with Image.open(source) as image, Image.open(mask) as predicted:
+            assert predicted.size == image.size
+            assert set(predicted.getdata()) <= {0, 255}
+    assert (eval_dir / "val_mean_dice_raw.csv").is_file()
+
+
+@pytest.mark.slow
+def test_inference_segments_a_folder(trained, tmp_path):
+    root, data, overrides, _ = trained
+    workflow = _workflow(
+        ["inference"],
+        "infer",
+        dataset_dir=str(data),
+        ckpt_dir=overrides["ckpt_dir"],
+        output_dir=str(tmp_path),
+        image_size=TINY["image_size"],
+        **{"network_def#features": TINY["network_def#features"]},
+    )
+    _run(workflow)
+    sources = [p for p in data.rglob("*.png") if "_mask" not in p.name]
+    assert len(list(tmp_path.glob("*_mask.png"))) == len(sources)
+
+
+def test_old_style_training_id_runs_the_same_expressions():
+    config = (CONFIGS / "train.yaml").read_text()
+    assert 'training: "@run"' in config
+
+
+def test_metadata_against_offline_schema(tmp_path):
+    if not SCHEMA.is_file():
+        pytest.skip(f"model-zoo schema not found at {SCHEMA}")
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["modality"] == "US" and len(image["spatial_shape"]) == 2
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}
+    assert meta["version"] in meta["changelog"]
+
+
+def test_network_input_output_matches_metadata():
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.yaml"),
+        n=2,
+        **{"network_def#features": TINY["network_def#features"]},
+    )

@@ -1,0 +1,242 @@
+"""The TaiChiNet bundle, exercised the way the MONAI model zoo's CI does: ConfigWorkflow -> initialize ->
+check_properties() -> run -> finalize, for the easy/hard preparation, easy-to-hard training, evaluation,
+inference and distributed training, on tiny phantoms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from PIL import Image
+
+from lesionseg.data.io import read_mask
+from lesionseg.data.phantoms import write_phantom_dataset
+from lesionseg.engines.easy_hard import DATALIST_FILENAME, WEIGHTS_FILENAME, read_prepared_datalist
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "taichinet_bundle"
+SCHEMA = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "meta_schema_20240725.json"
+CONFIGS = BUNDLE / "configs"
+# small enough for 2 CPU cores: 32x32 inputs, networks 16x narrower than the published ones, one worker
+TINY = {"image_size": [32, 32], "network_def#features": [2, 4, 8, 16, 32], "num_workers": 0, "batch_size": 2}
+# the preparation's U-Net++, as tiny (a one-shot preparation of two epochs)
+TINY_PREPARATION = {
+    "image_size": [32, 32],
+    "network_def#features": [4, 4, 8, 8, 16, 4],
+    "num_workers": 0,
+    "batch_size": 4,
+    "max_epochs": 2,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine a multi-threaded kernel waits at
+    an OpenMP barrier for a descheduled thread: one thread runs this file many times faster there."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _workflow(config_names, workflow_type, **overrides):
+    return ConfigWorkflow(
+        config_file=[str(CONFIGS / f"{name}.yaml") for name in config_names],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=str(BUNDLE),
+        **overrides,
+    )
+
+
+def _run(workflow):
+    workflow.initialize()
+    assert not workflow.check_properties(), "required bundle ids are missing"
+    workflow.run()
+    workflow.finalize()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "data", num_images=10, seed=3, size=(48, 64))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    """One short easy-to-hard training (which first runs the preparation), shared by the later tests."""
+    root = tmp_path_factory.mktemp("taichinet_bundle")
+    overrides = {
+        **TINY,
+        "dataset_dir": str(data),
+        "prepare_dir": str(root / "easy_hard"),
+        "ckpt_dir": str(root / "models"),
+        "output_dir": str(root / "train"),
+    }
+    workflow = _workflow(["train"], "train", max_epochs=2, prepare_overrides=TINY_PREPARATION, **overrides)
+    _run(workflow)
+    return root, overrides, workflow
+
+
+@pytest.mark.slow
+def test_prepare_writes_the_parts_and_a_rerun_reuses_them(data, tmp_path):
+    overrides = {**TINY_PREPARATION, "dataset_dir": str(data), "prepare_dir": str(tmp_path / "parts")}
+    first = _workflow(["prepare"], "train", **overrides)
+    _run(first)
+    assert first.trainer.state.epoch == TINY_PREPARATION["max_epochs"]
+    datalist = tmp_path / "parts" / DATALIST_FILENAME
+    items = read_prepared_datalist(datalist, "training")
+    assert len(items) == len(first.train_dataset_data)
+    for item in items:
+        gt = read_mask(item["label"]) > 0
+        easy, hard = (np.asarray(Image.open(item[key])) > 0 for key in ("easy", "hard"))
+        assert not (easy & ~gt).any() and not (hard & ~gt).any() and not (easy & hard).any()
+    weights = (tmp_path / "parts" / WEIGHTS_FILENAME).stat().st_mtime_ns
+
+    again = _workflow(["prepare"], "train", **overrides)
+    _run(again)
+    assert again.trainer.state.epoch == 0, "the rerun trained the U-Net++ again instead of reusing its parts"
+    assert (tmp_path / "parts" / WEIGHTS_FILENAME).stat().st_mtime_ns == weights
+
+
+@pytest.mark.slow
+def test_train_prepares_then_runs_both_steps_on_the_parts(trained):
+    root, _, workflow = trained
+    # the preparation ran first, into prepare_dir
+    assert (root / "easy_hard" / DATALIST_FILENAME).is_file()
+    assert all("easy" in item and "hard" in item for item in workflow.train_dataset_data)
+    # the last iteration was in step 2 on three-channel targets (G_p, E_p, H_p): only then is there a hard part
+    loss = workflow.parser.get_parsed_content("loss")
+    assert loss.step == 2
+    assert set(loss.last_terms) == {"positive", "negative", "hard_part", "mutual"}
+    assert workflow.trainer.state.epoch == 2
+
+
+@pytest.mark.slow
+def test_train_writes_best_checkpoint_as_plain_state_dict(trained):
+    root, _, workflow = trained
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    workflow.network_def.load_state_dict(state)  # a plain state dict of the network, nothing wrapped around it
+    assert list((root / "train").glob("events.out.tfevents.*")), "TensorBoard logs are missing"
+
+
+@pytest.mark.slow
+def test_without_easy_to_hard_trains_on_the_ground_truth_alone(data, tmp_path):
+    workflow = _workflow(
+        ["train"],
+        "train",
+        **TINY,
+        max_epochs=1,
+        easy_to_hard=False,
+        dataset_dir=str(data),
+        prepare_dir=str(tmp_path / "easy_hard"),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "train"),
+    )
+    _run(workflow)
+    assert not (tmp_path / "easy_hard").exists(), "easy_to_hard=false must not run the preparation"
+    loss = workflow.parser.get_parsed_content("loss")
+    # Eq. 13 as written: both paths against the ground truth, complementary loss on
+    assert set(loss.last_terms) == {"positive", "negative", "mutual"}
+
+
+@pytest.mark.slow
+def test_evaluate_writes_masks_at_source_size_and_metrics(trained, data):
+    root, overrides, _ = trained
+    eval_dir = root / "evaluation"
+    missing_parts = root / "no_parts"
+    workflow = _workflow(
+        ["train", "evaluate"], None, **{**overrides, "output_dir": str(eval_dir), "prepare_dir": str(missing_parts)}
+    )
+    _run(workflow)
+    assert not missing_parts.exists(), "evaluation must not need or make easy/hard parts"
+    masks = sorted((eval_dir / "predictions").glob("*_mask.png"))
+    assert masks and len(masks) == len(list((eval_dir / "predictions").glob("*_overlay.png")))
+    for mask in masks:
+        source = next(data.rglob(mask.name.replace("_mask.png", ".png")))
+        with Image.open(source) as image, Image.open(mask) as predicted:
+            assert predicted.size == image.size
+            assert set(np.unique(np.asarray(predicted))) <= {0, 255}
+    assert (eval_dir / "val_mean_dice_raw.csv").is_file()
+
+
+@pytest.mark.slow
+def test_inference_segments_a_folder(trained, data, tmp_path):
+    _, overrides, _ = trained
+    workflow = _workflow(
+        ["inference"],
+        "infer",
+        dataset_dir=str(data),
+        ckpt_dir=overrides["ckpt_dir"],
+        output_dir=str(tmp_path),
+        image_size=TINY["image_size"],
+        **{"network_def#features": TINY["network_def#features"]},
+    )
+    _run(workflow)
+    sources = [p for p in data.rglob("*.png") if "_mask" not in p.name]
+    assert len(list(tmp_path.glob("*_mask.png"))) == len(sources)
+
+
+@pytest.fixture
+def single_process_group(monkeypatch):
+    """The environment torchrun gives a world of one process (gloo on the CPU)."""
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", "29517")
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_multi_gpu_training_requires_the_preparation_first(trained, tmp_path, single_process_group):
+    root, overrides, _ = trained
+    overrides = {**overrides, "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "train")}
+    missing = _workflow(
+        ["train", "multi_gpu_train"], "train", **{**overrides, "prepare_dir": str(tmp_path / "none")}, max_epochs=1
+    )
+    with pytest.raises(RuntimeError) as error:
+        missing.initialize()
+    cause = error.value
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert isinstance(cause, FileNotFoundError)
+    assert str(tmp_path / "none" / DATALIST_FILENAME) in str(cause) and "configs/prepare.yaml" in str(cause)
+    dist.destroy_process_group()
+
+    # with the parts made (by the training above), one epoch in step 1
+    workflow = _workflow(["train", "multi_gpu_train"], "train", **overrides, max_epochs=1)
+    _run(workflow)
+    assert workflow.trainer.state.epoch == 1
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_old_style_training_id_runs_the_same_expressions():
+    config = (CONFIGS / "train.yaml").read_text()
+    assert 'training: "@run"' in config
+
+
+def test_metadata_against_offline_schema():
+    if not SCHEMA.is_file():
+        pytest.skip(f"model-zoo schema not found at {SCHEMA}")
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["modality"] == "US" and image["spatial_shape"] == ["16*n", "16*n"]
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}
+    assert meta["version"] in meta["changelog"]
+    assert any("TaiChiNet" in ref and "Biomedical and Health Informatics" in ref for ref in meta["references"])
+
+
+def test_network_input_output_matches_metadata():
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.yaml"),
+        n=2,
+        **{"network_def#features": TINY["network_def#features"]},
+    )
