@@ -188,6 +188,11 @@ def _run_worker(args: argparse.Namespace, worker: str) -> dict:
     return result
 
 
+def _paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """Median over rounds of the ratio within a round."""
+    return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=224, help="image height and width (multiple of 16)")
@@ -230,12 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     for mode in MODES:
         taichinet, path = speed[mode]["taichinet"], speed[mode]["path"]
-
-        def paired_ratio(key: str) -> float:
-            return statistics.median(t / p for t, p in zip(taichinet[key], path[key]))
-
-        time_ratio = paired_ratio("seconds_per_image_all")
-        cpu_ratio = paired_ratio("cpu_seconds_per_image_all")
+        time_ratio = _paired_ratio(taichinet["seconds_per_image_all"], path["seconds_per_image_all"])
+        cpu_ratio = _paired_ratio(taichinet["cpu_seconds_per_image_all"], path["cpu_seconds_per_image_all"])
         ratio_of_medians = taichinet["seconds_per_image"] / path["seconds_per_image"]
         memory_ratio = memory[("taichinet", mode)]["peak_memory_mib"] / memory[("path", mode)]["peak_memory_mib"]
         verdict = "meets" if time_ratio <= 2.2 else "MISSES"

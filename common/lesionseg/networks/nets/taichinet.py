@@ -32,7 +32,8 @@ class TaiChiNet(nn.Module):
     channel (Table I: 18.33 M; one path 8.64 M, two paths 17.28 M, C²-attention 1.05 M).
 
     Outputs are logits (pre-sigmoid): σ(O_p) is the lesion probability, σ(O_n) the background
-    probability. The paper thresholds the positive output at 0.5 for inference.
+    probability. The paper does not say which output it evaluates (except for Model 2, below); we take
+    the positive one, the lesion path refined by the head.
 
     - ``net.eval()``: one tensor, the lesion logits (B, out_channels, *S): the positive path's O_p, or
       with ``inference_output="average"`` the logit of the mean of the two paths' lesion probabilities.
