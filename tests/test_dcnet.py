@@ -15,14 +15,6 @@ from lesionseg.networks.nets.dcnet import DCNet
 NARROW = (4, 8, 16, 32, 64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids the threading overhead, which dominates on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _count(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())

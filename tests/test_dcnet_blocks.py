@@ -15,14 +15,6 @@ from lesionseg.networks.blocks.dcp import DifferentiableContextPooling
 from lesionseg.networks.blocks.saliency import SaliencyDecomposition, self_reversal
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids the threading overhead, which dominates on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _reflect(index: int, size: int) -> int:
     """Reflection without repeating the edge (torch's "reflect"): -1 -> 1, size -> size - 2."""

@@ -43,15 +43,6 @@ def unet_plus_plus() -> BasicUNetPlusPlus:
     return BasicUNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=1, features=FEATURES, deep_supervision=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine a multi-threaded kernel waits at
-    an OpenMP barrier for a descheduled thread: one thread runs this file many times faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def literal_parts(out1: np.ndarray, out4: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 23-24 pixel by pixel: E_p = Out(1) ∩ GT, H_p = (Out(4) ∩ GT) ∩ complement of E_p in GT."""

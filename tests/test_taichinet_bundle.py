@@ -33,15 +33,6 @@ TINY_PREPARATION = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine a multi-threaded kernel waits at
-    an OpenMP barrier for a descheduled thread: one thread runs this file many times faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _workflow(config_names, workflow_type, **overrides):
     return ConfigWorkflow(
