@@ -15,7 +15,10 @@ the target. Pairing the steps matters on a machine shared with other work: the l
 minute to minute, and two networks timed minutes apart can differ by 2× from the load alone. The CPU
 time (user + system, all threads) is reported beside the wall time; it is less disturbed by waiting for
 a core. The system part is mostly page faults: glibc serves blocks above 32 MiB (every full-resolution
-activation at batch 16) with fresh ``mmap`` pages that the kernel zeroes on first touch.
+activation at batch 16) with fresh ``mmap`` pages that the kernel zeroes on first touch, a quarter of
+the CPU time at batch 16. ``--reuse-freed-memory`` runs the workers with glibc told to keep freed memory
+for reuse instead (``MALLOC_MMAP_MAX_=0``, a large ``MALLOC_TRIM_THRESHOLD_``), which removes that cost
+and measures the networks' own work; a long CPU training run can use the same setting (or jemalloc).
 
 Peak memory: each (network, mode) pair also runs alone in a fresh Python process (warm-up, then one
 step), so that its high-water mark belongs to one network and one mode. It is how much the process grows
@@ -46,6 +49,8 @@ import time
 
 NETWORKS = ("taichinet", "path")
 MODES = ("train", "infer")
+# glibc: never serve allocations with mmap, never give the freed top of the heap back to the system.
+REUSE_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
 
 
 def _current_rss_bytes() -> int:
@@ -180,7 +185,8 @@ def _run_worker(args: argparse.Namespace, worker: str) -> dict:
         *("--size", str(args.size), "--batch", str(args.batch), "--iters", str(args.iters)),
         *("--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads)),
     ]
-    finished = subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, **REUSE_FREED_MEMORY} if args.reuse_freed_memory else None
+    finished = subprocess.run(command, capture_output=True, text=True, env=env)
     if finished.returncode != 0:
         raise RuntimeError(f"the {worker} measurement failed:\n{finished.stderr}")
     result = json.loads(finished.stdout.strip().splitlines()[-1])
@@ -201,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each network before timing")
     parser.add_argument("--device", default="cpu", help="'cpu' or a CUDA device such as 'cuda'")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for CPU runs")
+    parser.add_argument(
+        "--reuse-freed-memory", action="store_true", help="run the workers with glibc reusing freed memory"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # "memory:NETWORK:MODE" or "speed:MODE"
     args = parser.parse_args(argv)
     if args.size % 16 != 0:
@@ -221,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.size}x{args.size}, batch {args.batch}, fp32, device {args.device}, {args.threads} CPU threads; "
         f"speed: median of {args.iters} alternating steps after {args.warmup} warm-up"
+        + ("; glibc reusing freed memory" if args.reuse_freed_memory else "")
     )
     print(
         f"{'network':<10} {'mode':<6} {'params':>11} {'images/s':>9} {'s/image':>8} {'CPU s/image':>11} {'peak MiB':>9}"

@@ -33,7 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: %(default)s)")
     parser.add_argument("--num-images", type=int, default=60, help="phantoms to generate (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate; the paper's 3e-4 needs far more than a demo's epochs (default: %(default)s)",
+    )
     parser.add_argument("--image-size", type=int, default=128, help="network input size (default: %(default)s)")
     parser.add_argument(
         "--features",
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         "ckpt_dir": str(output / "models"),
         "output_dir": str(output / "train"),
         "max_epochs": args.epochs,
+        "learning_rate": args.learning_rate,
         "image_size": [args.image_size, args.image_size],
         "network_def#features": list(args.features),
         "seed": args.seed,
