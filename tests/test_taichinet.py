@@ -129,9 +129,10 @@ def test_complementary_head_matches_eq_10_to_12(complement):
     torch.testing.assert_close(o_p, expected_p, rtol=1e-10, atol=1e-10)
 
 
-def test_unet_path_layout_and_split():
+@pytest.mark.parametrize("upsample_mode", ["nearest", "linear"])
+def test_unet_path_layout_and_split(upsample_mode):
     torch.manual_seed(0)
-    path = UNetPath(features=NARROW).eval()
+    path = UNetPath(features=NARROW, upsample_mode=upsample_mode).eval()
     x = torch.randn(2, 1, 32, 48)
     skips, bottleneck = path.encode(x)
     assert [tuple(s.shape) for s in skips] == [(2, 4, 32, 48), (2, 8, 16, 24), (2, 16, 8, 12), (2, 32, 4, 6)]

@@ -9,7 +9,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from lesionseg.cli.bundle_runner import run_workflow
@@ -69,16 +68,12 @@ def _overlay_sheet(predictions_dir: Path, output_png: Path, num: int = 8) -> Non
 
 
 def _summarise(eval_dir: Path) -> dict[str, float]:
-    """Mean of each per-image metric over images with a lesion, from MONAI's MetricsSaver CSVs."""
-    summary = {}
-    for raw in sorted(eval_dir.glob("*_raw.csv")):
-        with raw.open() as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
-        values = np.array([float(row[1]) for row in rows[1:] if len(row) > 1], dtype=float)
-        values = values[np.isfinite(values)]
-        if values.size:
-            summary[raw.name.removesuffix("_raw.csv")] = round(float(values.mean()), 4)
-    return summary
+    """The evaluation's mean metrics (images with a lesion), from MONAI's MetricsSaver ``metrics.csv``."""
+    metrics_csv = eval_dir / "metrics.csv"
+    if not metrics_csv.is_file():
+        return {}
+    with metrics_csv.open() as handle:
+        return {name: round(float(value), 4) for name, value in csv.reader(handle)}
 
 
 def run(args: argparse.Namespace) -> int:
