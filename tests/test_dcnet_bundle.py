@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from bundle_testing import make_workflow, run_zoo_pattern
+from monai.bundle import verify_metadata, verify_net_in_out
 from PIL import Image
 
 from lesionseg.data.phantoms import write_phantom_dataset
@@ -21,21 +22,7 @@ TINY = {"image_size": [32, 32], "network_def#features": [2, 4, 8, 16, 32], "num_
 
 
 def _workflow(config_names, workflow_type, **overrides):
-    return ConfigWorkflow(
-        config_file=[str(CONFIGS / f"{name}.yaml") for name in config_names],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        bundle_root=str(BUNDLE),
-        **overrides,
-    )
-
-
-def _run(workflow):
-    workflow.initialize()
-    assert not workflow.check_properties(), "required bundle ids are missing"
-    workflow.run()
-    workflow.finalize()
+    return make_workflow(BUNDLE, config_names, workflow_type, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +32,7 @@ def trained(tmp_path_factory):
     data = write_phantom_dataset(root / "data", num_images=10, seed=3, size=(48, 64))
     overrides = {**TINY, "dataset_dir": str(data), "ckpt_dir": str(root / "models"), "output_dir": str(root / "train")}
     workflow = _workflow(["train"], "train", max_epochs=2, **overrides)
-    _run(workflow)
+    run_zoo_pattern(workflow)
     return root, data, overrides, workflow
 
 
@@ -66,7 +53,7 @@ def test_evaluate_writes_masks_at_source_size_and_metrics(trained):
     root, data, overrides, _ = trained
     eval_dir = root / "evaluation"
     workflow = _workflow(["train", "evaluate"], None, **{**overrides, "output_dir": str(eval_dir)})
-    _run(workflow)
+    run_zoo_pattern(workflow)
     masks = sorted((eval_dir / "predictions").glob("*_mask.png"))
     assert masks and len(masks) == len(list((eval_dir / "predictions").glob("*_overlay.png")))
     for mask in masks:
@@ -89,7 +76,7 @@ def test_inference_segments_a_folder(trained, tmp_path):
         image_size=TINY["image_size"],
         **{"network_def#features": TINY["network_def#features"]},
     )
-    _run(workflow)
+    run_zoo_pattern(workflow)
     sources = [p for p in data.rglob("*.png") if "_mask" not in p.name]
     assert len(list(tmp_path.glob("*_mask.png"))) == len(sources)
 

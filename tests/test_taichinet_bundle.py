@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from bundle_testing import make_workflow, run_zoo_pattern
+from monai.bundle import verify_metadata, verify_net_in_out
 from PIL import Image
 
 from lesionseg.data.io import read_mask
@@ -35,21 +36,7 @@ TINY_PREPARATION = {
 
 
 def _workflow(config_names, workflow_type, **overrides):
-    return ConfigWorkflow(
-        config_file=[str(CONFIGS / f"{name}.yaml") for name in config_names],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        bundle_root=str(BUNDLE),
-        **overrides,
-    )
-
-
-def _run(workflow):
-    workflow.initialize()
-    assert not workflow.check_properties(), "required bundle ids are missing"
-    workflow.run()
-    workflow.finalize()
+    return make_workflow(BUNDLE, config_names, workflow_type, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +56,7 @@ def trained(tmp_path_factory, data):
         "output_dir": str(root / "train"),
     }
     workflow = _workflow(["train"], "train", max_epochs=2, prepare_overrides=TINY_PREPARATION, **overrides)
-    _run(workflow)
+    run_zoo_pattern(workflow)
     return root, overrides, workflow
 
 
@@ -77,7 +64,7 @@ def trained(tmp_path_factory, data):
 def test_prepare_writes_the_parts_and_a_rerun_reuses_them(data, tmp_path):
     overrides = {**TINY_PREPARATION, "dataset_dir": str(data), "prepare_dir": str(tmp_path / "parts")}
     first = _workflow(["prepare"], "train", **overrides)
-    _run(first)
+    run_zoo_pattern(first)
     assert first.trainer.state.epoch == TINY_PREPARATION["max_epochs"]
     datalist = tmp_path / "parts" / DATALIST_FILENAME
     items = read_prepared_datalist(datalist, "training")
@@ -89,7 +76,7 @@ def test_prepare_writes_the_parts_and_a_rerun_reuses_them(data, tmp_path):
     weights = (tmp_path / "parts" / WEIGHTS_FILENAME).stat().st_mtime_ns
 
     again = _workflow(["prepare"], "train", **overrides)
-    _run(again)
+    run_zoo_pattern(again)
     assert again.trainer.state.epoch == 0, "the rerun trained the U-Net++ again instead of reusing its parts"
     assert (tmp_path / "parts" / WEIGHTS_FILENAME).stat().st_mtime_ns == weights
 
@@ -128,7 +115,7 @@ def test_without_easy_to_hard_trains_on_the_ground_truth_alone(data, tmp_path):
         ckpt_dir=str(tmp_path / "models"),
         output_dir=str(tmp_path / "train"),
     )
-    _run(workflow)
+    run_zoo_pattern(workflow)
     assert not (tmp_path / "easy_hard").exists(), "easy_to_hard=false must not run the preparation"
     loss = workflow.parser.get_parsed_content("loss")
     # Eq. 13 as written: both paths against the ground truth, complementary loss on
@@ -143,7 +130,7 @@ def test_evaluate_writes_masks_at_source_size_and_metrics(trained, data):
     workflow = _workflow(
         ["train", "evaluate"], None, **{**overrides, "output_dir": str(eval_dir), "prepare_dir": str(missing_parts)}
     )
-    _run(workflow)
+    run_zoo_pattern(workflow)
     assert not missing_parts.exists(), "evaluation must not need or make easy/hard parts"
     masks = sorted((eval_dir / "predictions").glob("*_mask.png"))
     assert masks and len(masks) == len(list((eval_dir / "predictions").glob("*_overlay.png")))
@@ -167,7 +154,7 @@ def test_inference_segments_a_folder(trained, data, tmp_path):
         image_size=TINY["image_size"],
         **{"network_def#features": TINY["network_def#features"]},
     )
-    _run(workflow)
+    run_zoo_pattern(workflow)
     sources = [p for p in data.rglob("*.png") if "_mask" not in p.name]
     assert len(list(tmp_path.glob("*_mask.png"))) == len(sources)
 
@@ -201,7 +188,7 @@ def test_multi_gpu_training_requires_the_preparation_first(trained, tmp_path, si
 
     # with the parts made (by the training above), one epoch in step 1
     workflow = _workflow(["train", "multi_gpu_train"], "train", **overrides, max_epochs=1)
-    _run(workflow)
+    run_zoo_pattern(workflow)
     assert workflow.trainer.state.epoch == 1
     assert (tmp_path / "models" / "model.pt").is_file()
 
