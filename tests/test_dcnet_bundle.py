@@ -4,6 +4,9 @@ check_properties() -> run -> finalize, for train, evaluate and inference, on tin
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,9 +84,20 @@ def test_inference_segments_a_folder(trained, tmp_path):
     assert len(list(tmp_path.glob("*_mask.png"))) == len(sources)
 
 
-def test_old_style_training_id_runs_the_same_expressions():
-    config = (CONFIGS / "train.yaml").read_text()
-    assert 'training: "@run"' in config
+@pytest.mark.slow
+def test_old_style_run_training_command_trains(tmp_path):
+    """``python -m monai.bundle run training --config_file ...``, the spelling users know, through the real CLI."""
+    data = write_phantom_dataset(tmp_path / "data", num_images=6, seed=5, size=(40, 48), progress=False)
+    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.yaml"]
+    command += ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
+    command += ["--bundle_root", str(BUNDLE), "--dataset_dir", str(data), "--max_epochs", "1"]
+    command += ["--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "train")]
+    for key, value in TINY.items():
+        command += [f"--{key}", json.dumps(value)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors, see conftest.one_torch_thread
+    result = subprocess.run(command, cwd=BUNDLE, env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (tmp_path / "models" / "model.pt").is_file()
 
 
 def test_metadata_against_offline_schema(tmp_path):
