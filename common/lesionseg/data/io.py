@@ -7,6 +7,8 @@ with the offending file, so a bad file in a dataset of hundreds is found at once
 
 from __future__ import annotations
 
+import json
+
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +48,23 @@ class DataError(ValueError):
     def __reduce__(self):
         # keeps the (path, problem) signature when the error crosses a DataLoader worker boundary
         return type(self), (self.path, self.problem)
+
+
+def read_json(path: PathLike, what: str = "file") -> object:
+    """Parse a JSON file; a missing, undecodable or invalid file is a :class:`DataError` naming it.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (e.g. ``"datalist file"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"{what} not found")
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(path, f"not valid JSON ({error})") from error
 
 
 def load_pixels(path: PathLike) -> np.ndarray:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lesionseg.data.io import DataError, PathLike
+from lesionseg.data.io import DataError, PathLike, read_json
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -234,13 +234,7 @@ def read_folder_pair(images_dir: PathLike, masks_dir: PathLike, mask_suffix: str
 
 
 def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(path, "datalist file not found")
-    try:
-        with open(path) as file:
-            content = json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(path, f"not valid JSON ({error})") from error
+    content = read_json(path, "datalist file")
     if not isinstance(content, dict):
         raise DataError(path, 'a datalist is a JSON object of sections ({"training": [...], ...})')
     return content

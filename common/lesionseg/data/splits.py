@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from lesionseg.data.io import DataError, PathLike, read_image
+from lesionseg.data.io import DataError, PathLike, read_image, read_json
 from lesionseg.data.readers import detect_layout, natural_key, read_datalist, read_dataset
 
 __all__ = [
@@ -64,13 +64,7 @@ def load_groups(path: PathLike) -> list[list[str]]:
         DataError: naming the file, when it is missing, not JSON or not in that format.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "groups file not found")
-    try:
-        with open(path) as file:
-            content = json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(path, f"not valid JSON ({error})") from error
+    content = read_json(path, "groups file")
     groups = content.get("groups") if isinstance(content, dict) else None
     if not isinstance(groups, list) or not all(
         isinstance(group, list) and all(isinstance(case, str) for case in group) for group in groups
