@@ -41,10 +41,11 @@ class ChannelAttentionBlock(nn.Module):
 
     def channel_weights(self, features: torch.Tensor) -> torch.Tensor:
         """``ω`` of Eq. 4, (B, mid_channels), for the features ``B̃`` (B, mid_channels, *S)."""
-        return torch.softmax(self.fc(features.flatten(2).mean(2)), dim=1)
+        return torch.softmax(self.fc(features.mean(dim=tuple(range(2, features.dim())))), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.reduce(x)
         weights = self.channel_weights(features)
-        weighted = (features.flatten(2) * weights.unsqueeze(2)).view_as(features)
+        # broadcasting over the spatial dims keeps the features' memory format (no copy for channels-last)
+        weighted = features * weights.view(weights.shape + (1,) * (features.dim() - 2))
         return self.merge(weighted)

@@ -37,7 +37,8 @@ class PyramidPrototype(nn.Module):
         self.project = nn.Linear(len(dilations) * channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [branch(x).flatten(2).mean(2) for branch in self.branches]
+        spatial = tuple(range(2, x.dim()))
+        pooled = [branch(x).mean(dim=spatial) for branch in self.branches]
         return self.project(torch.cat(pooled, dim=1))
 
 
@@ -89,8 +90,9 @@ class DependencyAwareReinforcement(nn.Module):
 
     def attention(self, foreground: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """``ψ(F̃^f Kᵀ)``: one gate in (0, 1) per position, (B, 1, *S), for ``F^f`` (B, C, *S) and ``K`` (B, C)."""
-        flat = foreground.flatten(2)
-        return torch.sigmoid(torch.bmm(key.unsqueeze(1), flat)).view((flat.shape[0], 1) + foreground.shape[2:])
+        # a broadcast product summed over the channels keeps the memory format (flattening copies channels-last)
+        key = key.view(key.shape + (1,) * (foreground.dim() - 2))
+        return torch.sigmoid((foreground * key).sum(dim=1, keepdim=True))
 
     def forward(self, foreground: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
         reversed_background = self_reversal(background)

@@ -23,8 +23,7 @@ def self_reversal(x: torch.Tensor) -> torch.Tensor:
         >>> self_reversal(torch.tensor([[[0.0, 2.0, 5.0]]]))
         tensor([[[5., 3., 0.]]])
     """
-    flat = x.flatten(2)
-    return (flat.amax(dim=2, keepdim=True) - flat).view_as(x)
+    return x.amax(dim=tuple(range(2, x.dim())), keepdim=True) - x
 
 
 class SelfReversal(nn.Module):
