@@ -66,11 +66,13 @@ def check_evaluation_files(eval_dir: Path, expected_images: Sequence[str]) -> li
             stats = summary[name][metric]
             assert stats["count"] == len(values), (name, metric)
             if values:
-                assert math.isclose(stats["mean"], statistics.fmean(values), rel_tol=1e-9, abs_tol=1e-12), (name, metric)
+                expected = statistics.fmean(values)
+                assert math.isclose(stats["mean"], expected, rel_tol=1e-9, abs_tol=1e-12), (name, metric)
             else:
                 assert stats["mean"] is None, (name, metric)
             if len(values) > 1:
-                assert math.isclose(stats["std"], statistics.stdev(values), rel_tol=1e-9, abs_tol=1e-12), (name, metric)
+                expected = statistics.stdev(values)
+                assert math.isclose(stats["std"], expected, rel_tol=1e-9, abs_tol=1e-12), (name, metric)
             else:
                 assert stats["std"] is None, (name, metric)
     return rows

@@ -107,6 +107,23 @@ def test_parse_overrides():
         parse_overrides(["ckpt_dir=/tmp/x"])
 
 
+def test_bad_input_fails_before_any_training_and_names_the_problem(tmp_path, capsys, tiny_busi):
+    missing = tmp_path / "nowhere"
+    assert main(["crossval", "--bundle", str(DCNET), "--dataset-dir", str(missing), "--output", str(tmp_path)]) == 1
+    assert str(missing) in capsys.readouterr().err
+    not_a_bundle = tmp_path / "empty"
+    not_a_bundle.mkdir()
+    args = ["crossval", "--bundle", str(not_a_bundle), "--dataset-dir", str(tiny_busi), "--output", str(tmp_path / "o")]
+    assert main(args) == 1
+    assert "configs/train.yaml" in capsys.readouterr().err
+    args = ["crossval", "--bundle", str(DCNET), "--dataset-dir", str(tiny_busi), "--output", str(tmp_path / "o")]
+    assert main([*args, "--override", "output_dir=/tmp/x"]) == 1
+    assert "sets 'output_dir' itself" in capsys.readouterr().err
+    assert main([*args, "--folds", "1"]) == 1
+    assert "num_folds must be at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def _crossval(bundle, data, output, *extra):
     args = ["crossval", "--bundle", str(bundle), "--dataset-dir", str(data), "--folds", "2", "--output", str(output)]
     for override in [*TINY, *extra]:

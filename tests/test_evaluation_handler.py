@@ -1,4 +1,4 @@
-"""``PerImageMetricsWriter`` (per-image CSV and summary JSON of an evaluator) and ``EpochLog``, on a bare ignite engine."""
+"""``PerImageMetricsWriter`` (an evaluator's per-image CSV and summary JSON) and ``EpochLog`` on bare engines."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def test_writer_scores_every_image_and_summarises_lesion_and_normal(tmp_path):
             assert row[name] == pytest.approx(value, nan_ok=True), (row["image"], name)
     assert math.isnan(rows[0]["hd95_mm"]) and rows[3]["hd95_mm"] > 0  # only d.png has a spacing
     summary = read_summary_json(writer.summary_path)
+    assert summary["all"]["hd95_mm"]["count"] == 1
     assert summary["lesion"]["n"] == 3 and summary["normal"]["n"] == 1 and summary["class=benign"]["n"] == 2
     lesion_dice = [row["dice"] for row in rows if row["gt_pixels"] > 0]
     assert summary["lesion"]["dice"]["mean"] == pytest.approx(np.mean(lesion_dice))

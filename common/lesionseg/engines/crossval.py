@@ -27,7 +27,14 @@ from lesionseg.data.io import PathLike
 from lesionseg.data.readers import read_datalist, read_dataset, write_datalist
 from lesionseg.data.splits import kfold_split, resolve_groups, train_val_test_split
 from lesionseg.engines.training_log import read_epoch_log
-from lesionseg.metrics import METRICS, format_table, read_per_image_csv, read_summary_json, summarise_folds, write_summary_json
+from lesionseg.metrics import (
+    METRICS,
+    format_table,
+    read_per_image_csv,
+    read_summary_json,
+    summarise_folds,
+    write_summary_json,
+)
 
 __all__ = ["FoldPaths", "SECTIONS", "plan_folds", "write_fold_datalists", "write_results"]
 

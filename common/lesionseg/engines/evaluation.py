@@ -19,6 +19,7 @@ scores it with :func:`lesionseg.metrics.compute_image_metrics`, and at the end o
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -29,11 +30,12 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.utils import ImageMetaKey
 
-from lesionseg.metrics import compute_image_metrics, summarise, write_per_image_csv, write_summary_json
+from lesionseg.metrics import METRICS, compute_image_metrics, summarise, write_per_image_csv, write_summary_json
 
 __all__ = ["PerImageMetricsWriter"]
 
 logger = logging.getLogger(__name__)
+
 
 class PerImageMetricsWriter:
     """
@@ -139,7 +141,7 @@ class PerImageMetricsWriter:
             )
         spacing = self._lookup(self.spacing_key, output, batch, meta)
         if spacing is not None:
-            spacing = [float(value) for value in torch.as_tensor(spacing).reshape(-1).tolist()]
+            spacing = [float(value) for value in torch.as_tensor(spacing, dtype=torch.float64).reshape(-1).tolist()]
         metrics = compute_image_metrics(pred[0], label[0], spacing=spacing, empty_distance=self.empty_distance)
         record: dict[str, Any] = {"image": name}
         for field in self.fields:
@@ -168,6 +170,9 @@ class PerImageMetricsWriter:
         if not records:
             logger.warning("PerImageMetricsWriter: no image was evaluated; nothing written to %s", self.output_dir)
             return
+        # hd95_mm exists for images with a spacing only: undefined (NaN) for the others
+        metrics = [name for name in METRICS if any(name in record for record in records)]
+        records = [{**record, **{name: math.nan for name in metrics if name not in record}} for record in records]
         group_key = self.group_key if self.group_key and all(self.group_key in r for r in records) else None
         summary = summarise(records, group_key=group_key)
         write_per_image_csv(records, self.csv_path)
