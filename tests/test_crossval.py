@@ -189,6 +189,13 @@ def test_crossval_writes_tables_and_figures_and_resumes_only_missing_folds(tmp_p
     assert "fold 1/2 (fold_0): training finished earlier" in log and "fold 2/2 (fold_1): skipped" in log
     assert folds[0].models.joinpath("model.pt").stat().st_mtime_ns == model_0 and folds[0].summary.is_file()
 
+    # a fold interrupted while training is trained again (into its existing models/)
+    shutil.rmtree(folds[1].evaluation)
+    folds[1].trained.unlink()
+    assert _crossval(DCNET, data, output) == 0
+    assert "fold 2/2 (fold_1): training on" in capsys.readouterr().out
+    assert [r["epoch"] for r in read_epoch_log(folds[1].epoch_log)] == [1] and folds[1].summary.is_file()
+
     # other settings in the same output folder are refused before anything runs
     assert _crossval(DCNET, data, output, "learning_rate=0.1") == 1
     assert "crossval.json" in capsys.readouterr().err

@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
                 len(sections["validation"]),
                 fold.root,
             )
-            fold.epoch_log.unlink(missing_ok=True)  # an interrupted training restarts from epoch 1
+            # an interrupted training runs again (from epoch 1, or from a checkpoint where the bundle resumes one
+            # from ckpt_dir); its epoch records replace the earlier ones (read_epoch_log keeps an epoch's last)
             workflow = run_workflow(
                 bundle,
                 ["train"],

@@ -44,7 +44,9 @@ class PerImageMetricsWriter:
 
     Attach it to a MONAI evaluator (``val_handlers``) whose post-processing leaves, for each image, a binary
     prediction and its ground truth of the same shape (1, H, W) in the engine's output. Rows are kept in the
-    data loader's order. In a distributed run the rows of all ranks are gathered and rank 0 writes.
+    data loader's order. In a distributed run the rows of all ranks are gathered and rank 0 writes (a sampler that
+    pads the ranks to equal length would add its padding images as extra rows; the bundles evaluate in one
+    process).
 
     Args:
         output_dir: folder the two files are written to (created if needed).
