@@ -132,7 +132,8 @@ class PerImageMetricsWriter:
         for key in (self.pred_key, self.label_key):
             if key not in output:
                 raise KeyError(f"PerImageMetricsWriter: the evaluator's output has no {key!r} (keys: {list(output)}).")
-        pred, label = output[self.pred_key], output[self.label_key]
+        # scored on the CPU: the two may come from different devices (prediction on a GPU, mask as read on the CPU)
+        pred, label = (torch.as_tensor(output[key]).detach().cpu() for key in (self.pred_key, self.label_key))
         image = output.get(self.image_key, batch.get(self.image_key))
         meta = getattr(image, "meta", None) or {}
         name = str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, "")) or f"image {len(self.records)}"
