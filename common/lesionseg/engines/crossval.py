@@ -242,7 +242,7 @@ def write_results(
         "sensitivity, specificity and accuracy in %, HD95 in pixels (mm where the images have a spacing).\n"
         "Lesion images have a non-empty ground truth, normal images an empty one (see lesionseg.metrics for\n"
         "the empty-mask rules: a normal image scores Dice 1 when nothing is predicted, 0 otherwise; its\n"
-        "precision and sensitivity are undefined, n/a, unless there are false alarms).\n\n"
+        "sensitivity is undefined, n/a, and its precision 0 with a false alarm, undefined otherwise).\n\n"
         f"{table}\n"
         "## Per fold (mean ± std over the fold's test images)\n\n"
         f"{per_fold_table}\n"
