@@ -9,13 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from bundle_testing import make_workflow, run_zoo_pattern
+from bundle_testing import check_evaluation_files, make_workflow, run_zoo_pattern
 from monai.bundle import verify_metadata, verify_net_in_out
 from PIL import Image
 
+from lesionseg.data.io import read_mask
 from lesionseg.data.phantoms import write_phantom_dataset
+from lesionseg.data.readers import read_dataset
+from lesionseg.data.splits import datalist_section
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dcnet_bundle"
 SCHEMA = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "meta_schema_20240725.json"
@@ -64,7 +68,29 @@ def test_evaluate_writes_masks_at_source_size_and_metrics(trained):
         with Image.open(source) as image, Image.open(mask) as predicted:
             assert predicted.size == image.size
             assert set(predicted.getdata()) <= {0, 255}
-    assert (eval_dir / "val_mean_dice_raw.csv").is_file()
+    validation = datalist_section(data, "validation", val_fraction=0.2, seed=0)
+    check_evaluation_files(eval_dir, [item["image"] for item in validation])
+    assert not list(eval_dir.glob("*_raw.csv")), "MONAI's MetricsSaver files would duplicate per_image.csv"
+
+
+@pytest.mark.slow
+def test_evaluate_a_whole_folder_scores_every_image_against_its_mask_on_disk(trained):
+    root, data, overrides, _ = trained
+    eval_dir = root / "evaluation_all"
+    workflow = _workflow(["train", "evaluate"], None, **{**overrides, "output_dir": str(eval_dir)}, eval_section="all")
+    run_zoo_pattern(workflow)
+    items = read_dataset(data)
+    rows = check_evaluation_files(eval_dir, [item["image"] for item in items])
+    assert any(int(row["gt_pixels"]) == 0 for row in rows), "the normal (empty-mask) images are missing"
+    labels = {item["image"]: item["label"] for item in items}
+    for row in rows:
+        # the row's Dice is the written source-size mask's Dice against the mask file(s) as read
+        gt = read_mask(labels[row["image"]]) > 0
+        with Image.open(eval_dir / "predictions" / f"{Path(row['image']).stem}_mask.png") as picture:
+            pred = np.asarray(picture) > 0
+        dice = 1.0 if not gt.any() and not pred.any() else 2 * (gt & pred).sum() / (gt.sum() + pred.sum())
+        assert float(row["dice"]) == pytest.approx(dice, abs=1e-6), row["image"]
+        assert int(row["gt_pixels"]) == gt.sum() and int(row["pred_pixels"]) == pred.sum()
 
 
 @pytest.mark.slow

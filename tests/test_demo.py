@@ -20,7 +20,7 @@ def test_demo_trains_evaluates_and_draws(tmp_path, capsys):
     assert main([*args, "--image-size", "32", "--features", "2", "4", "8", "16", "32"]) == 0
     assert (output / "models" / "model.pt").is_file()
     summary = json.loads((output / "summary.json").read_text())
-    assert 0.0 <= summary["validation"]["val_mean_dice"] <= 1.0
+    assert 0.0 <= summary["validation"]["dice"] <= 1.0
     masks = list((output / "evaluation" / "predictions").glob("*_mask.png"))
     assert masks, "no predicted masks were written"
     with Image.open(output / "overlays.png") as sheet:

@@ -16,7 +16,13 @@ import torch
 from lesionseg.metrics import per_image, summary, tables
 from lesionseg.metrics.per_image import compute_batch_metrics, compute_image_metrics
 from lesionseg.metrics.summary import mean_std, summarise, summarise_folds
-from lesionseg.metrics.tables import format_table, write_per_image_csv, write_summary_json
+from lesionseg.metrics.tables import (
+    format_table,
+    read_per_image_csv,
+    read_summary_json,
+    write_per_image_csv,
+    write_summary_json,
+)
 
 # MONAI 1.6.1's own Hausdorff code passes its deprecated `always_return_as_numpy` argument to get_mask_edges
 pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
@@ -378,3 +384,28 @@ def test_write_summary_json_is_strict_json_with_null_for_nan(tmp_path):
 @pytest.mark.parametrize("module", [per_image, summary, tables])
 def test_docstring_examples(module):
     assert doctest.testmod(module, raise_on_error=False).failed == 0
+
+
+def test_per_image_csv_and_summary_json_read_back(tmp_path):
+    records = [
+        {"image": "/d/a.png", "case": "a", "class": None, **compute_image_metrics(PRED, GT, spacing=(0.5, 0.5))},
+        {"image": "/d/b.png", "case": "12", "class": "normal", **compute_image_metrics(EMPTY, EMPTY, spacing=(1, 1))},
+    ]
+    read = read_per_image_csv(write_per_image_csv(records, tmp_path / "per_image.csv"))
+    assert read[1]["case"] == "12" and read[0]["class"] is None  # ids stay strings
+    for original, back in zip(records, read, strict=True):
+        assert back.keys() == original.keys()
+        for key, value in original.items():
+            if isinstance(value, float):
+                assert back[key] == pytest.approx(value, nan_ok=True), key
+            else:
+                assert back[key] == value and type(back[key]) is type(value), key
+    summary = summarise(read)
+    back = read_summary_json(write_summary_json(summary, tmp_path / "summary.json"))
+    assert math.isnan(back["normal"]["precision"]["mean"]) and back["lesion"]["dice"] == summary["lesion"]["dice"]
+    (tmp_path / "bad.csv").write_text("image,dice,gt_pixels\n/d/a.png,high,3\n")
+    with pytest.raises(ValueError, match=r"bad\.csv, line 2: column 'dice' holds 'high'"):
+        read_per_image_csv(tmp_path / "bad.csv")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"bad\.json: expected a summary"):
+        read_summary_json(tmp_path / "bad.json")

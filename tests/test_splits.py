@@ -188,6 +188,9 @@ def test_datalist_section_agrees_between_calls_and_reads_json(tiny_busi, tmp_pat
 
     path = write_datalist(tmp_path / "list.json", {"training": training, "validation": validation})
     assert datalist_section(path, "validation", val_fraction=0.9) == validation  # split arguments unused
+    # "all": every labelled item, unsplit: the dataset's items, or every section of a datalist
+    assert datalist_section(tiny_busi, "all", val_fraction=0.25) == read_busi(tiny_busi)
+    assert datalist_section(path, "all") == read_datalist(path, "training") + read_datalist(path, "validation")
     with pytest.raises(DataError, match="no section 'test'"):
         datalist_section(path, "test")
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from bundle_testing import make_workflow, run_zoo_pattern
+from bundle_testing import check_evaluation_files, make_workflow, run_zoo_pattern
 from monai.bundle import verify_metadata, verify_net_in_out
 from PIL import Image
 
 from lesionseg.data.io import read_mask
 from lesionseg.data.phantoms import write_phantom_dataset
+from lesionseg.data.splits import datalist_section
 from lesionseg.engines.easy_hard import DATALIST_FILENAME, WEIGHTS_FILENAME, read_prepared_datalist
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "taichinet_bundle"
@@ -139,7 +140,9 @@ def test_evaluate_writes_masks_at_source_size_and_metrics(trained, data):
         with Image.open(source) as image, Image.open(mask) as predicted:
             assert predicted.size == image.size
             assert set(np.unique(np.asarray(predicted))) <= {0, 255}
-    assert (eval_dir / "val_mean_dice_raw.csv").is_file()
+    validation = datalist_section(data, "validation", val_fraction=0.2, seed=0)
+    check_evaluation_files(eval_dir, [item["image"] for item in validation])
+    assert not list(eval_dir.glob("*_raw.csv")), "MONAI's MetricsSaver files would duplicate per_image.csv"
 
 
 @pytest.mark.slow

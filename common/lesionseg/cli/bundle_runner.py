@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,11 @@ def find_config(bundle_dir: Path, name: str) -> Path:
 
 
 def run_workflow(
-    bundle_dir: str | Path, configs: Sequence[str], workflow_type: str, overrides: dict[str, Any] | None = None
+    bundle_dir: str | Path,
+    configs: Sequence[str],
+    workflow_type: str | None,
+    overrides: dict[str, Any] | None = None,
+    before_run: Callable[[ConfigWorkflow], None] | None = None,
 ) -> ConfigWorkflow:
     """Run ``initialize``, ``run`` and ``finalize`` of a bundle workflow and return the workflow.
 
@@ -32,6 +36,7 @@ def run_workflow(
         workflow_type: ``"train"``, ``"infer"`` or ``None``, as MONAI's ``ConfigWorkflow`` takes it; its
             required properties are checked before anything runs.
         overrides: config ids and their new values, e.g. ``{"dataset_dir": "...", "max_epochs": 2}``.
+        before_run: called with the initialized workflow just before it runs, e.g. to attach a handler.
     """
     bundle_dir = Path(bundle_dir).resolve()
     config_files = [str(find_config(bundle_dir, name)) for name in configs]
@@ -47,6 +52,8 @@ def run_workflow(
     missing = workflow.check_properties()
     if missing:
         raise ValueError(f"{bundle_dir}: the {'+'.join(configs)} workflow lacks required ids {missing}")
+    if before_run is not None:
+        before_run(workflow)
     logger.info("running %s of %s", "+".join(configs), bundle_dir.name)
     workflow.run()
     workflow.finalize()

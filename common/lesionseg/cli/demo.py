@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from lesionseg.cli.bundle_runner import run_workflow
+from lesionseg.metrics import read_summary_json
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +68,12 @@ def _overlay_sheet(predictions_dir: Path, output_png: Path, num: int = 8) -> Non
 
 
 def _summarise(eval_dir: Path) -> dict[str, float]:
-    """The evaluation's mean metrics (images with a lesion), from MONAI's MetricsSaver ``metrics.csv``."""
-    metrics_csv = eval_dir / "metrics.csv"
-    if not metrics_csv.is_file():
+    """The evaluation's mean metrics over the images with a lesion, from the evaluate workflow's ``summary.json``."""
+    summary_json = eval_dir / "summary.json"
+    if not summary_json.is_file():
         return {}
-    with metrics_csv.open() as handle:
-        return {name: round(float(value), 4) for name, value in csv.reader(handle)}
+    lesion = read_summary_json(summary_json)["lesion"]
+    return {name: round(float(value["mean"]), 4) for name, value in lesion.items() if isinstance(value, dict)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
     _overlay_sheet(eval_dir / "predictions", output / "overlays.png")
     summary = {"validation": _summarise(eval_dir), "minutes": round((time.monotonic() - start) / 60, 1)}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"demo finished in {summary['minutes']} min; validation metrics: {summary['validation']}")
+    print(f"demo finished in {summary['minutes']} min; validation metrics (lesion images): {summary['validation']}")
     print(f"  model:        {output / 'models' / 'model.pt'}")
     print(f"  predictions:  {eval_dir / 'predictions'}")
+    print(f"  metrics:      {eval_dir / 'per_image.csv'}, {eval_dir / 'summary.json'}")
     print(f"  overlays:     {output / 'overlays.png'} (green: ground truth, yellow: prediction)")
     print(f"  TensorBoard:  tensorboard --logdir {output / 'train'}")
     return 0

@@ -397,13 +397,16 @@ def datalist_section(source: PathLike, section: str = "training", **split_kwargs
         source: a datalist JSON (its ``section`` is returned as written; ``split_kwargs`` are unused) or a
             dataset folder (split with :func:`make_datalist`; the same arguments give the same split, so
             the training and validation calls of a bundle agree).
-        section: ``"training"``, ``"validation"`` or ``"test"``.
+        section: ``"training"``, ``"validation"``, ``"test"``, or ``"all"``: every labelled item of the dataset
+            (of all sections of a datalist), unsplit, e.g. to evaluate a model on a whole new dataset.
         split_kwargs: :func:`make_datalist` arguments.
 
     Raises:
         DataError: naming the JSON, when it has no such section.
         ValueError: the split has no such section (e.g. ``"test"`` with ``test_fraction=0``).
     """
+    if section == "all":
+        return read_dataset(source)
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".json":
         return read_datalist(path, section)

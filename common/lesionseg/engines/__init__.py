@@ -9,11 +9,13 @@ from lesionseg.engines.easy_hard import (
     require_preparation,
     run_preparation,
 )
+from lesionseg.engines.evaluation import PerImageMetricsWriter
 from lesionseg.engines.outputs import primary_output
 
 __all__ = [
     "EasyHardPreparation",
     "EasyToHardHandler",
+    "PerImageMetricsWriter",
     "check_preparation",
     "easy_hard_parts",
     "primary_output",

@@ -7,7 +7,14 @@ from lesionseg.metrics.per_image import (
     compute_image_metrics,
 )
 from lesionseg.metrics.summary import METRICS, mean_std, summarise, summarise_folds
-from lesionseg.metrics.tables import METRIC_LABELS, format_table, write_per_image_csv, write_summary_json
+from lesionseg.metrics.tables import (
+    METRIC_LABELS,
+    format_table,
+    read_per_image_csv,
+    read_summary_json,
+    write_per_image_csv,
+    write_summary_json,
+)
 
 __all__ = [
     "DISTANCE_METRICS",
@@ -18,6 +25,8 @@ __all__ = [
     "compute_image_metrics",
     "format_table",
     "mean_std",
+    "read_per_image_csv",
+    "read_summary_json",
     "summarise",
     "summarise_folds",
     "write_per_image_csv",

@@ -20,7 +20,17 @@ import numpy as np
 from .per_image import OVERLAP_METRICS
 from .summary import METRICS
 
-__all__ = ["METRIC_LABELS", "format_table", "write_per_image_csv", "write_summary_json"]
+__all__ = [
+    "METRIC_LABELS",
+    "format_table",
+    "read_per_image_csv",
+    "read_summary_json",
+    "write_per_image_csv",
+    "write_summary_json",
+]
+
+#: integer columns of a per-image table
+_COUNT_FIELDS = ("gt_pixels", "pred_pixels")
 
 #: Column headers of the metrics in a table.
 METRIC_LABELS = {
@@ -145,6 +155,66 @@ def write_summary_json(summary: Mapping[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_json_value(summary), indent=2, allow_nan=False) + "\n")
     return path
+
+
+def read_per_image_csv(path: str | Path) -> list[dict[str, Any]]:
+    """
+    Read a table :func:`write_per_image_csv` wrote back into records :func:`lesionseg.metrics.summarise` takes.
+
+    Metric columns (:data:`lesionseg.metrics.METRICS`) become floats, an empty cell NaN; ``gt_pixels`` and
+    ``pred_pixels`` become ints; other columns stay strings (an empty cell None).
+
+    Raises:
+        ValueError: naming the file and the row, when a metric or count cell is not a number, or the file has
+            no row.
+    """
+    path = Path(path)
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        raise ValueError(f"{path}: no rows.")
+    records = []
+    for line, row in enumerate(rows, start=2):
+        record: dict[str, Any] = {}
+        for key, text in row.items():
+            try:
+                if key in METRICS:
+                    record[key] = float(text) if text != "" else math.nan
+                elif key in _COUNT_FIELDS:
+                    record[key] = int(text)
+                else:
+                    record[key] = text if text != "" else None
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path}, line {line}: column {key!r} holds {text!r}, not a number.") from error
+        records.append(record)
+    return records
+
+
+def read_summary_json(path: str | Path) -> dict[str, Any]:
+    """
+    Read a summary :func:`write_summary_json` wrote, ``null`` means and stds becoming NaN again.
+
+    Raises:
+        ValueError: naming the file, when it is not JSON or not a mapping of groups.
+    """
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    if not isinstance(content, dict) or not all(isinstance(group, dict) for group in content.values()):
+        raise ValueError(f"{path}: expected a summary, {{group: {{'n': ..., metric: {{'mean', 'std', 'count'}}}}}}.")
+    return {
+        name: {
+            key: (
+                {k: math.nan if v is None and k in ("mean", "std") else v for k, v in value.items()}
+                if isinstance(value, dict)
+                else value
+            )
+            for key, value in group.items()
+        }
+        for name, group in content.items()
+    }
 
 
 def _header(metric: str, percent: bool) -> str:

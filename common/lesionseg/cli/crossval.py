@@ -1,0 +1,237 @@
+"""``lesionseg crossval``: k-fold cross-validation of a bundle, resumable, with paper-style tables and figures.
+
+Each fold is trained with the bundle's ``configs/train.yaml`` and evaluated with ``train.yaml`` +
+``configs/evaluate.yaml`` on its held-out test fold, in this process through
+:class:`monai.bundle.ConfigWorkflow` (as ``python -m monai.bundle run`` does; see
+:func:`lesionseg.cli.bundle_runner.run_workflow`). In-process rather than one ``python -m monai.bundle run``
+subprocess per workflow: a workflow's error arrives with its traceback and stops the run at once, the
+per-epoch log is attached to the trainer as a handler (no parsing of another process's output), and the
+seconds of importing torch and MONAI are paid once rather than twice per fold. Each workflow is built from the
+config files afresh and seeds itself (``set_determinism``), so a fold gives the same result as the same
+workflow run on its own.
+
+Each fold writes only under ``OUTPUT/fold_<k>/`` (its datalist, ``models/`` = the bundle's ``ckpt_dir``,
+``train/`` = ``output_dir`` while training, ``prepare/`` = TaiChiNet's ``prepare_dir``, ``evaluation/``), never
+into the bundle's own ``models/`` or ``eval/``. A rerun skips every fold whose ``evaluation/summary.json``
+exists, and evaluates without retraining a fold whose training finished (``train/finished.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import gc
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lesionseg.cli.bundle_runner import find_config, run_workflow
+from lesionseg.data.io import DataError
+
+logger = logging.getLogger(__name__)
+
+#: config ids the runner sets for each fold; --override may not set them
+FOLD_IDS = ("dataset_dir", "ckpt_dir", "output_dir", "prepare_dir", "eval_section", "bundle_root")
+SETTINGS_FILENAME = "crossval.json"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "crossval",
+        help="k-fold cross-validation of a bundle: train and evaluate each fold, tables and figures",
+        description=(
+            "Divide DATASET into k grouped, class-stratified folds; for each fold train the bundle on the other "
+            "folds (a share of them held out for model selection) and evaluate it on the fold; then write "
+            "OUTPUT/results.md and results.csv (mean ± std over folds, lesion / normal / all images), "
+            "training_curves.png and per_case_boxplots.png. Rerunning with the same arguments skips the folds "
+            "already evaluated."
+        ),
+    )
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle folder, e.g. bundles/dcnet_bundle")
+    parser.add_argument(
+        "--dataset-dir", type=Path, required=True, help="dataset in any supported layout, or a datalist JSON"
+    )
+    parser.add_argument("--folds", type=int, default=5, help="number of folds k (default: %(default)s)")
+    parser.add_argument("--output", type=Path, required=True, help="output folder, one fold_<k>/ per fold")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of each fold's training images held out for checkpoint selection; 0 selects on the test "
+        "fold itself, the optimistic protocol of many papers (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the folds and validation splits")
+    parser.add_argument(
+        "--groups",
+        default="auto",
+        help="near-duplicate groups kept in one fold: auto (near_duplicate_groups.json beside the dataset), "
+        "detect (find them), none, or a groups JSON (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="bundle config override for every fold, repeatable: --override max_epochs=50 "
+        "--override 'image_size=[128,128]'; values are Python literals, else strings",
+    )
+    parser.set_defaults(func=run)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["max_epochs=2", "image_size=[32,32]", "name=abc"]`` -> ``{"max_epochs": 2, "image_size": [32, 32], ...}``.
+
+    Raises:
+        ValueError: for an entry without ``=``, or one setting an id the runner sets per fold.
+    """
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, text = pair.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise ValueError(f"--override {pair!r}: expected KEY=VALUE, e.g. max_epochs=50")
+        if key in FOLD_IDS:
+            raise ValueError(f"--override {pair!r}: crossval sets {key!r} itself for each fold")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    return overrides
+
+
+def _check_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Record the run's settings; a rerun must use the same ones, or its folds would not be comparable."""
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        changed = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
+        if changed:
+            details = "; ".join(f"{key}: was {previous.get(key)!r}, now {settings.get(key)!r}" for key in changed)
+            raise ValueError(
+                f"{path}: this output folder holds a cross-validation with other settings ({details}). "
+                "Use a new --output, or rerun with the same arguments to resume."
+            )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _bundle_ids(bundle: Path) -> set[str]:
+    from monai.bundle import ConfigParser
+
+    return set(ConfigParser.load_config_files([str(find_config(bundle, "train"))]))
+
+
+def _attach_epoch_log(path: Path):
+    from lesionseg.engines.training_log import EpochLog
+
+    def attach(workflow) -> None:
+        validator = getattr(workflow, "evaluator", None)
+        EpochLog(path, validator=validator).attach(workflow.trainer)
+
+    return attach
+
+
+def _release_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run(args: argparse.Namespace) -> int:
+    from lesionseg.engines.crossval import FoldPaths, plan_folds, write_fold_datalists, write_results
+
+    bundle = args.bundle.resolve()
+    output = args.output.resolve()
+    dataset = args.dataset_dir.resolve()
+    try:
+        overrides = parse_overrides(args.override)
+        find_config(bundle, "train")
+        find_config(bundle, "evaluate")  # fail now, not after training the first fold
+        settings = {
+            "bundle": str(bundle),
+            "dataset_dir": str(dataset),
+            "folds": args.folds,
+            "val_fraction": args.val_fraction,
+            "seed": args.seed,
+            "groups": str(args.groups),
+            "overrides": overrides,
+        }
+        plan = plan_folds(dataset, args.folds, args.val_fraction, args.seed, args.groups)
+        _check_settings(output / SETTINGS_FILENAME, settings)
+        datalists = write_fold_datalists(plan, output)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    bundle_ids = _bundle_ids(bundle)
+    logger.info(
+        "cross-validation of %s on %s: %d folds of %s test images, results in %s",
+        bundle.name,
+        dataset,
+        args.folds,
+        "/".join(str(len(sections["test"])) for sections in plan),
+        output,
+    )
+
+    start = time.monotonic()
+    for index, (sections, datalist) in enumerate(zip(plan, datalists)):
+        fold = FoldPaths(output, index)
+        label = f"fold {index + 1}/{args.folds} (fold_{index})"
+        if fold.summary.is_file():
+            logger.info("%s: skipped, already evaluated (%s exists; delete it to redo the fold)", label, fold.summary)
+            continue
+        fold_start = time.monotonic()
+        fold_overrides = {**overrides, "dataset_dir": str(datalist), "ckpt_dir": str(fold.models)}
+        if "prepare_dir" in bundle_ids:
+            fold_overrides["prepare_dir"] = str(fold.prepare)
+        if fold.trained.is_file():
+            logger.info("%s: training finished earlier (%s); evaluating only", label, fold.trained)
+        else:
+            logger.info(
+                "%s: training on %d images, selecting the checkpoint on %d, into %s",
+                label,
+                len(sections["training"]),
+                len(sections["validation"]),
+                fold.root,
+            )
+            # an interrupted training runs again (from epoch 1, or from a checkpoint where the bundle resumes one
+            # from ckpt_dir); its epoch records replace the earlier ones (read_epoch_log keeps an epoch's last)
+            workflow = run_workflow(
+                bundle,
+                ["train"],
+                "train",
+                {**fold_overrides, "output_dir": str(fold.train)},
+                before_run=_attach_epoch_log(fold.epoch_log),
+            )
+            epochs = int(workflow.trainer.state.epoch)
+            del workflow
+            _release_memory()
+            fold.trained.write_text(json.dumps({"epochs": epochs, "seconds": round(time.monotonic() - fold_start, 1)}))
+        logger.info("%s: evaluating on its %d test images", label, len(sections["test"]))
+        run_workflow(
+            bundle,
+            ["train", "evaluate"],
+            None,
+            {**fold_overrides, "output_dir": str(fold.evaluation), "eval_section": "test"},
+        )
+        _release_memory()
+        summary = json.loads(fold.summary.read_text())
+        lesion_dice = summary["lesion"]["dice"]["mean"]
+        logger.info(
+            "%s: done in %.1f min; lesion Dice %s over %d images (total %.1f min)",
+            label,
+            (time.monotonic() - fold_start) / 60,
+            "n/a" if lesion_dice is None else f"{lesion_dice:.4f}",
+            summary["lesion"]["n"],
+            (time.monotonic() - start) / 60,
+        )
+
+    written = write_results(output, args.folds, title=f"{bundle.name}: {args.folds}-fold cross-validation")
+    print((output / "results.md").read_text().split("## Per fold")[0].rstrip())
+    for name, path in written.items():
+        print(f"  {name + ':':24s}{path}")
+    return 0

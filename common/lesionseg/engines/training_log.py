@@ -1,0 +1,102 @@
+"""A per-epoch training log (mean loss, training and validation metrics) as JSON lines, for curves.
+
+TensorBoard's event files hold the loss per iteration and no epoch boundaries; a cross-validation report
+wants one point per epoch and fold. :class:`EpochLog` appends one JSON object per epoch to a file as soon as
+the epoch (and the validation it triggers) ends, so an interrupted run keeps the epochs it finished;
+:func:`read_epoch_log` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine, Events
+from monai.handlers import from_engine
+
+__all__ = ["EpochLog", "read_epoch_log"]
+
+logger = logging.getLogger(__name__)
+
+
+class EpochLog:
+    """
+    Append ``{"epoch": e, "loss": mean loss of the epoch, <trainer metrics>, <validator metrics>}`` to a JSON-lines
+    file at the end of every training epoch.
+
+    Attach it to a trainer after its validation handler (as a bundle's ``train#handlers`` are attached when the
+    trainer is made), so that the validator's metrics of the epoch are already computed; they are included when
+    the validator ran at this epoch (its ``state.epoch`` equals the trainer's, as MONAI's ``ValidationHandler``
+    sets it), under the validator's own names (``val_mean_dice``...).
+
+    Args:
+        path: the JSON-lines file; created with its folder, appended to.
+        validator: the evaluator that validates the trainer (optional).
+        loss_transform: picks the loss from the trainer's ``state.output`` (default: ``output["loss"]`` of the
+            first item, as MONAI's decollated trainer output holds it).
+    """
+
+    def __init__(self, path: str | os.PathLike, validator: Engine | None = None, loss_transform=None) -> None:
+        self.path = Path(path)
+        self.validator = validator
+        self.loss_transform = loss_transform or from_engine(["loss"], first=True)
+        self._losses: list[float] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self._losses = []
+
+    def _collect(self, engine: Engine) -> None:
+        loss = self.loss_transform(engine.state.output)
+        loss = loss[0] if isinstance(loss, (list, tuple)) else loss
+        self._losses.append(float(loss))
+
+    def _write(self, engine: Engine) -> None:
+        record: dict[str, Any] = {
+            "epoch": int(engine.state.epoch),
+            "loss": sum(self._losses) / len(self._losses) if self._losses else math.nan,
+        }
+        record.update({name: _number(value) for name, value in engine.state.metrics.items()})
+        if self.validator is not None and self.validator.state.epoch == engine.state.epoch:
+            record.update({name: _number(value) for name, value in self.validator.state.metrics.items()})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        with self.path.open("a") as file:
+            file.write(json.dumps(finite) + "\n")
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def read_epoch_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """
+    The records of an :class:`EpochLog` file, one per epoch in epoch order (a later record of an epoch, from a
+    rerun, replaces an earlier one); ``null`` values become NaN.
+
+    Raises:
+        ValueError: naming the file and line, for a line that is not a JSON object with an ``epoch``.
+    """
+    path = Path(path)
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            epoch = int(record["epoch"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}, line {number}: not an epoch record ({error}).") from error
+        by_epoch[epoch] = {k: (math.nan if v is None else v) for k, v in record.items()}
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
