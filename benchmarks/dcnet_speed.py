@@ -61,6 +61,14 @@ def _build(name: str):
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1)
 
 
+def _to(net, args: argparse.Namespace):
+    """``net`` on the benchmark's device, in channels-last memory format with ``--channels-last``."""
+    import torch
+
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    return net.to(args.device, memory_format=memory_format)
+
+
 def _step_function(net, mode: str, image, target, fused_adam: bool = False) -> Callable[[], None]:
     import torch
 
@@ -102,7 +110,7 @@ def time_both(args: argparse.Namespace, mode: str) -> dict:
     """Step times (seconds) of both networks, alternating, in this process."""
     torch, device, image, target = _inputs(args)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    steps = {name: _step_function(_build(name).to(device), mode, image, target, args.fused_adam) for name in NETWORKS}
+    steps = {name: _step_function(_to(_build(name), args), mode, image, target, args.fused_adam) for name in NETWORKS}
     for _ in range(args.warmup):
         for step in steps.values():
             step()
@@ -127,7 +135,7 @@ def peak_memory(args: argparse.Namespace, name: str, mode: str) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     else:
         base = _current_rss_bytes()
-    net = _build(name).to(device)
+    net = _to(_build(name), args)
     step = _step_function(net, mode, image, target, args.fused_adam)
     for _ in range(2):
         step()
@@ -146,6 +154,7 @@ def _subprocess(args: argparse.Namespace, worker: str, fixed_mmap_threshold: boo
     options = ["--size", str(args.size), "--batch", str(args.batch), "--iters", str(args.iters)]
     options += ["--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads)]
     options += ["--fused-adam"] if args.fused_adam else []
+    options += ["--channels-last"] if args.channels_last else []
     command = [sys.executable, __file__, "--worker", worker, *options]
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -162,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="repeat the timing, keep the fastest (default 1)")
     parser.add_argument("--default-malloc", action="store_true", help="measure CPU memory with glibc's defaults")
     parser.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True) for both networks")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="both networks in channels-last memory format (as the DC-Net bundle runs)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.size % 16 or args.size < 32:
@@ -192,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"size {args.size}x{args.size}, batch {args.batch}, fp32, {args.threads} threads, device {args.device}, "
         f"{args.warmup} warm-up + {args.iters} timed steps x {args.repeats}, torch {version}{malloc}"
-        f"{', fused Adam' if args.fused_adam else ''}"
+        f"{', fused Adam' if args.fused_adam else ''}{', channels-last' if args.channels_last else ''}"
     )
     print(f"{'network':<10} {'params (M)':>10} {'mode':<6} {'images/s best':>13} {'(median)':>9} {'peak (GB)':>9}")
     speed = {}
