@@ -42,14 +42,24 @@ def _tiny_network(configs: Path, seed: int, **overrides) -> torch.nn.Module:
     return parser.get_parsed_content("network_def")
 
 
-@pytest.fixture(scope="module", params=BUNDLES)
-def tiny_bundle(request, tmp_path_factory) -> Path:
-    """A copy of the bundle's configs with a randomly initialised tiny network as models/model.pt."""
-    bundle = tmp_path_factory.mktemp(request.param) / request.param
-    shutil.copytree(REPO / "bundles" / request.param / "configs", bundle / "configs")
+def _make_tiny_bundle(name: str, folder: Path) -> Path:
+    bundle = folder / name
+    shutil.copytree(REPO / "bundles" / name / "configs", bundle / "configs")
     (bundle / "models").mkdir()
     torch.save(_tiny_network(bundle / "configs", seed=0).state_dict(), bundle / "models" / "model.pt")
     return bundle
+
+
+@pytest.fixture(scope="module", params=BUNDLES)
+def tiny_bundle(request, tmp_path_factory) -> Path:
+    """A copy of the bundle's configs with a randomly initialised tiny network as models/model.pt."""
+    return _make_tiny_bundle(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module")
+def dcnet_tiny(tmp_path_factory) -> Path:
+    """The tiny DC-Net bundle alone, for the tests of file formats and outputs, which do not depend on the network."""
+    return _make_tiny_bundle("dcnet_bundle", tmp_path_factory.mktemp("dcnet"))
 
 
 def _texture(shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -149,7 +159,7 @@ def _rotation_affine() -> np.ndarray:
     return affine
 
 
-def test_nifti_keeps_affine_shape_and_orientation(tiny_bundle, tmp_path):
+def test_nifti_keeps_affine_shape_and_orientation(dcnet_tiny, tmp_path):
     picture = (_texture((37, 53), 7) * 255).astype(np.uint8)
     (tmp_path / "in").mkdir()
     Image.fromarray(picture).save(tmp_path / "in" / "picture.png")
@@ -159,8 +169,8 @@ def test_nifti_keeps_affine_shape_and_orientation(tiny_bundle, tmp_path):
     nib.save(nib.Nifti1Image(picture.T[..., None].astype(np.float32), affine), tmp_path / "in" / "slab.nii")
     volume = np.stack([picture.T, np.flipud(picture.T), picture.T // 2], axis=-1).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, affine), tmp_path / "in" / "volume.nii.gz")
-    threshold = _splitting_threshold(tiny_bundle, tmp_path / "in" / "picture.png", tmp_path / "calibration")
-    assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "out", "--probabilities", "--threshold", str(threshold)) == 0
+    threshold = _splitting_threshold(dcnet_tiny, tmp_path / "in" / "picture.png", tmp_path / "calibration")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--probabilities", "--threshold", str(threshold)) == 0
     out = tmp_path / "out"
     expected = _png(out / "picture_mask.png") > 0
     assert 0 < expected.sum() < expected.size
@@ -215,14 +225,14 @@ def _write_dicom(path: Path, pixels: np.ndarray, geometry: bool = True, frames: 
     dataset.save_as(path, enforce_file_format=True)
 
 
-def test_dicom_mask_is_nifti_in_the_dicom_geometry(tiny_bundle, tmp_path):
+def test_dicom_mask_is_nifti_in_the_dicom_geometry(dcnet_tiny, tmp_path):
     picture = (_texture((37, 53), 8) * 4000).astype(np.uint16)
     (tmp_path / "in").mkdir()
     Image.fromarray(picture).save(tmp_path / "in" / "picture.png")
     _write_dicom(tmp_path / "in" / "scan.dcm", picture)
     _write_dicom(tmp_path / "in" / "cine", np.stack([picture, picture[::-1]]), geometry=False, frames=2)  # no suffix
-    threshold = _splitting_threshold(tiny_bundle, tmp_path / "in" / "picture.png", tmp_path / "calibration")
-    assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "out", "--threshold", str(threshold)) == 0
+    threshold = _splitting_threshold(dcnet_tiny, tmp_path / "in" / "picture.png", tmp_path / "calibration")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--threshold", str(threshold)) == 0
     out = tmp_path / "out"
     expected = _png(out / "picture_mask.png") > 0
     assert 0 < expected.sum() < expected.size
@@ -283,21 +293,21 @@ def test_missing_weights_are_refused_with_the_way_to_get_them(tiny_bundle, tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_weights_of_another_width_get_a_clear_error(tiny_bundle, tmp_path, capsys):
+def test_weights_of_another_width_get_a_clear_error(dcnet_tiny, tmp_path, capsys):
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
-    code = main(["predict", "--bundle", str(tiny_bundle), "--input", str(tmp_path / "image.png"), "--output",
+    code = main(["predict", "--bundle", str(dcnet_tiny), "--input", str(tmp_path / "image.png"), "--output",
                  str(tmp_path / "out"), "--override", "network_def#features=[4,8,16,32,64]"])
     assert code == 2
     assert "do not fit the network" in capsys.readouterr().err
 
 
-def test_unknown_override_is_refused(tiny_bundle, tmp_path, capsys):
+def test_unknown_override_is_refused(dcnet_tiny, tmp_path, capsys):
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
-    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "out", "--override", "no_such_id=1") == 2
+    assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--override", "no_such_id=1") == 2
     assert "no_such_id: no such id" in capsys.readouterr().err
 
 
-def test_bad_files_are_reported_and_the_others_written(tiny_bundle, tmp_path, capsys):
+def test_bad_files_are_reported_and_the_others_written(dcnet_tiny, tmp_path, capsys):
     folder = tmp_path / "in"
     _write_pictures(folder)
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
@@ -305,7 +315,7 @@ def test_bad_files_are_reported_and_the_others_written(tiny_bundle, tmp_path, ca
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "broken.nii.gz").write_bytes(b"not gzip at all")
-    assert _predict(tiny_bundle, folder, tmp_path / "out") == 1
+    assert _predict(dcnet_tiny, folder, tmp_path / "out") == 1
     printed = capsys.readouterr().out
     for name in ("corrupt.png", "truncated.png", "empty.jpg", "broken.nii.gz"):
         assert str(folder / name) in printed, name
@@ -315,7 +325,7 @@ def test_bad_files_are_reported_and_the_others_written(tiny_bundle, tmp_path, ca
     assert summary["images"] == 7 and len(summary["failed"]) == 4
 
 
-def test_overlay_outlines_the_ground_truth_and_prediction(tiny_bundle, tmp_path):
+def test_overlay_outlines_the_ground_truth_and_prediction(dcnet_tiny, tmp_path):
     """BUSI-named masks are found and merged; the overlay draws exactly their outline in green."""
     (tmp_path / "in").mkdir()
     (tmp_path / "truth").mkdir()
@@ -326,7 +336,7 @@ def test_overlay_outlines_the_ground_truth_and_prediction(tiny_bundle, tmp_path)
     Image.fromarray(first).save(tmp_path / "truth" / "case (1)_mask.png")
     Image.fromarray(second).save(tmp_path / "truth" / "case (1)_mask_1.png")
     # a threshold no probability reaches: an empty prediction, so only the ground truth is drawn
-    assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "empty", "--ground-truth", str(tmp_path / "truth"),
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "empty", "--ground-truth", str(tmp_path / "truth"),
                     "--threshold", "1.5") == 0
     overlay = _png(tmp_path / "empty" / "case (1)_overlay.png")
     outline = find_boundaries(first | second, mode="inner")
@@ -335,7 +345,7 @@ def test_overlay_outlines_the_ground_truth_and_prediction(tiny_bundle, tmp_path)
     record = (tmp_path / "empty" / "predictions.csv").read_text().splitlines()
     assert "dice" in record[0] and record[1].split(",")[-2] == "0.0"  # missed lesion: Dice 0
     # a threshold every probability reaches: the whole image is the prediction, outlined along its border
-    assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "full", "--ground-truth", str(tmp_path / "truth"),
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "full", "--ground-truth", str(tmp_path / "truth"),
                     "--threshold", "0") == 0
     overlay = _png(tmp_path / "full" / "case (1)_overlay.png")
     assert np.all(overlay[0] == YELLOW) and np.all(overlay[:, -1] == YELLOW)
@@ -354,6 +364,8 @@ def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
         use_trace=True, input_shape=[1, 1, 32, 32], **{"network_def#features": TINY["network_def#features"]},
     )
     _write_pictures(tmp_path / "in")
+    for name in ("colour.png", "deep.png", "deep.tif", "scan.bmp", "odd.jpg"):
+        (tmp_path / "in" / name).unlink()
     assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "bundle", "--probabilities") == 0
     assert _predict(None, tmp_path / "in", tmp_path / "model", "--probabilities", "--model", str(exported)) == 0
     assert _predict(None, tmp_path / "in", tmp_path / "as_bundle", "--probabilities", "--bundle", str(exported)) == 0
@@ -361,3 +373,28 @@ def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
         reference = _png(mask).astype(int)
         for other in ("model", "as_bundle"):
             assert np.abs(_png(tmp_path / other / mask.name).astype(int) - reference).max() <= 2, (other, mask.name)
+
+
+def test_busi_folder_with_its_own_masks_as_ground_truth(dcnet_tiny, tiny_busi, tmp_path):
+    """Images beside their BUSI masks: the masks are not predicted on but matched (1-bit, RGBA, two-file)."""
+    # a threshold no probability reaches: only the ground truth is outlined
+    assert _predict(dcnet_tiny, tiny_busi, tmp_path / "out", "--recursive", "--ground-truth", str(tiny_busi),
+                    "--threshold", "1.5") == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["images"], summary["with_ground_truth"], summary["without_ground_truth"]) == (8, 8, 0)
+    assert (tmp_path / "out" / "benign" / "benign (2)_mask.png").is_file()
+    assert not list((tmp_path / "out").rglob("*_mask_mask.png"))
+    # benign (2)'s two lesion files are merged into the outline
+    overlay = _png(tmp_path / "out" / "benign" / "benign (2)_overlay.png")
+    assert np.all(overlay[5, 5:20] == LIME) and np.all(overlay[39, 35:60] == LIME)
+
+
+def test_ground_truth_of_another_size_is_reported_and_the_mask_kept(dcnet_tiny, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "truth").mkdir()
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(np.zeros((20, 31), np.uint8)).save(tmp_path / "truth" / "a_mask.png")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--ground-truth", str(tmp_path / "truth")) == 1
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'truth' / 'a_mask.png'}: ground truth of shape (1, 20, 31)" in printed
+    assert (tmp_path / "out" / "a_mask.png").is_file() and (tmp_path / "out" / "a_overlay.png").is_file()

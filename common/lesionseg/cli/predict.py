@@ -57,12 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--bundle",
         type=Path,
+        metavar="DIR",
         help="bundle folder (e.g. bundles/dcnet_bundle); a TorchScript file here is taken as --model",
     )
-    source.add_argument("--checkpoint", type=Path, help="weights for the bundle's network instead of models/model.pt")
+    source.add_argument("--checkpoint", type=Path, metavar="FILE", help="weights for the bundle's network instead of models/model.pt")
     source.add_argument(
         "--model",
         type=Path,
+        metavar="FILE",
         help="exported TorchScript model (python -m monai.bundle ckpt_export); preprocessing from --bundle, "
         "else from the inference config embedded in the file",
     )
@@ -74,17 +76,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="set a config id before the network is built, VALUE in YAML, e.g. "
         "'network_def#features=[16,32,64,128,256]' or 'image_size=[128,128]' (repeatable)",
     )
-    parser.add_argument("--input", type=Path, required=True, help="an image file or a folder of images")
-    parser.add_argument("--output", type=Path, required=True, help="folder to write the results into")
+    parser.add_argument("--input", type=Path, required=True, metavar="PATH", help="an image file or a folder of images")
+    parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder to write the results into")
     parser.add_argument("--recursive", action="store_true", help="also read the sub-folders of an input folder")
     parser.add_argument("--probabilities", action="store_true", help="also write the lesion probability maps")
     parser.add_argument(
         "--ground-truth",
         type=Path,
+        metavar="PATH",
         help="a mask file (for one input file) or a folder of masks matched by name: '<stem>.*', "
         "'<stem>_mask.*' (BUSI's '_mask_1'... merged), '_label', '_seg' or '_gt'; outlined in green",
     )
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when there is one)")
+    parser.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cuda when there is one)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability a lesion pixel reaches (default: 0.5)")
     parser.set_defaults(func=run)
 
@@ -303,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
         "with_lesion": sum(r["lesion_found"] for r in records),
         "mean_lesion_fraction": _mean([r["lesion_fraction"] for r in records]),
         "with_ground_truth": len(with_truth),
+        "without_ground_truth": len(records) - len(with_truth) if truth is not None else None,
         "mean_dice": _mean([r["dice"] for r in with_truth]),
         "mean_iou": _mean([r["iou"] for r in with_truth]),
         "failed": [{"file": file, "problem": problem} for file, problem in failures],
@@ -327,6 +331,8 @@ def _print_summary(summary: dict[str, Any], output: Path) -> None:
             f"  against the ground truth of {summary['with_ground_truth']}: mean Dice {summary['mean_dice']:.4f}, "
             f"mean IoU {summary['mean_iou']:.4f}"
         )
+    if summary["without_ground_truth"]:
+        print(f"  no ground truth found for {summary['without_ground_truth']} image(s)")
     if summary["failed"]:
         print(f"  FAILED {len(summary['failed'])} file(s), skipped:")
         for failure in summary["failed"]:
