@@ -398,3 +398,15 @@ def test_ground_truth_of_another_size_is_reported_and_the_mask_kept(dcnet_tiny, 
     printed = capsys.readouterr().out
     assert f"{tmp_path / 'truth' / 'a_mask.png'}: ground truth of shape (1, 20, 31)" in printed
     assert (tmp_path / "out" / "a_mask.png").is_file() and (tmp_path / "out" / "a_overlay.png").is_file()
+
+
+def test_model_and_device_problems_are_refused(dcnet_tiny, tmp_path, capsys):
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
+    assert _predict(None, tmp_path / "image.png", tmp_path / "out") == 2
+    assert "--bundle DIR" in capsys.readouterr().err
+    assert _predict(None, tmp_path / "image.png", tmp_path / "out", "--model", str(dcnet_tiny / "models" / "model.pt")) == 2
+    assert "not a TorchScript model" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--device", "cuda") == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

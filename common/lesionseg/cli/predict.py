@@ -191,13 +191,15 @@ def _write_overlays(stack, masks: np.ndarray, truths: np.ndarray | None, base: P
     from lesionseg.data.writers import overlay_contours
 
     written = []
+    # about 3 pixels on a 600-pixel image, 1 on small ones
+    thickness = max(1, round(min(stack.slices.shape[1:]) / 200))
     for index, image in enumerate(stack.slices):
         contours = {"yellow": masks[index]}
         if truths is not None:
             contours = {"lime": truths[index], **contours}
         name = f"{base.name}_overlay.png" if len(stack.slices) == 1 else f"{base.name}_overlay_{index:03d}.png"
         path = base.parent / name
-        Image.fromarray(overlay_contours(image, contours)).save(path)
+        Image.fromarray(overlay_contours(image, contours, thickness)).save(path)
         written.append(path)
     return written
 
