@@ -305,6 +305,8 @@ def test_unknown_override_is_refused(dcnet_tiny, tmp_path, capsys):
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
     assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--override", "no_such_id=1") == 2
     assert "no_such_id: no such id" in capsys.readouterr().err
+    assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--override", "network_def#widht=3") == 2
+    assert "cannot build 'network_def'" in capsys.readouterr().err
 
 
 def test_bad_files_are_reported_and_the_others_written(dcnet_tiny, tmp_path, capsys):
@@ -315,14 +317,15 @@ def test_bad_files_are_reported_and_the_others_written(dcnet_tiny, tmp_path, cap
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "broken.nii.gz").write_bytes(b"not gzip at all")
+    (folder / "fake.dcm").write_bytes(b"not a DICOM file")
     assert _predict(dcnet_tiny, folder, tmp_path / "out") == 1
     printed = capsys.readouterr().out
-    for name in ("corrupt.png", "truncated.png", "empty.jpg", "broken.nii.gz"):
+    for name in ("corrupt.png", "truncated.png", "empty.jpg", "broken.nii.gz", "fake.dcm"):
         assert str(folder / name) in printed, name
         assert not list((tmp_path / "out").glob(f"{name.split('.')[0]}_*")), name
     assert len(list((tmp_path / "out").glob("*_mask.png"))) == 7
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["images"] == 7 and len(summary["failed"]) == 4
+    assert summary["images"] == 7 and len(summary["failed"]) == 5
 
 
 def test_overlay_outlines_the_ground_truth_and_prediction(dcnet_tiny, tmp_path):
@@ -343,7 +346,9 @@ def test_overlay_outlines_the_ground_truth_and_prediction(dcnet_tiny, tmp_path):
     assert np.all(overlay[outline] == LIME)
     assert not np.any(np.all(overlay[~outline] == LIME, axis=-1) & (overlay[~outline, 2] == 0))
     record = (tmp_path / "empty" / "predictions.csv").read_text().splitlines()
-    assert "dice" in record[0] and record[1].split(",")[-2] == "0.0"  # missed lesion: Dice 0
+    fields = dict(zip(record[0].split(","), record[1].split(",")))
+    assert float(fields["dice"]) == 0.0 and float(fields["iou"]) == 0.0  # a missed lesion
+    assert fields["hd95"] == ""  # undefined against an empty prediction (NaN, an empty cell)
     # a threshold every probability reaches: the whole image is the prediction, outlined along its border
     assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "full", "--ground-truth", str(tmp_path / "truth"),
                     "--threshold", "0") == 0
@@ -352,6 +357,8 @@ def test_overlay_outlines_the_ground_truth_and_prediction(dcnet_tiny, tmp_path):
     assert np.all(overlay[outline] == LIME)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings(r"ignore:.torch\.jit\.\w+. is deprecated:DeprecationWarning")
 def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
     """A model exported with MONAI's ckpt_export (config embedded) predicts as the bundle does."""
     from monai.bundle import ckpt_export

@@ -12,8 +12,8 @@ NIfTI, DICOM              ``<stem>_mask.nii.gz``, 0/1 uint8, the        ``<stem>
 
 and ``<stem>_overlay.png`` (``<stem>_overlay_<k>.png`` for slice k of a multi-slice file): the image in gray
 with the predicted outline in yellow and, with ``--ground-truth``, the true outline in green, as in the
-papers' figures. ``predictions.csv`` has one row per file (lesion area, and Dice/IoU against the ground
-truth when there is one) and ``summary.json`` the totals printed at the end. A file that cannot be read is
+papers' figures. ``predictions.csv`` has one row per file (lesion area, and Dice, IoU and HD95 in pixels
+and, where the file gives a pixel spacing, in mm against the ground truth when there is one) and ``summary.json`` the totals printed at the end. A file that cannot be read is
 reported by name and skipped; the others are still written and the exit code is 1.
 """
 
@@ -253,10 +253,12 @@ def predict_file(
         except DataError as error:
             truths, problem = None, error
         if truths is not None:
-            scores = [compute_image_metrics(m, t) for m, t in zip(masks, truths)]
+            scores = [compute_image_metrics(m, t, spacing=stack.spacing) for m, t in zip(masks, truths)]
             record["ground_truth"] = ";".join(str(p) for p in truth_files)
-            record["dice"] = float(np.mean([s["dice"] for s in scores]))
-            record["iou"] = float(np.mean([s["iou"] for s in scores]))
+            # means over the slices; HD95 is NaN where exactly one mask is empty (lesionseg.metrics)
+            for name in ("dice", "iou", "hd95", "hd95_mm"):
+                if name in scores[0]:
+                    record[name] = _mean([score[name] for score in scores])
     _write_overlays(stack, masks, truths, base)
     if problem is not None:
         raise problem

@@ -129,11 +129,20 @@ def _default_preprocessing(image_key: str, image_size: Sequence[int]) -> Compose
 def _preprocessing(parser: ConfigParser, source: str) -> tuple[Compose, str]:
     image_key = parser.get_parsed_content("image_key") if "image_key" in parser else "image"
     if "preprocessing" in parser:
-        return _strip_loader(parser.get_parsed_content("preprocessing"), source), image_key
+        return _strip_loader(_parse(parser, "preprocessing", source), source), image_key
     if "image_size" not in parser:
         raise ModelError(f"{source}: the config has neither 'preprocessing' nor 'image_size'")
     logger.warning("%s has no 'preprocessing': resizing to image_size and scaling to [0, 1]", source)
-    return _default_preprocessing(image_key, parser.get_parsed_content("image_size")), image_key
+    return _default_preprocessing(image_key, _parse(parser, "image_size", source)), image_key
+
+
+def _parse(parser: ConfigParser, key: str, source: str | Path) -> Any:
+    """``parser.get_parsed_content(key)``; a config that cannot be built (e.g. a misspelt override) is a
+    :class:`ModelError` naming the config and the id."""
+    try:
+        return parser.get_parsed_content(key)
+    except Exception as error:
+        raise ModelError(f"{source}: cannot build '{key}' ({type(error).__name__}: {str(error)[:600]})") from error
 
 
 def _bundle_parser(bundle: Path, overrides: Mapping[str, Any]) -> tuple[ConfigParser, Path]:
@@ -270,7 +279,7 @@ def load_predictor(
             raise ModelError(f"{weights}: checkpoint not found")
     if "network_def" not in parser:
         raise ModelError(f"{config_file}: no 'network_def' to build the network from")
-    network = parser.get_parsed_content("network_def")
+    network = _parse(parser, "network_def", config_file)
     _load_weights(network, weights, config_file)
     preprocessing, image_key = _preprocessing(parser, str(config_file))
     logger.info("%s with weights %s on %s", type(network).__name__, weights, torch_device)
