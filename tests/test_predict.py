@@ -417,3 +417,18 @@ def test_model_and_device_problems_are_refused(dcnet_tiny, tmp_path, capsys):
         assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--device", "cuda") == 2
         assert "no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_itk_reads_dicom_as_pydicom_does(tmp_path, frames):
+    """The fallback for machines without pydicom gives the same slices and geometry (runs where ITK is installed)."""
+    pytest.importorskip("itk")
+    from lesionseg.data.volumes import _read_dicom, _read_with_itk
+
+    pixels = (np.arange(frames * 37 * 53) % 4000).astype(np.uint16).reshape(frames, 37, 53)
+    _write_dicom(tmp_path / "a.dcm", pixels if frames > 1 else pixels[0], frames=frames if frames > 1 else None)
+    reference, fallback = _read_dicom(tmp_path / "a.dcm"), _read_with_itk(tmp_path / "a.dcm")
+    assert np.array_equal(fallback.slices, reference.slices)
+    assert fallback.voxel_shape == reference.voxel_shape and fallback.spacing == reference.spacing
+    np.testing.assert_allclose(fallback.affine[:, :2], reference.affine[:, :2], atol=1e-6)
+    np.testing.assert_allclose(fallback.affine[:, 3], reference.affine[:, 3], atol=1e-6)
