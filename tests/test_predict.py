@@ -432,3 +432,14 @@ def test_itk_reads_dicom_as_pydicom_does(tmp_path, frames):
     assert fallback.voxel_shape == reference.voxel_shape and fallback.spacing == reference.spacing
     np.testing.assert_allclose(fallback.affine[:, :2], reference.affine[:, :2], atol=1e-6)
     np.testing.assert_allclose(fallback.affine[:, 3], reference.affine[:, 3], atol=1e-6)
+
+
+def test_outputs_are_not_read_back_as_inputs(dcnet_tiny, tmp_path):
+    """Writing into the input folder (or a folder inside it) and running again predicts on the images only."""
+    _write_pictures(tmp_path / "in")
+    for _ in range(2):
+        assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "in") == 0
+        assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "in" / "results", "--recursive") == 0
+    for output in (tmp_path / "in", tmp_path / "in" / "results"):
+        assert json.loads((output / "summary.json").read_text())["images"] == 7
+    assert not list((tmp_path / "in").rglob("*_overlay_overlay.png"))

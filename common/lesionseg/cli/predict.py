@@ -106,9 +106,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def list_inputs(source: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
-    """The image files of ``source`` (a file: itself), skipping hidden files, mask-named files
-    (``*_mask``, ``*_mask_1``) and anything under ``exclude``."""
+# masks (BUSI's "_mask", "_mask_1") and what predict writes: never read as images
+_NOT_AN_IMAGE = re.compile(r"^.+_(?:mask(?:_\d+)?|prob|overlay(?:_\d+)?)$")
+
+
+def list_inputs(source: Path, recursive: bool, output: Path | None = None) -> list[Path]:
+    """The image files of ``source`` (a file: itself), skipping hidden files, files under ``output`` (unless
+    it is ``source`` itself) and files named like masks or like predict's outputs (``*_mask``, ``*_mask_1``,
+    ``*_prob``, ``*_overlay``, ``*_overlay_1``), so that results written beside the images are not read back."""
     from lesionseg.data.readers import natural_key
     from lesionseg.data.volumes import file_kind, file_stem
 
@@ -116,14 +121,15 @@ def list_inputs(source: Path, recursive: bool, exclude: Path | None = None) -> l
         return [source]
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: input not found")
+    output = output.resolve() if output is not None else None
     candidates = source.rglob("*") if recursive else source.iterdir()
     files = []
     for path in candidates:
         if not path.is_file() or any(part.startswith(".") for part in path.relative_to(source).parts):
             continue
-        if exclude is not None and exclude in path.parents:
+        if file_kind(path) is None or _NOT_AN_IMAGE.match(file_stem(path)):
             continue
-        if file_kind(path) is None or re.match(r"^.+_mask(?:_\d+)?$", file_stem(path)):
+        if output is not None and output != source.resolve() and output in path.resolve().parents:
             continue
         files.append(path)
     return sorted(files, key=lambda p: natural_key(str(p.relative_to(source))))
@@ -279,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = load_predictor(args.bundle, args.checkpoint, args.model, parse_overrides(args.override), args.device)
         source = args.input
         output = args.output.resolve()
-        files = list_inputs(source, args.recursive, exclude=output)
+        files = list_inputs(source, args.recursive, output)
         if not files:
             raise DataError(source, "no image files found (PNG, JPEG, BMP, TIFF, NIfTI, DICOM)")
         truth = GroundTruth(args.ground_truth) if args.ground_truth is not None else None
