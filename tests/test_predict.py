@@ -277,9 +277,16 @@ def test_checkpoint_option_replaces_models_model_pt(tiny_bundle, tmp_path):
     assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "same", "--probabilities",
                     "--checkpoint", str(tiny_bundle / "models" / "model.pt")) == 0
     assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "other", "--probabilities", "--checkpoint", str(other)) == 0
-    default, same, changed = (_png(tmp_path / name / "image_prob.png") for name in ("default", "same", "other"))
+    # the layout MONAI's CheckpointSaver writes when it saves more than the network
+    nested = tmp_path / "nested.pt"
+    torch.save({"model": torch.load(other, weights_only=True), "optimizer": {"state": {}, "param_groups": []}}, nested)
+    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "nested", "--probabilities", "--checkpoint", str(nested)) == 0
+    default, same, changed, nested = (
+        _png(tmp_path / name / "image_prob.png") for name in ("default", "same", "other", "nested")
+    )
     assert np.array_equal(default, same)
     assert not np.array_equal(default, changed)
+    assert np.array_equal(changed, nested)
 
 
 def test_missing_weights_are_refused_with_the_way_to_get_them(tiny_bundle, tmp_path, capsys):
