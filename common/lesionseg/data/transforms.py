@@ -15,7 +15,7 @@ from monai.utils import ImageMetaKey, MetaKeys
 
 from lesionseg.data.io import DataError, PathLike, read_image, read_mask
 
-__all__ = ["LoadUltrasound", "LoadUltrasoundd"]
+__all__ = ["LoadUltrasound", "LoadUltrasoundd", "ultrasound_tensor"]
 
 
 def _as_path_list(value: object, what: str) -> list[str]:
@@ -24,6 +24,25 @@ def _as_path_list(value: object, what: str) -> list[str]:
     if isinstance(value, Sequence) and value and all(isinstance(v, (str, os.PathLike)) for v in value):
         return [os.fspath(v) for v in value]
     raise TypeError(f"{what} must be a file path or a non-empty list of file paths, got {value!r}")
+
+
+def ultrasound_tensor(array: np.ndarray, filename: PathLike) -> MetaTensor:
+    """A (H, W) image or mask as the channel-first ``MetaTensor`` (1, H, W) that :class:`LoadUltrasound` gives.
+
+    For arrays read some other way (a NIfTI or DICOM slice), so that a bundle's transforms after its loader
+    (``Resized``, ``ScaleIntensityd``, ``Invertd``...) treat them as they treat a loaded picture.
+
+    Args:
+        array: (H, W) values in ``(row, column)`` order.
+        filename: the source file, kept as ``filename_or_obj``.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    meta = {
+        ImageMetaKey.FILENAME_OR_OBJ: os.fspath(filename),
+        MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape),
+        MetaKeys.ORIGINAL_CHANNEL_DIM: "no_channel",
+    }
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)[None]), meta=meta)
 
 
 class LoadUltrasound(Transform):
@@ -61,12 +80,7 @@ class LoadUltrasound(Transform):
             if len(paths) != 1:
                 raise TypeError(f"an image is a single file, got {len(paths)} paths: {paths}")
             array = read_image(paths[0])
-        meta = {
-            ImageMetaKey.FILENAME_OR_OBJ: paths[0],
-            MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape),
-            MetaKeys.ORIGINAL_CHANNEL_DIM: "no_channel",
-        }
-        return MetaTensor(torch.from_numpy(array[None]), meta=meta)
+        return ultrasound_tensor(array, paths[0])
 
 
 class LoadUltrasoundd(MapTransform):

@@ -1,4 +1,4 @@
-"""Writing predicted masks and overlay pictures next to the source images' names."""
+"""Writing predicted masks, probability maps and overlay pictures next to the source images' names."""
 
 from __future__ import annotations
 
@@ -29,25 +29,78 @@ def _source_stem(data: Mapping[Hashable, object], source_key: str) -> str:
     return Path(str(filename)).stem
 
 
-def overlay_contours(image: np.ndarray, contours: Mapping[str, np.ndarray]) -> np.ndarray:
+def save_mask_png(mask: np.ndarray, path: str | Path) -> Path:
+    """Write a (H, W) binary mask as an 8-bit PNG with values 0 and 255; returns the path."""
+    path = Path(path)
+    Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * np.uint8(255)).save(path)
+    return path
+
+
+def save_probability_png(probability: np.ndarray, path: str | Path) -> Path:
+    """Write a (H, W) probability map in [0, 1] as a 16-bit grayscale PNG (0 to 65535); returns the path.
+
+    ``value / 65535`` gives the probability back to within 1 / 131070.
+    """
+    path = Path(path)
+    scaled = np.round(np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0) * 65535.0).astype(np.uint16)
+    Image.fromarray(scaled).save(path)
+    return path
+
+
+def save_nifti_like(voxels: np.ndarray, affine: np.ndarray, path: str | Path, header: object | None = None) -> Path:
+    """Write voxels as NIfTI-1 with the given affine (qform and sform), e.g. a mask in its source's geometry.
+
+    Args:
+        voxels: the array, in the source's voxel layout (see :func:`lesionseg.data.volumes.to_voxels`);
+            its dtype is kept (uint8 for masks, float32 for probabilities).
+        affine: (4, 4) voxel-to-world matrix.
+        path: ``.nii`` or ``.nii.gz`` file.
+        header: the source's NIfTI-1 header, whose units, description and orientation codes are kept.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    voxels = np.asarray(voxels)
+    header = header.copy() if isinstance(header, nib.Nifti1Header) else None
+    image = nib.Nifti1Image(voxels, np.asarray(affine, dtype=np.float64), header=header)
+    image.set_data_dtype(voxels.dtype)
+    image.header.set_slope_inter(1.0, 0.0)
+    qform_code = int(header["qform_code"]) if header is not None else 0
+    sform_code = int(header["sform_code"]) if header is not None else 0
+    image.set_qform(affine, code=qform_code or 1)
+    image.set_sform(affine, code=sform_code or 1)
+    nib.save(image, str(path))
+    return path
+
+
+def overlay_contours(image: np.ndarray, contours: Mapping[str, np.ndarray], thickness: int = 1) -> np.ndarray:
     """Draw mask outlines over a grayscale image.
 
     Args:
         image: (H, W) grayscale image, any range (min-max scaled for display).
-        contours: colour name or ``#rrggbb`` -> (H, W) binary mask whose outline is drawn in that colour.
+        contours: colour name or ``#rrggbb`` -> (H, W) binary mask whose outline is drawn in that colour, in
+            order, so later outlines cover earlier ones. The outline is the mask's pixels within ``thickness``
+            4-connected steps of the background, the image's outside counting as background (so a lesion
+            touching the edge is outlined there too); with ``thickness=1`` the pixels with a 4-connected
+            background neighbour.
+        thickness: outline width in pixels (e.g. 3 for a 600-pixel image, to be seen at a glance).
 
     Returns:
         (H, W, 3) uint8 RGB picture.
     """
     from matplotlib.colors import to_rgb
-    from skimage.segmentation import find_boundaries
+    from scipy.ndimage import binary_erosion, generate_binary_structure
 
+    if thickness < 1:
+        raise ValueError(f"thickness must be at least 1 pixel, got {thickness}")
     image = np.asarray(image, dtype=np.float32)
     span = float(image.max() - image.min())
     gray = ((image - image.min()) / span * 255.0) if span > 0 else np.zeros_like(image)
     rgb = np.repeat(gray.astype(np.uint8)[..., None], 3, axis=-1)
+    cross = generate_binary_structure(2, 1)
     for colour, mask in contours.items():
-        outline = find_boundaries(np.asarray(mask) > 0, mode="inner")
+        mask = np.asarray(mask) > 0
+        outline = mask & ~binary_erosion(mask, structure=cross, iterations=thickness, border_value=0)
         rgb[outline] = np.round(np.array(to_rgb(colour)) * 255).astype(np.uint8)
     return rgb
 

@@ -1,0 +1,350 @@
+"""``lesionseg predict``: segment a person's own images with a trained bundle or an exported model.
+
+For every input file it writes, under the output folder (keeping the input's sub-folders):
+
+========================  ============================================  =========================================
+input                     mask                                          probability map (``--probabilities``)
+========================  ============================================  =========================================
+PNG, JPEG, BMP, TIFF      ``<stem>_mask.png``, 0/255, the input's size  ``<stem>_prob.png``, 16-bit (p × 65535)
+NIfTI, DICOM              ``<stem>_mask.nii.gz``, 0/1 uint8, the        ``<stem>_prob.nii.gz``, float32
+                          source's voxel shape and affine
+========================  ============================================  =========================================
+
+and ``<stem>_overlay.png`` (``<stem>_overlay_<k>.png`` for slice k of a multi-slice file): the image in gray
+with the predicted outline in yellow and, with ``--ground-truth``, the true outline in green, as in the
+papers' figures. ``predictions.csv`` has one row per file (lesion area, and Dice, IoU and HD95 in pixels
+and, where the file gives a pixel spacing, in mm against the ground truth when there is one) and ``summary.json`` the totals printed at the end. A file that cannot be read is
+reported by name and skipped; the others are still written and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+from tqdm import tqdm
+
+from lesionseg.cli.predictor import ModelError, Predictor, load_predictor
+
+logger = logging.getLogger(__name__)
+
+# ground-truth files named "<stem>_mask", "<stem>_mask_1", "<stem>_label", "<stem>_seg", "<stem>_gt"
+_MASK_NAME = re.compile(r"^(?P<stem>.+)_(?:mask|label|seg|gt)(?:_(?P<index>\d+))?$", re.IGNORECASE)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment your own images (a file or a folder) with a trained bundle or an exported model",
+        description=(
+            "Segment every image of INPUT with a bundle's trained network (its models/model.pt, or "
+            "--checkpoint) or an exported TorchScript model (--model). Reads PNG, JPEG, BMP, TIFF (8/16-bit, "
+            "gray or colour), NIfTI and DICOM, any size; writes each mask at the source's size and geometry "
+            "(PNG for pictures, NIfTI with the source affine for NIfTI/DICOM), an overlay picture, optionally "
+            "the probability map, a per-file CSV and a summary."
+        ),
+    )
+    source = parser.add_argument_group("model")
+    source.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="DIR",
+        help="bundle folder (e.g. bundles/dcnet_bundle); a TorchScript file here is taken as --model",
+    )
+    source.add_argument("--checkpoint", type=Path, metavar="FILE", help="weights for the bundle's network instead of models/model.pt")
+    source.add_argument(
+        "--model",
+        type=Path,
+        metavar="FILE",
+        help="exported TorchScript model (python -m monai.bundle ckpt_export); preprocessing from --bundle, "
+        "else from the inference config embedded in the file",
+    )
+    source.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        help="set a config id before the network is built, VALUE in YAML, e.g. "
+        "'network_def#features=[16,32,64,128,256]' or 'image_size=[128,128]' (repeatable)",
+    )
+    parser.add_argument("--input", type=Path, required=True, metavar="PATH", help="an image file or a folder of images")
+    parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder to write the results into")
+    parser.add_argument("--recursive", action="store_true", help="also read the sub-folders of an input folder")
+    parser.add_argument("--probabilities", action="store_true", help="also write the lesion probability maps")
+    parser.add_argument(
+        "--ground-truth",
+        type=Path,
+        metavar="PATH",
+        help="a mask file (for one input file) or a folder of masks matched by name: '<stem>.*', "
+        "'<stem>_mask.*' (BUSI's '_mask_1'... merged), '_label', '_seg' or '_gt'; outlined in green",
+    )
+    parser.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cuda when there is one)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability a lesion pixel reaches (default: 0.5)")
+    parser.set_defaults(func=run)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a#b=[1,2]", "c=3"]`` -> ``{"a#b": [1, 2], "c": 3}``; values are YAML."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ModelError(f"--override {item!r}: expected ID=VALUE, e.g. 'image_size=[128,128]'")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ModelError(f"--override {item!r}: the value is not valid YAML ({error})") from None
+    return overrides
+
+
+# masks (BUSI's "_mask", "_mask_1") and what predict writes: never read as images
+_NOT_AN_IMAGE = re.compile(r"^.+_(?:mask(?:_\d+)?|prob|overlay(?:_\d+)?)$")
+
+
+def list_inputs(source: Path, recursive: bool, output: Path | None = None) -> list[Path]:
+    """The image files of ``source`` (a file: itself), skipping hidden files, files under ``output`` (unless
+    it is ``source`` itself) and files named like masks or like predict's outputs (``*_mask``, ``*_mask_1``,
+    ``*_prob``, ``*_overlay``, ``*_overlay_1``), so that results written beside the images are not read back."""
+    from lesionseg.data.readers import natural_key
+    from lesionseg.data.volumes import file_kind, file_stem
+
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: input not found")
+    output = output.resolve() if output is not None else None
+    candidates = source.rglob("*") if recursive else source.iterdir()
+    files = []
+    for path in candidates:
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(source).parts):
+            continue
+        if file_kind(path) is None or _NOT_AN_IMAGE.match(file_stem(path)):
+            continue
+        if output is not None and output != source.resolve() and output in path.resolve().parents:
+            continue
+        files.append(path)
+    return sorted(files, key=lambda p: natural_key(str(p.relative_to(source))))
+
+
+class GroundTruth:
+    """Ground-truth masks matched to input files by name.
+
+    Args:
+        source: one mask file (paired with the only input) or a folder searched recursively.
+    """
+
+    def __init__(self, source: Path) -> None:
+        from lesionseg.data.volumes import file_kind, file_stem
+
+        self.single = source if source.is_file() else None
+        self.suffixed: dict[str, list[tuple[int, Path]]] = {}
+        self.plain: dict[str, list[Path]] = {}
+        if self.single is None:
+            if not source.is_dir():
+                raise FileNotFoundError(f"{source}: ground truth not found")
+            for path in source.rglob("*"):
+                if not path.is_file() or file_kind(path) is None:
+                    continue
+                stem = file_stem(path)
+                match = _MASK_NAME.match(stem)
+                if match:
+                    index = int(match["index"]) if match["index"] else 0
+                    self.suffixed.setdefault(match["stem"], []).append((index, path))
+                else:
+                    self.plain.setdefault(stem, []).append(path)
+
+    def find(self, image: Path) -> list[Path]:
+        """The mask files of ``image`` (several for BUSI's multi-lesion cases), or ``[]``."""
+        from lesionseg.data.volumes import file_stem
+
+        if self.single is not None:
+            return [self.single]
+        stem = file_stem(image)
+        if stem in self.suffixed:
+            return [path for _, path in sorted(self.suffixed[stem])]
+        plain = [path for path in self.plain.get(stem, []) if path.resolve() != image.resolve()]
+        return plain[:1]
+
+
+def output_bases(files: list[Path], source: Path, output: Path) -> dict[Path, Path]:
+    """Each input's output path without postfix: ``output/<sub-folders>/<stem>``, or
+    ``.../<stem>_<format>`` for every file of a folder whose stem another file shares (``a.png``, ``a.jpg``)."""
+    from lesionseg.data.volumes import file_stem
+
+    def base(path: Path) -> Path:
+        relative = path.relative_to(source).parent if source.is_dir() else Path()
+        return output / relative / file_stem(path)
+
+    counts: dict[Path, int] = {}
+    for path in files:
+        counts[base(path)] = counts.get(base(path), 0) + 1
+    return {
+        path: base(path).with_name(path.name.replace(".", "_")) if counts[base(path)] > 1 else base(path)
+        for path in files
+    }
+
+
+def _write_overlays(stack, masks: np.ndarray, truths: np.ndarray | None, base: Path) -> list[Path]:
+    from lesionseg.data.writers import overlay_contours
+
+    written = []
+    # about 3 pixels on a 600-pixel image, 1 on small ones
+    thickness = max(1, round(min(stack.slices.shape[1:]) / 200))
+    for index, image in enumerate(stack.slices):
+        contours = {"yellow": masks[index]}
+        if truths is not None:
+            contours = {"lime": truths[index], **contours}
+        name = f"{base.name}_overlay.png" if len(stack.slices) == 1 else f"{base.name}_overlay_{index:03d}.png"
+        path = base.parent / name
+        Image.fromarray(overlay_contours(image, contours, thickness)).save(path)
+        written.append(path)
+    return written
+
+
+def predict_file(
+    path: Path, base: Path, predictor: Predictor, threshold: float, probabilities: bool, truth_files: list[Path]
+) -> dict[str, Any]:
+    """Segment one file and write its outputs next to ``base``; returns its CSV record.
+
+    Raises:
+        DataError: the file (or its ground truth) cannot be read; nothing of it is written then, except
+            for a ground-truth problem found after the mask was written.
+    """
+    from lesionseg.data.io import DataError
+    from lesionseg.data.volumes import read_mask_stack, read_stack, to_voxels
+    from lesionseg.data.writers import save_mask_png, save_nifti_like, save_probability_png
+    from lesionseg.metrics import compute_image_metrics
+
+    stack = read_stack(path)
+    probability = np.stack([predictor(image, path) for image in stack.slices])
+    masks = probability >= threshold
+    base.parent.mkdir(parents=True, exist_ok=True)
+    if stack.kind == "picture":
+        mask_path = save_mask_png(masks[0], f"{base}_mask.png")
+        if probabilities:
+            save_probability_png(probability[0], f"{base}_prob.png")
+    else:
+        mask_path = save_nifti_like(to_voxels(stack, masks.astype(np.uint8)), stack.affine, f"{base}_mask.nii.gz", stack.header)
+        if probabilities:
+            save_nifti_like(to_voxels(stack, probability), stack.affine, f"{base}_prob.nii.gz", stack.header)
+    lesion_pixels = int(masks.sum())
+    record: dict[str, Any] = {
+        "file": str(path),
+        "mask": str(mask_path),
+        "slices": int(masks.shape[0]),
+        "height": int(masks.shape[1]),
+        "width": int(masks.shape[2]),
+        "lesion_found": lesion_pixels > 0,
+        "lesion_pixels": lesion_pixels,
+        "lesion_fraction": lesion_pixels / masks.size,
+    }
+    truths = None
+    problem = None
+    if truth_files:
+        try:
+            truths = read_mask_stack(truth_files)
+            if truths.shape != masks.shape:
+                raise DataError(
+                    truth_files[0], f"ground truth of shape {truths.shape} (slices, H, W) but {path} has {masks.shape}"
+                )
+        except DataError as error:
+            truths, problem = None, error
+        if truths is not None:
+            scores = [compute_image_metrics(m, t, spacing=stack.spacing) for m, t in zip(masks, truths)]
+            record["ground_truth"] = ";".join(str(p) for p in truth_files)
+            # means over the slices; HD95 is NaN where exactly one mask is empty (lesionseg.metrics)
+            for name in ("dice", "iou", "hd95", "hd95_mm"):
+                if name in scores[0]:
+                    record[name] = _mean([score[name] for score in scores])
+    _write_overlays(stack, masks, truths, base)
+    if problem is not None:
+        raise problem
+    return record
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from lesionseg.data.io import DataError
+    from lesionseg.metrics import write_per_image_csv, write_summary_json
+
+    start = time.monotonic()
+    try:
+        predictor = load_predictor(args.bundle, args.checkpoint, args.model, parse_overrides(args.override), args.device)
+        source = args.input
+        output = args.output.resolve()
+        files = list_inputs(source, args.recursive, output)
+        if not files:
+            raise DataError(source, "no image files found (PNG, JPEG, BMP, TIFF, NIfTI, DICOM)")
+        truth = GroundTruth(args.ground_truth) if args.ground_truth is not None else None
+        if truth is not None and truth.single is not None and len(files) > 1:
+            raise DataError(args.ground_truth, f"one ground-truth file for {len(files)} inputs; give a folder of masks")
+    except (ModelError, DataError, FileNotFoundError) as error:
+        print(f"lesionseg predict: {error}", file=sys.stderr)
+        return 2
+    output.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    failures: list[tuple[str, str]] = []
+    bases = output_bases(files, source, output)
+    for path in tqdm(files, desc="predict", unit="image", file=sys.stderr):
+        base = bases[path]
+        truth_files = truth.find(path) if truth is not None else []
+        try:
+            records.append(predict_file(path, base, predictor, args.threshold, args.probabilities, truth_files))
+        except DataError as error:
+            failures.append((str(path), str(error)))
+            logger.error("skipped: %s", error)
+        except Exception as error:  # one bad file never stops the others
+            failures.append((str(path), f"{path}: {type(error).__name__}: {error}"))
+            logger.exception("skipped %s", path)
+    with_truth = [r for r in records if "dice" in r]
+    summary = {
+        "images": len(records),
+        "slices": sum(r["slices"] for r in records),
+        "with_lesion": sum(r["lesion_found"] for r in records),
+        "mean_lesion_fraction": _mean([r["lesion_fraction"] for r in records]),
+        "with_ground_truth": len(with_truth),
+        "without_ground_truth": len(records) - len(with_truth) if truth is not None else None,
+        "mean_dice": _mean([r["dice"] for r in with_truth]),
+        "mean_iou": _mean([r["iou"] for r in with_truth]),
+        "failed": [{"file": file, "problem": problem} for file, problem in failures],
+        "threshold": args.threshold,
+        "seconds": round(time.monotonic() - start, 2),
+    }
+    if records:
+        write_per_image_csv(records, output / "predictions.csv")
+    write_summary_json(summary, output / "summary.json")
+    _print_summary(summary, output)
+    return 1 if failures else 0
+
+
+def _print_summary(summary: dict[str, Any], output: Path) -> None:
+    fraction = summary["mean_lesion_fraction"]
+    line = f"predicted {summary['images']} image(s) in {summary['seconds']} s: {summary['with_lesion']} with a lesion found"
+    if fraction is not None:
+        line += f", mean lesion area {100 * fraction:.2f} % of the image"
+    print(line)
+    if summary["with_ground_truth"]:
+        print(
+            f"  against the ground truth of {summary['with_ground_truth']}: mean Dice {summary['mean_dice']:.4f}, "
+            f"mean IoU {summary['mean_iou']:.4f}"
+        )
+    if summary["without_ground_truth"]:
+        print(f"  no ground truth found for {summary['without_ground_truth']} image(s)")
+    if summary["failed"]:
+        print(f"  FAILED {len(summary['failed'])} file(s), skipped:")
+        for failure in summary["failed"]:
+            print(f"    {failure['problem']}")
+    print(f"  results in {output} (predictions.csv, summary.json)")

@@ -1,0 +1,286 @@
+"""A trained network with its bundle's preprocessing, ready to segment one 2D slice at a time.
+
+The network comes from a bundle folder (``network_def`` of ``configs/inference.yaml``, weights from
+``models/model.pt`` or another checkpoint) or from an exported TorchScript file (e.g. MONAI's
+``ckpt_export``). The preprocessing is the bundle's own ``preprocessing`` Compose after its loader
+(``Resized`` to ``image_size``, ``ScaleIntensityd``...), and the probability map is brought back to the
+source size with MONAI's ``Invertd``, as the bundle's inference workflow does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd, LoadImaged
+
+from lesionseg.cli.bundle_runner import find_config
+from lesionseg.data.transforms import LoadUltrasoundd, ultrasound_tensor
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ModelError", "Predictor", "is_torchscript", "load_predictor", "train_command"]
+
+#: the TorchScript extra file where MONAI's ``ckpt_export --config_file configs/inference.yaml`` keeps the config
+EMBEDDED_CONFIG = "inference.json"
+
+
+class ModelError(RuntimeError):
+    """The model cannot be set up (no weights, weights that do not fit, a bad bundle); the message says why
+    and what to do."""
+
+
+def train_command(bundle: Path) -> str:
+    """The command that trains ``bundle`` and writes its ``models/model.pt``."""
+    return (
+        f"cd {bundle} && python -m monai.bundle run --config_file configs/train.yaml "
+        "--dataset_dir /path/to/your/dataset"
+    )
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``), as opposed to a state-dict checkpoint."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+class Predictor:
+    """Segment (H, W) slices of any size with a network and a bundle's preprocessing.
+
+    Args:
+        network: maps a (1, C, h, w) batch to lesion logits (1, K, h, w), or a tuple whose first element they
+            are. K = 1: sigmoid; K > 1: softmax, channel 1 being the lesion.
+        preprocessing: the bundle's transforms after its loader, applied to ``{image_key: (1, H, W)}``.
+        image_key: the key the preprocessing transforms.
+        device: where the network runs.
+        amp: run the network under CUDA autocast.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        preprocessing: Compose,
+        image_key: str = "image",
+        device: torch.device | str = "cpu",
+        amp: bool = False,
+    ) -> None:
+        self.network = network.eval()
+        self.preprocessing = preprocessing
+        self.image_key = image_key
+        self.device = torch.device(device)
+        self.amp = amp
+        self._invert = Invertd(
+            keys="pred", transform=preprocessing, orig_keys=image_key, nearest_interp=False, to_tensor=True
+        )
+
+    def __call__(self, image: np.ndarray, filename: str | os.PathLike = "") -> np.ndarray:
+        """The lesion probability of every pixel: float32 (H, W) in [0, 1] for a (H, W) image."""
+        data = self.preprocessing({self.image_key: ultrasound_tensor(image, filename)})
+        batch = data[self.image_key].as_tensor()[None].to(self.device)
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp):
+            logits = self.network(batch)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        logits = logits.float()
+        if logits.ndim != 4 or logits.shape[0] != 1:
+            raise ModelError(f"the network returned shape {tuple(logits.shape)}, expected (1, K, h, w) logits")
+        probability = torch.sigmoid(logits[0, :1]) if logits.shape[1] == 1 else torch.softmax(logits[0], 0)[1:2]
+        # Invertd takes the transform record of `image_key` for a MetaTensor prediction
+        data["pred"] = MetaTensor(probability.cpu())
+        restored = self._invert(data)["pred"]
+        restored = np.asarray(restored.detach().cpu().numpy() if isinstance(restored, torch.Tensor) else restored)
+        return np.clip(restored[0], 0.0, 1.0).astype(np.float32)
+
+
+def _strip_loader(preprocessing: Any, source: str) -> Compose:
+    transforms = list(preprocessing.transforms) if isinstance(preprocessing, Compose) else [preprocessing]
+    if transforms and isinstance(transforms[0], (LoadUltrasoundd, LoadImaged)):
+        transforms = transforms[1:]
+    else:
+        raise ModelError(f"{source}: 'preprocessing' does not start with a loader (LoadUltrasoundd or LoadImaged)")
+    return Compose(transforms)
+
+
+def _default_preprocessing(image_key: str, image_size: Sequence[int]) -> Compose:
+    """The bundles' inference preprocessing after the loader, for configs that have none."""
+    from monai.transforms import EnsureTyped, Resized, ScaleIntensityd
+
+    return Compose(
+        [
+            Resized(keys=image_key, spatial_size=list(image_size), mode="area"),
+            ScaleIntensityd(keys=image_key, minv=0.0, maxv=1.0),
+            EnsureTyped(keys=image_key, dtype=torch.float32),
+        ]
+    )
+
+
+def _preprocessing(parser: ConfigParser, source: str) -> tuple[Compose, str]:
+    image_key = parser.get_parsed_content("image_key") if "image_key" in parser else "image"
+    if "preprocessing" in parser:
+        return _strip_loader(_parse(parser, "preprocessing", source), source), image_key
+    if "image_size" not in parser:
+        raise ModelError(f"{source}: the config has neither 'preprocessing' nor 'image_size'")
+    logger.warning("%s has no 'preprocessing': resizing to image_size and scaling to [0, 1]", source)
+    return _default_preprocessing(image_key, _parse(parser, "image_size", source)), image_key
+
+
+def _parse(parser: ConfigParser, key: str, source: str | Path) -> Any:
+    """``parser.get_parsed_content(key)``; a config that cannot be built (e.g. a misspelt override) is a
+    :class:`ModelError` naming the config and the id."""
+    try:
+        return parser.get_parsed_content(key)
+    except Exception as error:
+        raise ModelError(f"{source}: cannot build '{key}' ({type(error).__name__}: {str(error)[:600]})") from error
+
+
+def _bundle_parser(bundle: Path, overrides: Mapping[str, Any]) -> tuple[ConfigParser, Path]:
+    try:
+        config_file = find_config(bundle, "inference")
+    except FileNotFoundError:
+        config_file = find_config(bundle, "train")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle)
+    _apply_overrides(parser, overrides, config_file)
+    return parser, config_file
+
+
+def _apply_overrides(parser: ConfigParser, overrides: Mapping[str, Any], source: str | Path) -> None:
+    for key, value in overrides.items():
+        if key.split("#")[0] not in parser.get():
+            raise ModelError(f"{source}: --override {key}: no such id in the config")
+        parser[key] = value
+
+
+def _read_state_dict(checkpoint: Path) -> Mapping[str, torch.Tensor]:
+    if is_torchscript(checkpoint):
+        raise ModelError(f"{checkpoint}: is a TorchScript model, not a checkpoint; pass it with --model")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ModelError(f"{checkpoint}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    # MONAI's CheckpointSaver writes the network's state dict, or {"model": state dict, ...} with several objects
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{checkpoint}: holds no network state dict (expected the weights, or a 'model' entry)")
+    return state
+
+
+def _load_weights(network: torch.nn.Module, checkpoint: Path, config_file: Path) -> None:
+    state = _read_state_dict(checkpoint)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        detail = str(error).split("\n\t", 1)[-1][:600]
+        raise ModelError(
+            f"{checkpoint}: the weights do not fit the network of {config_file} ({detail}); "
+            "pass the network_def overrides the model was trained with, e.g. "
+            "--override 'network_def#features=[16,32,64,128,256]'"
+        ) from None
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda: no CUDA device is available here (use --device cpu)")
+    return device
+
+
+def load_predictor(
+    bundle: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    model: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | None = None,
+) -> Predictor:
+    """Set up a :class:`Predictor` from a bundle, a checkpoint and/or an exported TorchScript model.
+
+    Args:
+        bundle: a bundle folder: its ``configs/inference.yaml`` (or ``train.yaml``) gives ``network_def``,
+            ``image_key`` and ``preprocessing``. A TorchScript file here is taken as ``model``.
+        checkpoint: weights for the bundle's network instead of ``<ckpt_dir>/model.pt`` (the bundle's
+            ``models/model.pt``); a state dict, or a dict with a ``model`` entry, as MONAI's CheckpointSaver
+            writes them. Loaded with ``weights_only=True``.
+        model: a TorchScript network. Its preprocessing comes from ``bundle`` when given, else from the
+            config the file carries (``inference.json``, as ``ckpt_export --config_file`` embeds it).
+        overrides: config ids and values applied before parsing, e.g. ``{"network_def#features": [...]}``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; by default CUDA when there is one.
+
+    Raises:
+        ModelError: no weights (the message gives the training command), weights that do not fit,
+            a missing or unusable config, or an unavailable device.
+    """
+    overrides = dict(overrides or {})
+    if bundle is not None and Path(bundle).is_file():
+        if model is not None:
+            raise ModelError(f"{bundle}: --bundle is a file and --model is given too; pass the TorchScript file once")
+        bundle, model = None, bundle
+    if bundle is None and model is None:
+        raise ModelError("give a bundle folder (--bundle DIR) or an exported TorchScript model (--model FILE)")
+    if model is not None and checkpoint is not None:
+        raise ModelError("--checkpoint gives weights for a bundle's network; a TorchScript --model has its own")
+    torch_device = _resolve_device(device)
+
+    if model is not None:
+        model = Path(model)
+        if not model.is_file():
+            raise ModelError(f"{model}: TorchScript model not found")
+        if not is_torchscript(model):
+            raise ModelError(f"{model}: not a TorchScript model; weights for a bundle go with --bundle DIR --checkpoint")
+        from monai.data import load_net_with_metadata
+
+        network, _, extra = load_net_with_metadata(str(model), map_location=torch_device, more_extra_files=[EMBEDDED_CONFIG])
+        if bundle is not None:
+            parser, source = _bundle_parser(Path(bundle).resolve(), overrides)
+        elif extra.get(EMBEDDED_CONFIG):
+            parser = ConfigParser(json.loads(extra[EMBEDDED_CONFIG]))
+            source = Path(f"{model}::{EMBEDDED_CONFIG}")
+            _apply_overrides(parser, overrides, source)
+        else:
+            raise ModelError(
+                f"{model}: carries no inference config; pass the bundle it came from with --bundle DIR, or "
+                "export it with ckpt_export --config_file configs/inference.yaml"
+            )
+        preprocessing, image_key = _preprocessing(parser, str(source))
+        logger.info("TorchScript model %s, preprocessing from %s", model, source)
+        return Predictor(network.to(torch_device), preprocessing, image_key, torch_device, torch_device.type == "cuda")
+
+    bundle = Path(bundle).resolve()
+    if not bundle.is_dir():
+        raise ModelError(f"{bundle}: bundle folder not found")
+    parser, config_file = _bundle_parser(bundle, overrides)
+    if checkpoint is None:
+        ckpt_dir = parser.get_parsed_content("ckpt_dir") if "ckpt_dir" in parser else bundle / "models"
+        weights = Path(ckpt_dir) / "model.pt"
+        if not weights.is_file():
+            raise ModelError(
+                f"{bundle.name} has no trained weights: {weights} not found. Train the bundle first "
+                f"({train_command(bundle)}; it writes models/model.pt), or pass weights trained elsewhere "
+                "with --checkpoint FILE"
+            )
+    else:
+        weights = Path(checkpoint)
+        if not weights.is_file():
+            raise ModelError(f"{weights}: checkpoint not found")
+    if "network_def" not in parser:
+        raise ModelError(f"{config_file}: no 'network_def' to build the network from")
+    network = _parse(parser, "network_def", config_file)
+    _load_weights(network, weights, config_file)
+    preprocessing, image_key = _preprocessing(parser, str(config_file))
+    logger.info("%s with weights %s on %s", type(network).__name__, weights, torch_device)
+    return Predictor(network.to(torch_device), preprocessing, image_key, torch_device, torch_device.type == "cuda")

@@ -1,0 +1,452 @@
+"""``lesionseg predict``: geometry round trips for every input format, weights handling, bad files, overlays.
+
+The networks are the bundles' own at tiny widths with random weights (saved as a temporary bundle copy's
+``models/model.pt``): these tests check shapes, geometry, file handling and agreement with the bundle's own
+inference workflow, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from lesionseg.cli import main
+from lesionseg.cli.bundle_runner import run_workflow
+from lesionseg.data.io import DataError
+from lesionseg.data.volumes import dicom_affine, read_stack, to_voxels
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = ("dcnet_bundle", "taichinet_bundle")
+TINY = {"network_def#features": [2, 4, 8, 16, 32], "image_size": [32, 32]}
+TINY_ARGS = [f"--override=network_def#features={TINY['network_def#features']}", "--override=image_size=[32,32]"]
+YELLOW, LIME = (255, 255, 0), (0, 255, 0)
+
+
+def _tiny_network(configs: Path, seed: int, **overrides) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(configs / "inference.yaml"))
+    for key, value in {**TINY, **overrides}.items():
+        parser[key] = value
+    torch.manual_seed(seed)
+    return parser.get_parsed_content("network_def")
+
+
+def _make_tiny_bundle(name: str, folder: Path) -> Path:
+    bundle = folder / name
+    shutil.copytree(REPO / "bundles" / name / "configs", bundle / "configs")
+    (bundle / "models").mkdir()
+    torch.save(_tiny_network(bundle / "configs", seed=0).state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+@pytest.fixture(scope="module", params=BUNDLES)
+def tiny_bundle(request, tmp_path_factory) -> Path:
+    """A copy of the bundle's configs with a randomly initialised tiny network as models/model.pt."""
+    return _make_tiny_bundle(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module")
+def dcnet_tiny(tmp_path_factory) -> Path:
+    """The tiny DC-Net bundle alone, for the tests of file formats and outputs, which do not depend on the network."""
+    return _make_tiny_bundle("dcnet_bundle", tmp_path_factory.mktemp("dcnet"))
+
+
+def _texture(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Smooth gray texture in [0, 1] with a dark disc, so a random network gives a non-trivial map."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0.3, 1.0, size=(5, 6)).astype(np.float32)
+    image = np.asarray(Image.fromarray(coarse).resize(shape[::-1], Image.Resampling.BILINEAR))
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    disc = (rows - shape[0] * 0.45) ** 2 + (cols - shape[1] * 0.55) ** 2 < (min(shape) * 0.25) ** 2
+    return np.where(disc, image * 0.2, image)
+
+
+def _predict(bundle: Path | None, inputs: Path, output: Path, *extra: str) -> int:
+    args = ["predict", "--input", str(inputs), "--output", str(output), *TINY_ARGS, *extra]
+    if bundle is not None:
+        args += ["--bundle", str(bundle)]
+    return main(args)
+
+
+def _splitting_threshold(bundle: Path, image: Path, folder: Path) -> float:
+    """Halfway between the least and greatest lesion probability of the tiny random network on ``image``: a
+    threshold that splits its map into lesion and background, so that mask comparisons are not between two
+    all-lesion masks."""
+    assert _predict(bundle, image, folder, "--probabilities") == 0
+    probability = np.asarray(Image.open(next(folder.glob("*_prob.png")))) / 65535.0
+    return float(probability.min() + probability.max()) / 2
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def _write_pictures(folder: Path) -> dict[str, tuple[int, int]]:
+    """Pictures of several formats, sizes and depths; returns file name -> (H, W)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gray = _texture((37, 53), 0)
+    Image.fromarray((gray * 255).astype(np.uint8)).save(folder / "odd.png")
+    rgb = np.stack([_texture((40, 30), 1)] * 3, axis=-1) * np.array([1.0, 0.8, 0.6])
+    Image.fromarray((rgb * 255).astype(np.uint8), "RGB").save(folder / "colour.png")
+    Image.fromarray((_texture((33, 47), 2) * 65535).astype(np.uint16)).save(folder / "deep.png")
+    Image.fromarray((_texture((29, 64), 3) * 65535).astype(np.uint16)).save(folder / "deep.tif")
+    Image.fromarray((np.stack([_texture((50, 35), 4)] * 3, -1) * 255).astype(np.uint8)).save(folder / "photo.jpg", quality=90)
+    Image.fromarray((_texture((41, 41), 5) * 255).astype(np.uint8)).save(folder / "scan.bmp")
+    # the same stem as odd.png: the outputs must not overwrite each other
+    Image.fromarray((_texture((21, 34), 6) * 255).astype(np.uint8)).save(folder / "odd.jpg")
+    return {name: np.asarray(Image.open(folder / name)).shape[:2] for name in (
+        "odd.png", "colour.png", "deep.png", "deep.tif", "photo.jpg", "scan.bmp", "odd.jpg")}
+
+
+def test_pictures_come_back_at_their_own_size(tiny_bundle, tmp_path):
+    sizes = _write_pictures(tmp_path / "in")
+    assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "out", "--probabilities") == 0
+    out = tmp_path / "out"
+    names = {"odd.png": "odd_png", "colour.png": "colour", "deep.png": "deep_png", "deep.tif": "deep_tif",
+             "photo.jpg": "photo", "scan.bmp": "scan", "odd.jpg": "odd_jpg"}
+    for name, stem in names.items():
+        mask, probability, overlay = (Image.open(out / f"{stem}{postfix}.png") for postfix in ("_mask", "_prob", "_overlay"))
+        assert (mask.mode, mask.size[::-1]) == ("L", sizes[name]), name
+        assert (probability.mode, probability.size[::-1]) == ("I;16", sizes[name]), name
+        assert (overlay.mode, overlay.size[::-1]) == ("RGB", sizes[name]), name
+        mask, probability = np.asarray(mask), np.asarray(probability) / 65535.0
+        assert set(np.unique(mask)) <= {0, 255}
+        # the mask is the thresholded probability (up to the 16-bit rounding at the threshold itself)
+        decided = np.abs(probability - 0.5) > 1e-4
+        assert np.array_equal((mask > 0)[decided], (probability >= 0.5)[decided])
+    records = (out / "predictions.csv").read_text().splitlines()
+    assert len(records) == 1 + len(names)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == len(names) and summary["failed"] == []
+
+
+def test_masks_equal_the_bundle_inference_workflow(tiny_bundle, tmp_path):
+    """predict and `monai.bundle run --config_file configs/inference.yaml` give the same masks."""
+    _write_pictures(tmp_path / "in")
+    for duplicate in ("odd.jpg", "deep.tif"):  # the workflow names its outputs by stem only
+        (tmp_path / "in" / duplicate).unlink()
+    threshold = _splitting_threshold(tiny_bundle, tmp_path / "in" / "odd.png", tmp_path / "calibration")
+    assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "predict", "--threshold", str(threshold)) == 0
+    overrides = {**TINY, "dataset_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "workflow")}
+    # the AsDiscreted of the bundle's postprocessing (after Activationsd and Invertd)
+    overrides["postprocessing#transforms#2#threshold"] = threshold
+    run_workflow(tiny_bundle, ["inference"], "infer", overrides)
+    workflow_masks = sorted((tmp_path / "workflow").glob("*_mask.png"))
+    assert len(workflow_masks) == 5
+    reference = _png(tmp_path / "workflow" / "odd_mask.png")
+    assert 0 < np.count_nonzero(reference) < reference.size, "the threshold should split odd.png's map"
+    for expected in workflow_masks:
+        assert np.array_equal(_png(tmp_path / "predict" / expected.name), _png(expected)), expected.name
+
+
+def _rotation_affine() -> np.ndarray:
+    angle = np.deg2rad(30)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine[:3, :3] = affine[:3, :3] @ np.diag([0.3, 0.7, 2.0])
+    affine[:3, 3] = [-12.5, 40.0, 7.0]
+    return affine
+
+
+def test_nifti_keeps_affine_shape_and_orientation(dcnet_tiny, tmp_path):
+    picture = (_texture((37, 53), 7) * 255).astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(picture).save(tmp_path / "in" / "picture.png")
+    affine = _rotation_affine()
+    # the picture as NIfTI voxels (x along the columns), 2D and as one slice of a (x, y, 1) volume
+    nib.save(nib.Nifti1Image(picture.T.astype(np.int16), affine), tmp_path / "in" / "flat.nii.gz")
+    nib.save(nib.Nifti1Image(picture.T[..., None].astype(np.float32), affine), tmp_path / "in" / "slab.nii")
+    volume = np.stack([picture.T, np.flipud(picture.T), picture.T // 2], axis=-1).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "in" / "volume.nii.gz")
+    threshold = _splitting_threshold(dcnet_tiny, tmp_path / "in" / "picture.png", tmp_path / "calibration")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--probabilities", "--threshold", str(threshold)) == 0
+    out = tmp_path / "out"
+    expected = _png(out / "picture_mask.png") > 0
+    assert 0 < expected.sum() < expected.size
+    for stem, shape in (("flat", (53, 37)), ("slab", (53, 37, 1)), ("volume", (53, 37, 3))):
+        mask = nib.load(out / f"{stem}_mask.nii.gz")
+        probability = nib.load(out / f"{stem}_prob.nii.gz")
+        for image in (mask, probability):
+            assert image.shape == shape, stem
+            np.testing.assert_allclose(image.affine, affine, atol=1e-5)
+        assert mask.get_data_dtype() == np.uint8 and probability.get_data_dtype() == np.float32
+        voxels = np.asarray(mask.dataobj)
+        assert set(np.unique(voxels)) <= {0, 1}
+        # the first slice is the picture itself: the same mask, in NIfTI's (x, y) layout
+        assert np.array_equal(voxels.reshape(53, 37, -1)[..., 0].T > 0, expected), stem
+    assert sorted(p.name for p in out.glob("volume_overlay_*.png")) == [f"volume_overlay_{k:03d}.png" for k in range(3)]
+    assert Image.open(out / "flat_overlay.png").size == (53, 37)
+
+
+def test_voxel_layout_round_trip(tmp_path):
+    volume = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii")
+    stack = read_stack(tmp_path / "v.nii")
+    assert stack.slices.shape == (2, 3, 4)
+    assert np.array_equal(stack.slices[1], volume[:, :, 1].T)
+    assert np.array_equal(to_voxels(stack, stack.slices), volume)
+
+
+def _write_dicom(path: Path, pixels: np.ndarray, geometry: bool = True, frames: int | None = None) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # ultrasound image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "US"
+    dataset.Rows, dataset.Columns = pixels.shape[-2:]
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated = dataset.BitsStored = pixels.dtype.itemsize * 8
+    dataset.HighBit, dataset.PixelRepresentation = dataset.BitsStored - 1, 0
+    if frames:
+        dataset.NumberOfFrames = frames
+    if geometry:
+        dataset.PixelSpacing = [0.5, 0.25]
+        dataset.ImageOrientationPatient = [0.8, 0.6, 0.0, -0.6, 0.8, 0.0]
+        dataset.ImagePositionPatient = [10.0, -20.0, 30.0]
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_mask_is_nifti_in_the_dicom_geometry(dcnet_tiny, tmp_path):
+    picture = (_texture((37, 53), 8) * 4000).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(picture).save(tmp_path / "in" / "picture.png")
+    _write_dicom(tmp_path / "in" / "scan.dcm", picture)
+    _write_dicom(tmp_path / "in" / "cine", np.stack([picture, picture[::-1]]), geometry=False, frames=2)  # no suffix
+    threshold = _splitting_threshold(dcnet_tiny, tmp_path / "in" / "picture.png", tmp_path / "calibration")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--threshold", str(threshold)) == 0
+    out = tmp_path / "out"
+    expected = _png(out / "picture_mask.png") > 0
+    assert 0 < expected.sum() < expected.size
+    scan = nib.load(out / "scan_mask.nii.gz")
+    assert scan.shape == (53, 37)
+    np.testing.assert_allclose(scan.affine, dicom_affine((0.8, 0.6, 0, -0.6, 0.8, 0), (10, -20, 30), (0.5, 0.25)), atol=1e-6)
+    assert np.array_equal(np.asarray(scan.dataobj).T > 0, expected)
+    cine = nib.load(out / "cine_mask.nii.gz")
+    assert cine.shape == (53, 37, 2)
+    assert np.array_equal(np.asarray(cine.dataobj)[..., 0].T > 0, expected)
+    assert (out / "cine_overlay_001.png").is_file()
+
+
+def test_dicom_affine_matches_monai_pydicom_reader(tmp_path):
+    pytest.importorskip("pydicom")
+    from monai.transforms import LoadImage
+
+    pixels = np.arange(37 * 53, dtype=np.uint16).reshape(37, 53)
+    _write_dicom(tmp_path / "a.dcm", pixels)
+    stack = read_stack(tmp_path / "a.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI's note that the optional nvImageCodec decoder is absent
+        monai_image = LoadImage(reader="PydicomReader", image_only=True)(str(tmp_path / "a.dcm"))
+    np.testing.assert_allclose(stack.affine, monai_image.affine.numpy(), atol=1e-6)
+    assert np.array_equal(to_voxels(stack, stack.slices), monai_image.numpy())
+    assert stack.spacing == (0.5, 0.25)
+
+
+def test_dicom_without_a_reader_names_the_package(tmp_path, monkeypatch):
+    (tmp_path / "a.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    monkeypatch.setitem(sys.modules, "itk", None)
+    with pytest.raises(DataError, match=r"a\.dcm: reading DICOM needs pydicom or itk.*pip install pydicom"):
+        read_stack(tmp_path / "a.dcm")
+
+
+def test_checkpoint_option_replaces_models_model_pt(tiny_bundle, tmp_path):
+    Image.fromarray((_texture((37, 53), 9) * 255).astype(np.uint8)).save(tmp_path / "image.png")
+    other = tmp_path / "other.pt"
+    torch.save(_tiny_network(tiny_bundle / "configs", seed=1).state_dict(), other)
+    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "default", "--probabilities") == 0
+    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "same", "--probabilities",
+                    "--checkpoint", str(tiny_bundle / "models" / "model.pt")) == 0
+    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "other", "--probabilities", "--checkpoint", str(other)) == 0
+    # the layout MONAI's CheckpointSaver writes when it saves more than the network
+    nested = tmp_path / "nested.pt"
+    torch.save({"model": torch.load(other, weights_only=True), "optimizer": {"state": {}, "param_groups": []}}, nested)
+    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "nested", "--probabilities", "--checkpoint", str(nested)) == 0
+    default, same, changed, nested = (
+        _png(tmp_path / name / "image_prob.png") for name in ("default", "same", "other", "nested")
+    )
+    assert np.array_equal(default, same)
+    assert not np.array_equal(default, changed)
+    assert np.array_equal(changed, nested)
+
+
+def test_missing_weights_are_refused_with_the_way_to_get_them(tiny_bundle, tmp_path, capsys):
+    bundle = tmp_path / "untrained"
+    shutil.copytree(tiny_bundle / "configs", bundle / "configs")
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
+    assert _predict(bundle, tmp_path / "image.png", tmp_path / "out") == 2
+    message = capsys.readouterr().err
+    assert "no trained weights" in message and str(bundle / "models" / "model.pt") in message
+    assert "python -m monai.bundle run --config_file configs/train.yaml" in message and "--checkpoint" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_of_another_width_get_a_clear_error(dcnet_tiny, tmp_path, capsys):
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
+    code = main(["predict", "--bundle", str(dcnet_tiny), "--input", str(tmp_path / "image.png"), "--output",
+                 str(tmp_path / "out"), "--override", "network_def#features=[4,8,16,32,64]"])
+    assert code == 2
+    assert "do not fit the network" in capsys.readouterr().err
+
+
+def test_unknown_override_is_refused(dcnet_tiny, tmp_path, capsys):
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
+    assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--override", "no_such_id=1") == 2
+    assert "no_such_id: no such id" in capsys.readouterr().err
+    assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--override", "network_def#widht=3") == 2
+    assert "cannot build 'network_def'" in capsys.readouterr().err
+
+
+def test_bad_files_are_reported_and_the_others_written(dcnet_tiny, tmp_path, capsys):
+    folder = tmp_path / "in"
+    _write_pictures(folder)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
+    good = (folder / "odd.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "broken.nii.gz").write_bytes(b"not gzip at all")
+    (folder / "fake.dcm").write_bytes(b"not a DICOM file")
+    assert _predict(dcnet_tiny, folder, tmp_path / "out") == 1
+    printed = capsys.readouterr().out
+    for name in ("corrupt.png", "truncated.png", "empty.jpg", "broken.nii.gz", "fake.dcm"):
+        assert str(folder / name) in printed, name
+        assert not list((tmp_path / "out").glob(f"{name.split('.')[0]}_*")), name
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == 7
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images"] == 7 and len(summary["failed"]) == 5
+
+
+def test_overlay_outlines_the_ground_truth_and_prediction(dcnet_tiny, tmp_path):
+    """BUSI-named masks are found and merged; the overlay draws exactly their outline in green."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "truth").mkdir()
+    image = _texture((37, 53), 10)
+    Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / "in" / "case (1).png")
+    first, second = np.zeros((37, 53), bool), np.zeros((37, 53), bool)
+    first[5:15, 5:20], second[20:33, 30:50] = True, True
+    Image.fromarray(first).save(tmp_path / "truth" / "case (1)_mask.png")
+    Image.fromarray(second).save(tmp_path / "truth" / "case (1)_mask_1.png")
+    # a threshold no probability reaches: an empty prediction, so only the ground truth is drawn
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "empty", "--ground-truth", str(tmp_path / "truth"),
+                    "--threshold", "1.5") == 0
+    overlay = _png(tmp_path / "empty" / "case (1)_overlay.png")
+    outline = find_boundaries(first | second, mode="inner")
+    assert np.all(overlay[outline] == LIME)
+    assert not np.any(np.all(overlay[~outline] == LIME, axis=-1) & (overlay[~outline, 2] == 0))
+    record = (tmp_path / "empty" / "predictions.csv").read_text().splitlines()
+    fields = dict(zip(record[0].split(","), record[1].split(",")))
+    assert float(fields["dice"]) == 0.0 and float(fields["iou"]) == 0.0  # a missed lesion
+    assert fields["hd95"] == ""  # undefined against an empty prediction (NaN, an empty cell)
+    # a threshold every probability reaches: the whole image is the prediction, outlined along its border
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "full", "--ground-truth", str(tmp_path / "truth"),
+                    "--threshold", "0") == 0
+    overlay = _png(tmp_path / "full" / "case (1)_overlay.png")
+    assert np.all(overlay[0] == YELLOW) and np.all(overlay[:, -1] == YELLOW)
+    assert np.all(overlay[outline] == LIME)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings(r"ignore:.torch\.jit\.\w+. is deprecated:DeprecationWarning")
+def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
+    """A model exported with MONAI's ckpt_export (config embedded) predicts as the bundle does."""
+    from monai.bundle import ckpt_export
+
+    configs = tiny_bundle / "configs"
+    exported = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def", filepath=str(exported), ckpt_file=str(tiny_bundle / "models" / "model.pt"),
+        meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.yaml"),
+        use_trace=True, input_shape=[1, 1, 32, 32], **{"network_def#features": TINY["network_def#features"]},
+    )
+    _write_pictures(tmp_path / "in")
+    for name in ("colour.png", "deep.png", "deep.tif", "scan.bmp", "odd.jpg"):
+        (tmp_path / "in" / name).unlink()
+    assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "bundle", "--probabilities") == 0
+    assert _predict(None, tmp_path / "in", tmp_path / "model", "--probabilities", "--model", str(exported)) == 0
+    assert _predict(None, tmp_path / "in", tmp_path / "as_bundle", "--probabilities", "--bundle", str(exported)) == 0
+    for mask in sorted((tmp_path / "bundle").glob("*_prob.png")):
+        reference = _png(mask).astype(int)
+        for other in ("model", "as_bundle"):
+            assert np.abs(_png(tmp_path / other / mask.name).astype(int) - reference).max() <= 2, (other, mask.name)
+
+
+def test_busi_folder_with_its_own_masks_as_ground_truth(dcnet_tiny, tiny_busi, tmp_path):
+    """Images beside their BUSI masks: the masks are not predicted on but matched (1-bit, RGBA, two-file)."""
+    # a threshold no probability reaches: only the ground truth is outlined
+    assert _predict(dcnet_tiny, tiny_busi, tmp_path / "out", "--recursive", "--ground-truth", str(tiny_busi),
+                    "--threshold", "1.5") == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["images"], summary["with_ground_truth"], summary["without_ground_truth"]) == (8, 8, 0)
+    assert (tmp_path / "out" / "benign" / "benign (2)_mask.png").is_file()
+    assert not list((tmp_path / "out").rglob("*_mask_mask.png"))
+    # benign (2)'s two lesion files are merged into the outline
+    overlay = _png(tmp_path / "out" / "benign" / "benign (2)_overlay.png")
+    assert np.all(overlay[5, 5:20] == LIME) and np.all(overlay[39, 35:60] == LIME)
+
+
+def test_ground_truth_of_another_size_is_reported_and_the_mask_kept(dcnet_tiny, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "truth").mkdir()
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(np.zeros((20, 31), np.uint8)).save(tmp_path / "truth" / "a_mask.png")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--ground-truth", str(tmp_path / "truth")) == 1
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'truth' / 'a_mask.png'}: ground truth of shape (1, 20, 31)" in printed
+    assert (tmp_path / "out" / "a_mask.png").is_file() and (tmp_path / "out" / "a_overlay.png").is_file()
+
+
+def test_model_and_device_problems_are_refused(dcnet_tiny, tmp_path, capsys):
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
+    assert _predict(None, tmp_path / "image.png", tmp_path / "out") == 2
+    assert "--bundle DIR" in capsys.readouterr().err
+    assert _predict(None, tmp_path / "image.png", tmp_path / "out", "--model", str(dcnet_tiny / "models" / "model.pt")) == 2
+    assert "not a TorchScript model" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--device", "cuda") == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_itk_reads_dicom_as_pydicom_does(tmp_path, frames):
+    """The fallback for machines without pydicom gives the same slices and geometry (runs where ITK is installed)."""
+    pytest.importorskip("itk")
+    from lesionseg.data.volumes import _read_dicom, _read_with_itk
+
+    pixels = (np.arange(frames * 37 * 53) % 4000).astype(np.uint16).reshape(frames, 37, 53)
+    _write_dicom(tmp_path / "a.dcm", pixels if frames > 1 else pixels[0], frames=frames if frames > 1 else None)
+    reference, fallback = _read_dicom(tmp_path / "a.dcm"), _read_with_itk(tmp_path / "a.dcm")
+    assert np.array_equal(fallback.slices, reference.slices)
+    assert fallback.voxel_shape == reference.voxel_shape and fallback.spacing == reference.spacing
+    np.testing.assert_allclose(fallback.affine[:, :2], reference.affine[:, :2], atol=1e-6)
+    np.testing.assert_allclose(fallback.affine[:, 3], reference.affine[:, 3], atol=1e-6)
+
+
+def test_outputs_are_not_read_back_as_inputs(dcnet_tiny, tmp_path):
+    """Writing into the input folder (or a folder inside it) and running again predicts on the images only."""
+    _write_pictures(tmp_path / "in")
+    for _ in range(2):
+        assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "in") == 0
+        assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "in" / "results", "--recursive") == 0
+    for output in (tmp_path / "in", tmp_path / "in" / "results"):
+        assert json.loads((output / "summary.json").read_text())["images"] == 7
+    assert not list((tmp_path / "in").rglob("*_overlay_overlay.png"))
