@@ -1,5 +1,6 @@
 """Training-time helpers that the bundles call and MONAI lacks."""
 
+from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint, save_atomically
 from lesionseg.engines.curriculum import EasyToHardHandler
 from lesionseg.engines.easy_hard import (
     EasyHardPreparation,
@@ -12,6 +13,10 @@ from lesionseg.engines.easy_hard import (
 from lesionseg.engines.outputs import primary_output
 
 __all__ = [
+    "CheckpointError",
+    "TrainingCheckpoint",
+    "load_checkpoint",
+    "save_atomically",
     "EasyHardPreparation",
     "EasyToHardHandler",
     "check_preparation",
