@@ -175,6 +175,11 @@ def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path, monkeyp
         save_atomically({"a": torch.zeros(3), "b": Exploding()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt"], "a temporary file was left behind"
+    # what a kill -9 mid-write leaves is cleared by the next write; other files are left alone
+    (tmp_path / ".x.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "tmp_notes.txt").write_text("mine")
+    save_atomically({"a": torch.zeros(3)}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp_notes.txt", "x.pt"]
 
 
 # ------------------------------------------------------------------------- kill -9 through the real bundles
@@ -229,6 +234,7 @@ def _kill_during_an_epoch_then_resume(bundle: Path, data: Path, root: Path, max_
     assert f"epoch {killed_at} of {max_epochs} done, continuing with epoch {killed_at + 1}" in output, output[-3000:]
     assert f"Epoch: {killed_at + 1}/{max_epochs}, Iter: 1/" in output
     assert f"Epoch: 1/{max_epochs}," not in output, "the restarted run trained from epoch 1 again"
+    assert not list((root / "models").glob(".*.tmp")), "a temporary file of the killed run was left behind"
     final = load_checkpoint(state_file)
     assert _saved_epoch(state_file) == max_epochs
     assert final["best"]["validator"]["best_metric_epoch"] >= 1

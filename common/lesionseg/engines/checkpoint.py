@@ -11,8 +11,8 @@ keeps both files consistent through a ``kill -9`` at any moment:
    epoch) to ``state_file``;
 2. then, when that epoch's validation was the best so far, the network's plain state dict to ``best_file``.
 
-Each file is written to a temporary file in the same folder and renamed over the old one (ignite's
-``DiskSaver(atomic=True)``), so a reader sees the old file or the new one, never a part. On a restart with
+Each file is written to a temporary file in the same folder, flushed to disk and renamed over the old one
+(:func:`save_atomically`), so a reader sees the old file or the new one, never a part. On a restart with
 ``resume=True`` it loads ``state_file`` at ``Events.STARTED`` (``weights_only=True``): training continues
 with the epoch after the saved one, at most the interrupted epoch is lost, and the restored best metric
 keeps a worse model from replacing ``best_file``. If the process died between the two writes of an epoch
@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
-from ignite.handlers import DiskSaver
 
 __all__ = ["TrainingCheckpoint", "CheckpointError", "load_checkpoint", "save_atomically"]
 
@@ -54,17 +54,56 @@ def _unwrap(module: Any) -> Any:
     return module
 
 
+def _temporary_files(path: Path) -> list[Path]:
+    # what save_atomically leaves behind when the process dies mid-write
+    return sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+
+
+def _is_writer() -> bool:
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not distributed or torch.distributed.get_rank() == 0
+
+
 def save_atomically(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` through a temporary file in the same folder and a rename.
 
-    A process killed while writing leaves the previous file (or none) in place, never a truncated one. The
-    folder is created. In a distributed run only rank 0 writes (ignite's ``DiskSaver``).
+    The temporary file (``.<name>.<random>.tmp``) is flushed to disk (``fsync``) before it replaces ``path``
+    (``os.replace``), so a process killed while writing, or a power cut, leaves the previous file (or none)
+    in place, never a truncated one; such leftovers of earlier writes are deleted. The file gets the usual
+    permissions (``0o666`` less the umask). The folder is created. In a distributed run only rank 0 writes.
 
     Returns:
         ``path``.
     """
     path = Path(path)
-    DiskSaver(path.parent, atomic=True, create_dir=True, require_empty=False)(obj, path.name)
+    if not _is_writer():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in _temporary_files(path):
+        leftover.unlink(missing_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    try:  # the rename itself survives a power cut once the folder is on disk
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
     return path
 
 
