@@ -16,7 +16,6 @@ the ``max_pixels`` argument or, for bundles and the command line, the environmen
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -158,9 +157,15 @@ def _load_nifti(path: Path, limit: int) -> np.ndarray:
         data = np.asanyarray(image.dataobj)
     except DataError:
         raise
-    except (gzip.BadGzipFile, EOFError, OSError, ValueError, nibabel.filebasedimages.ImageFileError) as error:
-        raise DataError(path, f"truncated or corrupt NIfTI file ({type(error).__name__}: {error})") from error
-    data = np.asarray(data).reshape(shape[:2] if len(shape) >= 2 else (shape[0], 1))
+    except Exception as error:  # nibabel and gzip fail with ImageFileError, EOFError, OSError, zlib.error...
+        raise DataError(
+            path, f"truncated or corrupt NIfTI file ({type(error).__name__}: {error}); copy or export it again"
+        ) from error
+    if len(squeezed) == 2:
+        plane = squeezed
+    else:  # one row or column, or a single pixel: keep which axis it lies along
+        plane = (squeezed[0], 1) if shape[0] != 1 else (1, squeezed[0] if squeezed else 1)
+    data = np.asarray(data).reshape(plane)
     if data.dtype.kind == "f" and data.dtype != np.float32:
         data = data.astype(np.float32)
     elif data.dtype.kind == "b":
