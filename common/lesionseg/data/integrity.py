@@ -3,7 +3,7 @@
 :func:`inspect_dataset` reads every file once and reports, each as a :class:`Problem` naming its file:
 
 errors (the data is wrong or unusable as it stands)
-    an image without mask, a mask without image, a file that is missing, empty, truncated, corrupt or not
+    an image listed twice (in a datalist), an image without mask, a mask without image, a file that is missing, empty, truncated, corrupt or not
     an image, a mask whose size differs from its image (or from the other masks of its case), a mask whose
     lesion pixels take several values (e.g. 128 beside 255: anti-aliasing, a JPEG-compressed mask or a
     label map; binarising at > 0 may not be what the annotator meant), and an empty mask in a lesion class
@@ -271,9 +271,23 @@ def inspect_dataset(source: PathLike, progress: bool | None = False) -> Integrit
         report.problems.append(Problem(str(path), "no mask found for this image"))
     for path in scan.masks_without_image:
         report.problems.append(Problem(str(path), "no image found for this mask"))
+    # an image listed twice (a datalist can) is one error, checked once
+    listed: dict[str, list[Mapping]] = {}
+    for item in scan.items:
+        listed.setdefault(os.path.normpath(os.path.abspath(item["image"])), []).append(item)
+    for same in listed.values():
+        if len(same) > 1:
+            report.problems.append(
+                Problem(
+                    str(same[0]["image"]),
+                    f"listed {len(same)} times; list each image once (an image in both training and validation "
+                    "leaks into the evaluation)",
+                )
+            )
     hashes: dict[str, list[Mapping]] = {}
     signatures: list[tuple[str, np.ndarray]] = []
-    for item in tqdm(scan.items, desc="checking", unit="case", disable=None if progress is None else not progress):
+    unique = [same[0] for same in listed.values()]
+    for item in tqdm(unique, desc="checking", unit="case", disable=None if progress is None else not progress):
         _check_case(item, report, hashes, signatures)
     groups = resolve_groups("auto", source, scan.items)
     report.groups_file_groups = len(groups)

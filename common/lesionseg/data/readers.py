@@ -95,14 +95,26 @@ class DatasetScan:
         raise DataError(path, problem)
 
 
+def _entries(folder: Path) -> list[Path]:
+    """The entries of ``folder``; a folder that cannot be listed is a :class:`DataError` naming it."""
+    try:
+        return list(folder.iterdir())
+    except PermissionError as error:
+        raise DataError(folder, "cannot read the folder (permission denied); check its permissions (chmod +rx)") from error
+    except NotADirectoryError as error:
+        raise DataError(folder, "not a folder") from error
+    except OSError as error:
+        raise DataError(folder, f"cannot read the folder ({type(error).__name__}: {error})") from error
+
+
 def _image_files(folder: Path) -> list[Path]:
     return [
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in _entries(folder) if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     ]
 
 
 def _is_busi_root(folder: Path) -> bool:
-    for sub in folder.iterdir():
+    for sub in _entries(folder):
         if sub.is_dir() and not sub.name.startswith("."):
             pattern = re.compile(rf"^{re.escape(sub.name)} \(\d+\)$")
             if any(pattern.match(p.stem) for p in _image_files(sub)):
@@ -125,7 +137,7 @@ def scan_busi(root: PathLike) -> DatasetScan:
         raise DataError(root, "not a folder" if root.exists() else "folder not found")
     scan = DatasetScan("busi", root)
     for class_dir in sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name)
+        (p for p in _entries(root) if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name)
     ):
         images: dict[str, Path] = {}
         masks: dict[str, list[tuple[int, Path]]] = {}
@@ -344,7 +356,7 @@ def detect_layout(source: PathLike) -> tuple[str, Path]:
         return "folder_pair", source
     if _is_busi_root(source):
         return "busi", source
-    subfolders = [p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    subfolders = [p for p in _entries(source) if p.is_dir() and not p.name.startswith(".")]
     if len(subfolders) == 1:
         try:
             return detect_layout(subfolders[0])

@@ -57,6 +57,8 @@ class LoadUltrasound(Transform):
 
     Args:
         mask: read a binary mask (a path or a list of paths) instead of an image (a path).
+        max_pixels: refuse larger files (see :func:`lesionseg.data.io.load_pixels`); ``None``: the default
+            limit, or ``$LESIONSEG_MAX_PIXELS``.
 
     Example:
         >>> import tempfile
@@ -68,18 +70,19 @@ class LoadUltrasound(Transform):
         ((1, 3, 5), [3, 5])
     """
 
-    def __init__(self, mask: bool = False) -> None:
+    def __init__(self, mask: bool = False, max_pixels: int | None = None) -> None:
         self.mask = mask
+        self.max_pixels = max_pixels
 
     def __call__(self, path: PathLike | Sequence[PathLike]) -> MetaTensor:
         if self.mask:
             paths = _as_path_list(path, "a mask")
-            array = read_mask(paths).astype(np.float32)
+            array = read_mask(paths, self.max_pixels).astype(np.float32)
         else:
             paths = _as_path_list(path, "an image")
             if len(paths) != 1:
                 raise TypeError(f"an image is a single file, got {len(paths)} paths: {paths}")
-            array = read_image(paths[0])
+            array = read_image(paths[0], self.max_pixels)
         return ultrasound_tensor(array, paths[0])
 
 
@@ -93,6 +96,7 @@ class LoadUltrasoundd(MapTransform):
         keys: keys to load, e.g. ``("image", "label")``.
         image_key: the key holding the image; all other keys hold masks.
         allow_missing_keys: don't raise when a key is absent (e.g. ``label`` at inference).
+        max_pixels: refuse larger files (see :class:`LoadUltrasound`).
 
     Raises:
         DataError: naming the file, for an unreadable file, or naming mask and image when their sizes
@@ -100,12 +104,16 @@ class LoadUltrasoundd(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection = ("image", "label"), image_key: str = "image", allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection = ("image", "label"),
+        image_key: str = "image",
+        allow_missing_keys: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key = image_key
-        self.load_image = LoadUltrasound(mask=False)
-        self.load_mask = LoadUltrasound(mask=True)
+        self.load_image = LoadUltrasound(mask=False, max_pixels=max_pixels)
+        self.load_mask = LoadUltrasound(mask=True, max_pixels=max_pixels)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)

@@ -1,5 +1,7 @@
 """Training-time helpers that the bundles call and MONAI lacks."""
 
+from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint, save_atomically
+from lesionseg.engines.config_checks import ConfigError, check_training_config
 from lesionseg.engines.curriculum import EasyToHardHandler
 from lesionseg.engines.easy_hard import (
     EasyHardPreparation,
@@ -13,6 +15,12 @@ from lesionseg.engines.evaluation import PerImageMetricsWriter
 from lesionseg.engines.outputs import primary_output
 
 __all__ = [
+    "ConfigError",
+    "check_training_config",
+    "CheckpointError",
+    "TrainingCheckpoint",
+    "load_checkpoint",
+    "save_atomically",
     "EasyHardPreparation",
     "EasyToHardHandler",
     "PerImageMetricsWriter",

@@ -7,6 +7,7 @@ in Ultrasound Images" (Sec. III, Fig. 2).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -326,6 +327,23 @@ class DCNet(nn.Module):
         use_checkpoint: bool = True,
     ) -> None:
         super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not isinstance(features, Sequence) or not all(
+            isinstance(f, int) and not isinstance(f, bool) for f in features
+        ):
+            raise ValueError(f"features must be 5 even integer widths of at least 2, got {features!r}.")
+        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
+        if isinstance(dcp_radius, bool) or not isinstance(dcp_radius, int) or dcp_radius < 0:
+            raise ValueError(f"dcp_radius must be a non-negative integer, got {dcp_radius!r}.")
+        if dcp_neighbourhood not in ("grid", "band"):
+            raise ValueError(f"dcp_neighbourhood must be 'grid' or 'band', got {dcp_neighbourhood!r}.")
+        if ccf_mapping not in ("dense", "row"):
+            raise ValueError(f"ccf_mapping must be 'dense' or 'row', got {ccf_mapping!r}.")
+        if not (isinstance(attention_scale, (int, float)) and math.isfinite(attention_scale)):
+            raise ValueError(f"attention_scale must be a finite number, got {attention_scale!r}.")
         features = tuple(int(f) for f in features)
         if len(features) != 5 or any(f < 2 or f % 2 for f in features):
             raise ValueError(f"features must be 5 even widths of at least 2, got {features}.")
@@ -370,6 +388,29 @@ class DCNet(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, CrossCorrelationFusion):
                 module.reset_parameters()
+
+    def min_spatial_size(self) -> int:
+        """The smallest H and W the network takes: 16, or more for DCP's reflected border."""
+        if self.pooling == "dcp" and self.dcp_radius > 0 and self.dcp_neighbourhood == "grid":
+            return 16 * (self.dcp_radius + 1)
+        return 16
+
+    def check_spatial_size(self, spatial_size: Sequence[int]) -> None:
+        """Raise ``ValueError`` unless the network takes inputs of ``spatial_size`` (H, W), without running it.
+
+        The message names the size, the rule (H and W divisible by 16, and at least :meth:`min_spatial_size`)
+        and the nearest sizes that work.
+        """
+        size = tuple(int(n) for n in spatial_size)
+        smallest = self.min_spatial_size()
+        if len(size) != 2 or any(n % 16 or n < smallest for n in size):
+            below = [max(smallest, n // 16 * 16) for n in size]
+            above = [max(smallest, -(-n // 16) * 16) for n in size]
+            suggestion = f"{below} or {above}" if below != above else f"{above}"
+            raise ValueError(
+                f"DCNet takes (H, W) divisible by 16 (four 2x2 poolings) and at least {smallest}, got "
+                f"{list(size)}; use e.g. {suggestion}."
+            )
 
     def _check_input(self, x: torch.Tensor) -> None:
         shape = tuple(x.shape)

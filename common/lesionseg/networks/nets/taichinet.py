@@ -113,6 +113,27 @@ class TaiChiNet(nn.Module):
         upsample_mode: str = "nearest",
     ) -> None:
         super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if (
+            not isinstance(features, Sequence)
+            or len(features) < 2
+            or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in features)
+        ):
+            raise ValueError(f"features must be at least two positive integer widths, got {features!r}.")
+        if cross_attention and features[-1] % 2:
+            raise ValueError(f"features[-1] must be even for the C2-attention, got {features[-1]}.")
+        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
+        if upsample_mode not in ("nearest", "linear"):
+            raise ValueError(f"upsample_mode must be 'nearest' or 'linear', got {upsample_mode!r}.")
+        if head_hidden_channels is not None and (
+            isinstance(head_hidden_channels, bool) or not isinstance(head_hidden_channels, int) or head_hidden_channels < 1
+        ):
+            raise ValueError(f"head_hidden_channels must be a positive integer or None, got {head_hidden_channels!r}.")
         if mutual_learning not in _MUTUAL_LEARNING:
             raise ValueError(f"mutual_learning must be one of {_MUTUAL_LEARNING}, got {mutual_learning!r}.")
         if inference_output not in _INFERENCE_OUTPUTS:
@@ -144,6 +165,24 @@ class TaiChiNet(nn.Module):
         )
         self.average = inference_output == "average"
         self.complement = complement
+
+    def check_spatial_size(self, spatial_size: Sequence[int]) -> None:
+        """Raise ``ValueError`` unless the network takes inputs of ``spatial_size``, without running it.
+
+        Every size must be divisible by ``2 ** (len(features) - 1)`` (16 for five levels); the message names
+        the nearest sizes that work.
+        """
+        size = tuple(int(n) for n in spatial_size)
+        divisor = self.positive.size_divisor
+        spatial_dims = self.positive.spatial_dims
+        if len(size) != spatial_dims or any(n < 1 or n % divisor for n in size):
+            below = [max(divisor, n // divisor * divisor) for n in size]
+            above = [max(divisor, -(-n // divisor) * divisor) for n in size]
+            suggestion = f"{below} or {above}" if below != above else f"{above}"
+            raise ValueError(
+                f"TaiChiNet takes {spatial_dims} spatial sizes each divisible by {divisor} (it halves the image "
+                f"{len(self.positive.decoder)} times), got {list(size)}; use e.g. {suggestion}."
+            )
 
     def _average_lesion_logits(self, o_p: torch.Tensor, o_n: torch.Tensor) -> torch.Tensor:
         """logit((σ(O_p) + q_n) / 2) with q_n = 1 − σ(O_n) (complementary) or σ(O_n) (consistent),

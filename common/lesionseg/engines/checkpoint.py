@@ -1,0 +1,306 @@
+"""Crash-safe training checkpoints: a resumable training state every epoch and the best model, both atomic.
+
+MONAI's ``CheckpointSaver`` writes in place (its ``DiskSaver`` has ``atomic=False``) and, with a fixed
+``key_metric_filename``, removes the previous best file before writing the new one, so a process killed at
+that moment leaves no ``model.pt`` or a truncated one; and a restarted run does not know the best metric so
+far, so its first validation would overwrite the best model with whatever it scores. :class:`TrainingCheckpoint`
+keeps both files consistent through a ``kill -9`` at any moment:
+
+1. every epoch, after validation, it writes the training state (model, optimizer, learning-rate scheduler or
+   any other object with ``state_dict``, the trainer's epoch and iteration, the best validation metric and its
+   epoch) to ``state_file``;
+2. then, when that epoch's validation was the best so far, the network's plain state dict to ``best_file``.
+
+Each file is written to a temporary file in the same folder, flushed to disk and renamed over the old one
+(:func:`save_atomically`), so a reader sees the old file or the new one, never a part. On a restart with
+``resume=True`` it loads ``state_file`` at ``Events.STARTED`` (``weights_only=True``): training continues
+with the epoch after the saved one, at most the interrupted epoch is lost, and the restored best metric
+keeps a worse model from replacing ``best_file``. If the process died between the two writes of an epoch
+whose model was the best, ``best_file`` is written again from the restored state, so the order above loses
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from ignite.engine import Engine, Events
+
+__all__ = ["TrainingCheckpoint", "CheckpointError", "load_checkpoint", "save_atomically"]
+
+#: version of the layout of ``state_file``; a file of another version is refused with a clear error
+FORMAT_VERSION = 1
+
+PathLike = str | os.PathLike
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used; the message names the file, the problem and what to do."""
+
+
+def _unwrap(module: Any) -> Any:
+    # DataParallel / DistributedDataParallel keep the network in .module: save the network itself, so that a
+    # checkpoint loads on one GPU, several or the CPU alike
+    if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return module.module
+    return module
+
+
+def _temporary_files(path: Path) -> list[Path]:
+    # what save_atomically leaves behind when the process dies mid-write
+    return sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+
+
+def _is_writer() -> bool:
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not distributed or torch.distributed.get_rank() == 0
+
+
+def save_atomically(obj: Any, path: PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The temporary file (``.<name>.<random>.tmp``) is flushed to disk (``fsync``) before it replaces ``path``
+    (``os.replace``), so a process killed while writing, or a power cut, leaves the previous file (or none)
+    in place, never a truncated one; such leftovers of earlier writes are deleted. The file gets the usual
+    permissions (``0o666`` less the umask). The folder is created. In a distributed run only rank 0 writes.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    if not _is_writer():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in _temporary_files(path):
+        leftover.unlink(missing_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    try:  # the rename itself survives a power cut once the folder is on disk
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and say what to do.
+
+    ``weights_only=True`` unpickles tensors, numbers, strings and containers only: a file that carries
+    pickled code (a class or function to call while loading) is refused instead of run.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a checkpoint, or carries pickled code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
+        text = str(error)
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise CheckpointError(
+                f"{path}: refused: the file holds pickled Python objects other than tensors and plain containers "
+                "(code that would run while loading). Load only checkpoints from sources you trust; a checkpoint "
+                "written by these bundles is a plain state dict and loads with weights_only=True."
+            ) from error
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {text.splitlines()[0] if text else ''}); "
+            "it may be truncated or not a checkpoint at all: delete it (or restore it) and run again"
+        ) from error
+
+
+class TrainingCheckpoint:
+    """Ignite handler: an atomic, resumable training checkpoint every epoch and the best model (module docstring).
+
+    Attach it to the trainer **after** the ``ValidationHandler`` (later in ``train_handlers``), so that each
+    epoch's checkpoint includes that epoch's validation.
+
+    ``state_file`` holds ``{"format": 1, "trainer": trainer.state_dict(), "best": {...}, <name>: <state dict>
+    for each entry of save_dict}``; ``best`` holds ``best_metric`` and ``best_metric_epoch`` of the validator
+    (and of the trainer's own key metric). ``best_file`` holds ``save_dict[best_key]``'s plain state dict.
+
+    Args:
+        state_file: the resumable checkpoint, e.g. ``models/training_state.pt``.
+        save_dict: the objects to save and restore, by name, each with ``state_dict`` / ``load_state_dict``:
+            ``{"model": network, "optimizer": optimizer}``, plus e.g. ``"lr_scheduler"``. The trainer itself
+            is added (its epoch and iteration).
+        validator: the evaluator whose ``best_metric`` / ``best_metric_epoch`` decide the best model, or
+            ``None`` (no best model is written).
+        best_file: where the best model goes, or ``None`` for none.
+        best_key: the entry of ``save_dict`` written to ``best_file``.
+        resume: load ``state_file`` when the run starts, if it exists; ``False`` starts afresh (and the new run
+            overwrites the file).
+        save_interval: write ``state_file`` every this many epochs (the last epoch is always written).
+        name: ``logging.Logger`` name; ``None`` uses the engine's logger.
+
+    Raises:
+        ValueError: ``best_key`` is not in ``save_dict`` (when ``best_file`` is set) or ``save_interval`` < 1.
+    """
+
+    def __init__(
+        self,
+        state_file: PathLike,
+        save_dict: Mapping[str, Any],
+        validator: Engine | None = None,
+        best_file: PathLike | None = None,
+        best_key: str = "model",
+        resume: bool = True,
+        save_interval: int = 1,
+        name: str | None = None,
+    ) -> None:
+        if best_file is not None and best_key not in save_dict:
+            raise ValueError(f"best_key {best_key!r} is not in save_dict (has {sorted(save_dict)})")
+        if "trainer" in save_dict or "best" in save_dict or "format" in save_dict:
+            raise ValueError("save_dict may not use the names 'trainer', 'best' or 'format'; they are added")
+        if isinstance(save_interval, bool) or not isinstance(save_interval, int) or save_interval < 1:
+            raise ValueError(f"save_interval must be a positive integer, got {save_interval!r}")
+        self.state_file = Path(state_file)
+        self.save_dict = dict(save_dict)
+        self.validator = validator
+        self.best_file = None if best_file is None else Path(best_file)
+        self.best_key = best_key
+        self.resume = bool(resume)
+        self.save_interval = save_interval
+        self.logger = logging.getLogger(name)
+        self._name = name
+        #: the epoch the run resumed from (0: it started afresh), set at ``Events.STARTED``
+        self.resumed_from_epoch = 0
+
+    def attach(self, engine: Engine) -> None:
+        """
+        Args:
+            engine: the trainer.
+        """
+        if self._name is None:
+            self.logger = engine.logger
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    # ------------------------------------------------------------------------------------------------- state
+
+    @staticmethod
+    def _best_of(engine: Engine | None) -> dict[str, Any]:
+        if engine is None:
+            return {}
+        metric = getattr(engine.state, "best_metric", -1)
+        metric = float(metric.item() if torch.is_tensor(metric) else metric)
+        return {"best_metric": metric, "best_metric_epoch": int(getattr(engine.state, "best_metric_epoch", -1))}
+
+    def state_dict(self, engine: Engine) -> dict[str, Any]:
+        """What ``state_file`` holds for the trainer ``engine`` now."""
+        state: dict[str, Any] = {"format": FORMAT_VERSION, "trainer": dict(engine.state_dict())}
+        state["best"] = {"validator": self._best_of(self.validator), "trainer": self._best_of(engine)}
+        for key, obj in self.save_dict.items():
+            state[key] = _unwrap(obj).state_dict()
+        return state
+
+    def _best_is_this_epoch(self, epoch: int) -> bool:
+        return self.validator is not None and int(getattr(self.validator.state, "best_metric_epoch", -1)) == epoch
+
+    def _write_best(self, state: Mapping[str, Any] | None = None) -> None:
+        if self.best_file is None:
+            return
+        weights = state[self.best_key] if state is not None else _unwrap(self.save_dict[self.best_key]).state_dict()
+        save_atomically(weights, self.best_file)
+
+    def save(self, engine: Engine) -> None:
+        """Write ``state_file``, then, if this epoch's validation was the best so far, ``best_file``."""
+        epoch = engine.state.epoch
+        last = engine.state.max_epochs is not None and epoch >= engine.state.max_epochs
+        best = self._best_is_this_epoch(epoch)
+        if epoch % self.save_interval and not last and not best:
+            return
+        save_atomically(self.state_dict(engine), self.state_file)
+        if best:
+            self._write_best()
+            metric = self.validator.state.best_metric
+            self.logger.info(f"epoch {epoch}: best model so far (validation {metric:.4f}) written to {self.best_file}")
+
+    def load(self, engine: Engine) -> None:
+        """Restore everything from ``state_file`` when ``resume`` is set and the file exists."""
+        self.resumed_from_epoch = 0
+        if not self.resume or not self.state_file.is_file():
+            if self.state_file.is_file():
+                self.logger.info(f"resume=False: starting afresh; {self.state_file} will be overwritten")
+            return
+        state = load_checkpoint(self.state_file)
+        fix = "delete it, or pass --resume False, to start afresh"
+        if not isinstance(state, Mapping) or state.get("format") != FORMAT_VERSION or "trainer" not in state:
+            raise CheckpointError(f"{self.state_file}: not a training state written by this version of lesionseg; {fix}")
+        missing = [key for key in self.save_dict if key not in state]
+        if missing:
+            raise CheckpointError(f"{self.state_file}: has no {missing} (it was written by another recipe); {fix}")
+        saved = state["trainer"]
+        epoch, max_epochs = int(saved.get("epoch", saved["iteration"] // saved["epoch_length"])), engine.state.max_epochs
+        if max_epochs is not None and epoch > max_epochs:
+            raise CheckpointError(
+                f"{self.state_file}: holds epoch {epoch}, beyond max_epochs {max_epochs}; raise max_epochs to "
+                f"continue training, or {fix}"
+            )
+        for key, obj in self.save_dict.items():
+            try:
+                _unwrap(obj).load_state_dict(state[key])
+            except (RuntimeError, ValueError, KeyError) as error:
+                raise CheckpointError(
+                    f"{self.state_file}: its {key!r} does not fit this configuration ({str(error).splitlines()[0]}); "
+                    f"was it written with other settings (e.g. network widths)? {fix}"
+                ) from error
+        epoch_length = engine.state.epoch_length or saved["epoch_length"]
+        if epoch_length != saved["epoch_length"]:
+            self.logger.warning(
+                f"{self.state_file}: written with {saved['epoch_length']} iterations an epoch, now {epoch_length} "
+                f"(did the dataset or batch size change?); resuming after epoch {epoch} all the same"
+            )
+        # the configured max_epochs wins over the saved one: a finished run can be extended
+        engine.load_state_dict({"epoch": epoch, "epoch_length": epoch_length, "max_epochs": max_epochs or epoch})
+        engine.state.max_epochs = max_epochs
+        for target, best in ((self.validator, state["best"].get("validator")), (engine, state["best"].get("trainer"))):
+            if target is not None and best:
+                target.state.best_metric = best["best_metric"]
+                target.state.best_metric_epoch = best["best_metric_epoch"]
+        self.resumed_from_epoch = epoch
+        if self._best_is_this_epoch(epoch):
+            # the process may have died between this epoch's two writes: the best model is in the state
+            self._write_best(state)
+        best = state["best"].get("validator") or {}
+        best_text = (
+            f"best validation {best['best_metric']:.4f} at epoch {best['best_metric_epoch']}"
+            if best.get("best_metric_epoch", -1) > 0 and math.isfinite(best["best_metric"])
+            else "no validation yet"
+        )
+        if max_epochs is not None and epoch >= max_epochs:
+            self.logger.info(
+                f"{self.state_file}: training already ran all {max_epochs} epochs ({best_text}); nothing to do. "
+                f"Raise max_epochs to train on, or {fix}"
+            )
+        else:
+            self.logger.info(
+                f"resuming from {self.state_file}: epoch {epoch} of {max_epochs} done, continuing with epoch "
+                f"{epoch + 1} ({best_text})"
+            )

@@ -1,0 +1,271 @@
+"""Interrupted training: atomic checkpoints, resuming through the bundles after ``kill -9``, and the best model
+that a resumed run never replaces with a worse one (lesionseg.engines.checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from ignite.engine import Engine, Events
+
+from lesionseg.data.phantoms import write_phantom_dataset
+from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint, save_atomically
+from lesionseg.networks.nets import DCNet, TaiChiNet
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+TINY = {"image_size": [32, 32], "network_def#features": [2, 4, 8, 16, 32], "num_workers": 0, "batch_size": 2}
+TINY_PREPARATION = {"image_size": [32, 32], "network_def#features": [4, 4, 8, 8, 16, 4], "num_workers": 0,
+                    "batch_size": 4, "max_epochs": 1}
+
+
+# ------------------------------------------------------------------------------------------ the handler itself
+
+
+class ScriptedValidator(Engine):
+    """An evaluator whose key metric follows a script, with MONAI's best-metric bookkeeping (Workflow)."""
+
+    def __init__(self, scores):
+        super().__init__(lambda engine, batch: None)
+        self.scores = scores
+        self.state.best_metric, self.state.best_metric_epoch = -1.0, -1
+
+        @self.on(Events.EPOCH_COMPLETED)
+        def compare(engine):
+            score = self.scores[self.global_epoch - 1]
+            if engine.state.best_metric_epoch == -1 or score > engine.state.best_metric:
+                engine.state.best_metric, engine.state.best_metric_epoch = score, self.global_epoch
+
+    def validate(self, global_epoch):
+        # as MONAI's Evaluator.run(global_epoch): its epoch is the trainer's
+        self.global_epoch = global_epoch
+        self.state.max_epochs, self.state.epoch, self.state.iteration = global_epoch, global_epoch - 1, 0
+        self.run([0])
+
+
+def _training(tmp_path, scores, max_epochs, resume=True, stop_after=None, scheduler=False):
+    """A tiny trainer that sets its weights to the epoch number, validated by a scripted validator."""
+    torch.manual_seed(0)
+    network = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    save_dict = {"model": network, "optimizer": optimizer}
+    if scheduler:
+        save_dict["lr_scheduler"] = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        network(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            network.weight.fill_(float(engine.state.epoch))
+
+    trainer = Engine(step)
+    validator = ScriptedValidator(scores)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: validator.validate(engine.state.epoch))
+    if scheduler:
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: save_dict["lr_scheduler"].step())
+    handler = TrainingCheckpoint(
+        tmp_path / "state.pt", save_dict, validator=validator, best_file=tmp_path / "model.pt", resume=resume
+    )
+    handler.attach(trainer)
+    if stop_after is not None:
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda engine: engine.terminate())
+    epochs = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: epochs.append(engine.state.epoch))
+    trainer.run([0, 1], max_epochs=max_epochs)
+    return trainer, validator, handler, epochs, save_dict
+
+
+def _best_weight(tmp_path):
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(state) == {"weight", "bias"}  # a plain state dict of the network
+    return float(state["weight"][0, 0])
+
+
+def test_resume_restores_epoch_and_best_and_never_overwrites_the_best_with_a_worse_model(tmp_path):
+    scores = [0.5, 0.8, 0.6, 0.7, 0.9, 0.1]
+    # "killed" after epoch 3: the best so far is epoch 2 (0.8)
+    _training(tmp_path, scores, max_epochs=6, stop_after=3)
+    assert _best_weight(tmp_path) == 2.0
+    trainer, validator, handler, epochs, _ = _training(tmp_path, scores, max_epochs=6)
+    assert handler.resumed_from_epoch == 3 and epochs == [4, 5, 6], "did not continue after the saved epoch"
+    # epoch 4 (0.7) is worse than the restored best 0.8 and must not replace model.pt; epoch 5 (0.9) does
+    assert _best_weight(tmp_path) == 5.0
+    assert (validator.state.best_metric, validator.state.best_metric_epoch) == (0.9, 5)
+    assert trainer.state.epoch == 6
+    state = load_checkpoint(tmp_path / "state.pt")
+    assert state["trainer"]["iteration"] == 6 * 2 and state["best"]["validator"]["best_metric_epoch"] == 5
+
+
+def test_worse_model_after_resume_keeps_the_best_file_untouched(tmp_path):
+    _training(tmp_path, [0.9, 0.2, 0.3], max_epochs=3, stop_after=1)
+    before = (tmp_path / "model.pt").read_bytes()
+    _training(tmp_path, [0.9, 0.2, 0.3], max_epochs=3)
+    assert (tmp_path / "model.pt").read_bytes() == before
+
+
+def test_a_death_between_the_two_writes_of_a_best_epoch_is_repaired_on_resume(tmp_path):
+    _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, stop_after=2)
+    # as if killed after the state of epoch 2 was written and before model.pt: model.pt is epoch 1's
+    network = nn.Linear(2, 1)
+    with torch.no_grad():
+        network.weight.fill_(1.0)
+    save_atomically(network.state_dict(), tmp_path / "model.pt")
+    _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3)
+    assert epochs == [3] and handler.resumed_from_epoch == 2
+    assert _best_weight(tmp_path) == 2.0, "the best model of epoch 2 was lost"
+
+
+def test_optimizer_and_scheduler_state_are_restored(tmp_path):
+    _training(tmp_path, [0.1] * 4, max_epochs=4, stop_after=2, scheduler=True)
+    saved = load_checkpoint(tmp_path / "state.pt")
+    assert saved["lr_scheduler"]["last_epoch"] == 2 and saved["optimizer"]["param_groups"][0]["lr"] == 0.1 * 0.25
+    _, _, _, epochs, save_dict = _training(tmp_path, [0.1] * 4, max_epochs=4, scheduler=True)
+    assert epochs == [3, 4]
+    assert save_dict["lr_scheduler"].last_epoch == 4
+    assert save_dict["optimizer"].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)
+
+
+def test_resume_false_starts_afresh_and_a_finished_run_does_nothing(tmp_path):
+    _training(tmp_path, [0.5, 0.6], max_epochs=2)
+    _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.6], max_epochs=2)
+    assert epochs == [] and handler.resumed_from_epoch == 2  # already finished: nothing to train
+    _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.6, 0.7], max_epochs=3)
+    assert epochs == [3], "a larger max_epochs extends a finished run"
+    _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.6], max_epochs=2, resume=False)
+    assert epochs == [1, 2] and handler.resumed_from_epoch == 0
+
+
+def test_unusable_state_files_give_errors_naming_the_file_and_the_fix(tmp_path):
+    _training(tmp_path, [0.5, 0.6, 0.7], max_epochs=3)
+    with pytest.raises(CheckpointError, match=r"state\.pt: holds epoch 3, beyond max_epochs 2; raise max_epochs"):
+        _training(tmp_path, [0.5, 0.6], max_epochs=2)
+    # a state written for another network
+    state = load_checkpoint(tmp_path / "state.pt")
+    state["model"] = nn.Linear(3, 1).state_dict()
+    torch.save(state, tmp_path / "state.pt")
+    with pytest.raises(CheckpointError, match=r"state\.pt: its 'model' does not fit this configuration.*--resume False"):
+        _training(tmp_path, [0.5] * 4, max_epochs=4)
+    # truncated (as a non-atomic writer killed mid-write would leave it)
+    data = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "state.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"state\.pt: not a readable PyTorch checkpoint.*truncated"):
+        _training(tmp_path, [0.5] * 4, max_epochs=4)
+    torch.save({"something": 1}, tmp_path / "state.pt")
+    with pytest.raises(CheckpointError, match="not a training state written by this version"):
+        _training(tmp_path, [0.5] * 4, max_epochs=4)
+
+
+def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = save_atomically({"a": torch.ones(3)}, tmp_path / "x.pt")
+    assert oct(path.stat().st_mode & 0o044) == oct(0o044), "group and others should be able to read it"
+
+    class Exploding:
+        def __reduce__(self):  # fails in the middle of pickling, as a kill would interrupt the write
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_atomically({"a": torch.zeros(3), "b": Exploding()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt"], "a temporary file was left behind"
+    # what a kill -9 mid-write leaves is cleared by the next write; other files are left alone
+    (tmp_path / ".x.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "tmp_notes.txt").write_text("mine")
+    save_atomically({"a": torch.zeros(3)}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp_notes.txt", "x.pt"]
+
+
+# ------------------------------------------------------------------------- kill -9 through the real bundles
+
+
+def _command(bundle: Path, data: Path, root: Path, max_epochs: int, extra: dict) -> list[str]:
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.yaml"]
+    command += ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]
+    command += ["--bundle_root", str(bundle), "--dataset_dir", str(data), "--max_epochs", str(max_epochs)]
+    command += ["--ckpt_dir", str(root / "models"), "--output_dir", str(root / "train")]
+    for key, value in {**TINY, **extra}.items():
+        command += [f"--{key}", json.dumps(value)]
+    return command
+
+
+def _saved_epoch(state_file: Path) -> int:
+    trainer = load_checkpoint(state_file)["trainer"]
+    return trainer["iteration"] // trainer["epoch_length"]
+
+
+def _kill_during_an_epoch_then_resume(bundle: Path, data: Path, root: Path, max_epochs: int, extra: dict) -> tuple:
+    command = _command(bundle, data, root, max_epochs, extra)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    state_file = root / "models" / "training_state.pt"
+    log = root / "first.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, cwd=bundle, env=environment, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            saved_epoch = None
+            while time.monotonic() < deadline and process.poll() is None:
+                if saved_epoch is None and state_file.is_file():
+                    saved_epoch = _saved_epoch(state_file)
+                # kill in the middle of the epoch after the checkpoint: once its first iteration is logged
+                if saved_epoch is not None and f"Epoch: {saved_epoch + 1}/{max_epochs}, Iter: 1/" in log.read_text():
+                    break
+                time.sleep(0.02)
+            assert process.poll() is None, "training ended before it could be killed:\n" + log.read_text()[-3000:]
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = _saved_epoch(state_file)
+    assert 1 <= killed_at < max_epochs
+    before = (root / "models" / "model.pt").read_bytes()
+
+    result = subprocess.run(command, cwd=bundle, env=environment, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert f"epoch {killed_at} of {max_epochs} done, continuing with epoch {killed_at + 1}" in output, output[-3000:]
+    assert f"Epoch: {killed_at + 1}/{max_epochs}, Iter: 1/" in output
+    assert f"Epoch: 1/{max_epochs}," not in output, "the restarted run trained from epoch 1 again"
+    assert not list((root / "models").glob(".*.tmp")), "a temporary file of the killed run was left behind"
+    final = load_checkpoint(state_file)
+    assert _saved_epoch(state_file) == max_epochs
+    assert final["best"]["validator"]["best_metric_epoch"] >= 1
+    if final["best"]["validator"]["best_metric_epoch"] <= killed_at:
+        assert (root / "models" / "model.pt").read_bytes() == before, "a worse model replaced the best one"
+    return killed_at, output, torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return write_phantom_dataset(tmp_path_factory.mktemp("resume") / "data", num_images=10, seed=3, size=(40, 48),
+                                 progress=False)
+
+
+@pytest.mark.slow
+def test_dcnet_training_killed_during_an_epoch_resumes_from_its_checkpoint(phantoms, tmp_path):
+    _, _, state = _kill_during_an_epoch_then_resume(BUNDLES / "dcnet_bundle", phantoms, tmp_path, 5, {})
+    DCNet(features=TINY["network_def#features"]).load_state_dict(state)
+
+
+@pytest.mark.slow
+def test_taichinet_training_killed_during_an_epoch_resumes_from_its_checkpoint(phantoms, tmp_path):
+    extra = {"prepare_overrides": TINY_PREPARATION, "prepare_dir": str(tmp_path / "easy_hard"),
+             "step2_start_epoch": 3}
+    killed_at, output, state = _kill_during_an_epoch_then_resume(
+        BUNDLES / "taichinet_bundle", phantoms, tmp_path, 5, extra
+    )
+    # the restarted run reused the easy/hard parts and took up the curriculum at the resumed epoch
+    assert "reusing them without training" in output
+    if killed_at < 3:
+        assert "epoch 3: easy-to-hard step 2" in output
+    else:
+        assert "easy-to-hard step 2" in output and "epoch 3: easy-to-hard" not in output
+    TaiChiNet(features=TINY["network_def#features"]).load_state_dict(state)
