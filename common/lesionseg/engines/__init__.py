@@ -9,11 +9,12 @@ from lesionseg.engines.easy_hard import (
     require_preparation,
     run_preparation,
 )
-from lesionseg.engines.outputs import primary_output
+from lesionseg.engines.outputs import PrimaryOutputInferer, primary_output
 
 __all__ = [
     "EasyHardPreparation",
     "EasyToHardHandler",
+    "PrimaryOutputInferer",
     "check_preparation",
     "easy_hard_parts",
     "primary_output",
