@@ -32,9 +32,9 @@ def _png(content: bytes) -> np.ndarray:
     return np.asarray(image)
 
 
-def _bundle_cli_mask(bundle: Path, image: Path, output_dir: Path) -> np.ndarray:
-    """The bundle's own inference (``monai.bundle`` workflow, as ``python -m monai.bundle run`` runs it) on one
-    image: its ``<stem>_mask.png`` as {0, 1}."""
+def _bundle_cli_mask(bundle: Path, image: Path, output_dir: Path, **overrides) -> np.ndarray:
+    """The bundle's own inference (its ``monai.bundle`` workflow, as ``python -m monai.bundle run`` runs it) on
+    one image: its ``<stem>_mask.png`` as {0, 1}."""
     from monai.bundle import ConfigWorkflow
 
     single = output_dir / "input"
@@ -47,6 +47,7 @@ def _bundle_cli_mask(bundle: Path, image: Path, output_dir: Path) -> np.ndarray:
         bundle_root=str(bundle),
         dataset_dir=str(single),
         output_dir=str(output_dir / "out"),
+        **overrides,
     )
     workflow.initialize()
     workflow.run()
@@ -68,16 +69,12 @@ def test_info_lists_both_bundles_as_2d_lesion_segmenters(client):
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_infer_returns_a_source_size_binary_png_equal_to_the_bundles_own_run(client, app_dir, studies, name, tmp_path):
+def test_infer_returns_a_source_size_binary_png(client, name):
     response = client.post(f"/infer/{name}?image=case_0&output=image", data={"params": json.dumps({"device": "cpu"})})
     assert response.status_code == 200, response.text
     mask = _png(response.content)
     assert mask.shape == SOURCE_SHAPE, f"{name}: mask {mask.shape}, source image (H, W) {SOURCE_SHAPE}"
     assert set(np.unique(mask)) <= {0, 1}
-    # the same network, preprocessing and threshold through the bundle's own workflow: the same mask, pixel for
-    # pixel (a transposed or resampled MONAI Label result would differ)
-    expected = _bundle_cli_mask(app_dir / "model" / name, studies / "case_0.png", tmp_path)
-    np.testing.assert_array_equal(mask, expected)
 
 
 def test_infer_result_json_names_the_label(client):
@@ -86,47 +83,56 @@ def test_infer_result_json_names_the_label(client):
     assert response.json()["label_names"] == {"lesion": 1}
 
 
-class _Shift(torch.nn.Module):
-    def __init__(self, offset: float) -> None:
-        super().__init__()
-        self.offset = offset
+def _shift_model() -> torch.nn.Conv2d:
+    """A 1x1 convolution computing ``x - 0.5``: with it in place of the network, a bundle's mask is the image
+    thresholded at half its range, a mask that shows any flip, transpose or resampling."""
+    shift = torch.nn.Conv2d(1, 1, kernel_size=1)
+    with torch.no_grad():
+        shift.weight.fill_(1.0)
+        shift.bias.fill_(-0.5)
+    return shift
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.offset
 
-
-def test_infer_mask_follows_the_image_orientation(client, app_dir, studies, tmp_path):
-    """A "network" that returns its input less 0.5 makes the returned mask the image thresholded at half its
-    range, so any flip, transpose or resampling in MONAI Label's path would show."""
+@pytest.mark.parametrize("name", BUNDLES)
+def test_infer_mask_equals_the_bundles_own_run_pixel_for_pixel(client, app_dir, studies, name, tmp_path):
+    """MONAI Label's PNG, the bundle's own inference run and the bundle's transforms applied by hand give
+    the same mask, with the network replaced by ``x - 0.5`` in all three."""
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
-
     from monailabel.interfaces.utils.app import app_instance
 
-    task = app_instance()._infers["dcnet_bundle"]
+    bundle = app_dir / "model" / name
+    shift = _shift_model()
+    torch.save(shift.state_dict(), bundle / "models" / "shift.pt")
+    task = app_instance()._infers[name]
     network = task.network
-    task.network = _Shift(-0.5)  # model.pt's weights load into it non-strictly: none used
+    task.network = _shift_model().apply(lambda m: torch.nn.init.zeros_(m.weight) if hasattr(m, "weight") else None)
     task.clear_cache()
-    try:
-        response = client.post(
-            "/infer/dcnet_bundle?image=case_2&output=image", data={"params": json.dumps({"device": "cpu"})}
-        )
+    try:  # MONAI Label's model_filename option loads models/shift.pt into the (zeroed) replacement
+        params = {"device": "cpu", "model_filename": "shift.pt"}
+        response = client.post(f"/infer/{name}?image=case_2&output=image", data={"params": json.dumps(params)})
     finally:
         task.network = network
         task.clear_cache()
+        (bundle / "models" / "shift.pt").unlink()
     assert response.status_code == 200, response.text
-    mask = _png(response.content)
-    # expected: the preprocessed image (in [0, 1]) less 0.5 through the bundle's mask post-processing (sigmoid,
-    # back to the source size, threshold 0.5), in (row, column) order
+    served = _png(response.content)
+
+    (tmp_path / "shift").mkdir()
+    torch.save(shift.state_dict(), tmp_path / "shift" / "model.pt")
+    conv = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}
+    own_run = _bundle_cli_mask(bundle, studies / "case_2.png", tmp_path, network_def=conv, ckpt_dir=str(tmp_path / "shift"))
+
     parser = ConfigParser()
-    parser.read_config(str(app_dir / "model" / "dcnet_bundle" / "configs" / "inference.yaml"))
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
     data = Compose(parser.get_parsed_content("preprocessing").transforms)({"image": str(studies / "case_2.png")})
     data["pred"] = data["image"].clone() - 0.5
-    out = Compose(parser.get_parsed_content("mask_postprocessing"))(data)
-    expected = (out["pred"][0].numpy() > 0.5).astype(np.uint8)
-    assert mask.shape == expected.shape == SOURCE_SHAPE
-    assert 0 < expected.sum() < expected.size, "the check needs a mask that is neither empty nor full"
-    np.testing.assert_array_equal(mask, expected)
+    by_hand = (Compose(parser.get_parsed_content("mask_postprocessing"))(data)["pred"][0].numpy() > 0.5).astype(np.uint8)
+
+    assert served.shape == own_run.shape == by_hand.shape == SOURCE_SHAPE
+    assert 0 < by_hand.sum() < by_hand.size, "the check needs a mask that is neither empty nor full"
+    np.testing.assert_array_equal(served, by_hand)
+    np.testing.assert_array_equal(own_run, by_hand)
 
 
 @pytest.mark.parametrize("name", BUNDLES)
