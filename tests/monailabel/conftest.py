@@ -26,7 +26,10 @@ from pathlib import Path
 
 import pytest
 
-if importlib.util.find_spec("monailabel") is None:
+# this folder itself, on sys.path through tests/, is a namespace package named monailabel: look for the real,
+# regular package
+_spec = importlib.util.find_spec("monailabel")
+if _spec is None or _spec.origin in (None, "namespace"):
     collect_ignore_glob = ["test_*.py"]
 else:
     from monailabel_testing import BUNDLES, LABELLED, OFFLINE_CONF, SOURCE_SHAPE, copy_bundle
