@@ -12,7 +12,7 @@ from lesionseg.engines.easy_hard import (
     run_preparation,
 )
 from lesionseg.engines.evaluation import PerImageMetricsWriter
-from lesionseg.engines.outputs import primary_output
+from lesionseg.engines.outputs import PrimaryOutputInferer, primary_output
 
 __all__ = [
     "ConfigError",
@@ -24,6 +24,7 @@ __all__ = [
     "EasyHardPreparation",
     "EasyToHardHandler",
     "PerImageMetricsWriter",
+    "PrimaryOutputInferer",
     "check_preparation",
     "easy_hard_parts",
     "primary_output",
