@@ -36,7 +36,8 @@ def copy_bundle(name: str, model_dir: Path) -> Path:
     target = model_dir / name
     shutil.copytree(REPO / "bundles" / name, target, ignore=shutil.ignore_patterns("models", "eval", "easy_hard", "logs"))
     tiny_config(target / "configs" / "inference.yaml")
-    train_extra = {"num_workers": 0, "batch_size": 2}
+    # MONAI Label fine-tunes from models/model.pt on every training: no resuming of an earlier run's state
+    train_extra = {"num_workers": 0, "batch_size": 2, "resume": False}
     if name == "taichinet_bundle":
         # MONAI Label passes its own datalist and cannot pass the dataset folder the preparation mines
         train_extra["easy_to_hard"] = False
