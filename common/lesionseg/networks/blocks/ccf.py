@@ -102,4 +102,4 @@ class CrossCorrelationFusion(nn.Module):
         # weighting each side before concatenating keeps only the concatenation for the backward pass
         # (the multiplications keep their inputs, which the correlation keeps anyway)
         weighted = torch.cat([encoder.flatten(2) * weight_e, decoder.flatten(2) * weight_d], dim=1)
-        return self.merge(weighted.view((weighted.shape[0], weighted.shape[1]) + encoder.shape[2:]))
+        return self.merge(weighted.view([weighted.shape[0], weighted.shape[1]] + list(encoder.shape[2:])))

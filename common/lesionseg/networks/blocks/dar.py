@@ -90,12 +90,12 @@ class DependencyAwareReinforcement(nn.Module):
     def attention(self, foreground: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """``ψ(F̃^f Kᵀ)``: one gate in (0, 1) per position, (B, 1, *S), for ``F^f`` (B, C, *S) and ``K`` (B, C)."""
         flat = foreground.flatten(2)
-        return torch.sigmoid(torch.bmm(key.unsqueeze(1), flat)).view((flat.shape[0], 1) + foreground.shape[2:])
+        return torch.sigmoid(torch.bmm(key.unsqueeze(1), flat)).view([flat.shape[0], 1] + list(foreground.shape[2:]))
 
     def forward(self, foreground: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
         reversed_background = self_reversal(background)
         key = self.key(reversed_background)
         value = self.value(reversed_background)
-        complement = self.attention(foreground, key) * value.view(value.shape + (1,) * (foreground.dim() - 2))
+        complement = self.attention(foreground, key) * value.view(list(value.shape) + [1] * (foreground.dim() - 2))
         reinforcement = self.expand(complement)
         return torch.add(torch.cat([foreground, reversed_background], dim=1), reinforcement, alpha=self.attention_scale)
