@@ -3,6 +3,9 @@ output's scale) on random images and phantoms at two sizes and two batch sizes, 
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +105,54 @@ def test_check_close_fails_on_a_real_difference():
         check_close(expected, expected[:, :2])
     with pytest.raises(AssertionError, match="not finite"):
         check_close(torch.tensor([float("nan")]), torch.tensor([0.0]))
+
+
+BUNDLES = {
+    "dcnet": Path(__file__).resolve().parents[1] / "bundles" / "dcnet_bundle",
+    "taichinet": Path(__file__).resolve().parents[1] / "bundles" / "taichinet_bundle",
+}
+# the README's `python -m monai.bundle onnx_export ... --use_trace True --converter_kwargs "{...}"`
+README_CONVERTER_KWARGS = {
+    "dynamo": False,
+    "input_names": ["image"],
+    "output_names": ["pred"],
+    "dynamic_axes": {"image": {0: "batch", 2: "height", 3: "width"}, "pred": {0: "batch", 2: "height", 3: "width"}},
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+def test_monai_bundle_export_commands_of_the_readme(network, tmp_path):
+    """``ckpt_export`` (TorchScript by torch.jit.script) and ``onnx_export`` of a bundle checkpoint, with the
+    arguments the README gives, reproduce the network that wrote the checkpoint at another size."""
+    from monai.bundle import ckpt_export, onnx_export
+
+    name, net = network
+    bundle = BUNDLES[name]
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    common = {
+        "net_id": "network_def",
+        "ckpt_file": str(tmp_path / "model.pt"),
+        "meta_file": str(bundle / "configs" / "metadata.json"),
+        "config_file": str(bundle / "configs" / "inference.yaml"),
+        "bundle_root": str(bundle),
+        "network_def#features": list(NARROW),
+    }
+    image = _images((96, 128), "phantom", batch=2, seed=7)
+    with torch.no_grad():
+        expected = net(image)
+    ckpt_export(filepath=str(tmp_path / "model.ts"), **common)
+    with torch.no_grad():
+        check_close(expected, torch.jit.load(str(tmp_path / "model.ts"))(image), what="ckpt_export TorchScript")
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        pytest.skip('onnx_export needs onnx and onnxruntime: pip install "lesionseg[onnx]"')
+    from lesionseg.deploy import onnx_session
+
+    onnx_export(
+        filepath=str(tmp_path / "model.onnx"),
+        input_shape=[1, 1, 64, 64],
+        use_trace=True,
+        converter_kwargs=README_CONVERTER_KWARGS,
+        **common,
+    )
+    (output,) = onnx_session(tmp_path / "model.onnx").run(None, {"image": image.numpy()})
+    check_close(expected, output, what="onnx_export ONNX")
