@@ -54,7 +54,9 @@ def test_mlflow_and_tensorboard_record_the_run(name, tmp_path):
         experiment_name=f"lesionseg_{name}",
         dataset_dir=str(data),
         ckpt_dir=str(tmp_path / "models"),
-        output_dir=str(tmp_path / "eval"),
+        # an expression, as the bundle's own default is: MONAI 1.6.1 builds the executed config's artifact path
+        # as `output_dir + " + '/config_<time>.json'"`, which only works on an expression
+        output_dir=f"$'{tmp_path / 'eval'}'",
         image_size=[32, 32],
         batch_size=BATCH,
         num_workers=0,
@@ -76,6 +78,9 @@ def test_mlflow_and_tensorboard_record_the_run(name, tmp_path):
     assert sorted(m.step for m in dice) == list(range(1, EPOCHS + 1)) and all(0 <= m.value <= 1 for m in dice)
     assert "val_mean_iou" in run.data.metrics
     assert run.data.params, "the run's parameters (the config's values) were not logged"
+    assert "train_mean_dice" in run.data.metrics
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert any(path.endswith(".json") for path in artifacts), f"no executed config among the artifacts {artifacts}"
 
     # the bundle's TensorBoard logs, beside it: the same losses, and the validation metrics once per epoch
     scalars = _tensorboard_scalars(tmp_path / "eval")
