@@ -14,8 +14,11 @@ published widths) this script
    all graph optimisations: ORT folds BatchNorm into the convolutions itself).
 
 It reports the median time per batch of each and the median over rounds of eager / ORT time within a round
-(the throughput ratio; the target is at least 1.5). Pairing the calls keeps the ratio honest on a machine
-shared with other work, where the load changes from minute to minute.
+(the throughput ratio; the target is at least 1.5), and the ratio of the fastest call of each. Pairing the
+calls keeps the ratio honest on a machine shared with other work, where the load changes from minute to
+minute; the fastest calls are the least disturbed ones. The load matters here: eager PyTorch's two OpenMP
+threads wait for each other at every operation, so when another process takes a core its time grows several
+fold, while ONNX Runtime's grows less. The ratio on an idle machine is the ratio of the fastest calls.
 
 Usage::
 
@@ -106,6 +109,9 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
         "onnxruntime_median_s": statistics.median(times["onnxruntime"]),
         "throughput_ratio_median": statistics.median(ratios),
         "throughput_ratio_min": min(ratios),
+        "eager_fastest_s": min(times["eager"]),
+        "onnxruntime_fastest_s": min(times["onnxruntime"]),
+        "throughput_ratio_fastest": min(times["eager"]) / min(times["onnxruntime"]),
         "times": times,
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
@@ -143,11 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} {r['image_size'][0]}x{r['image_size'][1]} batch {args.batch}, {args.threads} threads: "
                 f"eager {r['eager_median_s'] * 1e3:.0f} ms, ONNX Runtime {r['onnxruntime_median_s'] * 1e3:.0f} ms "
                 f"per batch; throughput ratio {r['throughput_ratio_median']:.2f}x (median of {args.iters} paired "
-                f"rounds, lowest {r['throughput_ratio_min']:.2f}x; target {args.target}x)"
+                f"rounds, lowest {r['throughput_ratio_min']:.2f}x; target {args.target}x); fastest calls: eager "
+                f"{r['eager_fastest_s'] * 1e3:.0f} ms, ONNX Runtime {r['onnxruntime_fastest_s'] * 1e3:.0f} ms, "
+                f"{r['throughput_ratio_fastest']:.2f}x"
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    return 0 if all(r["throughput_ratio_median"] >= args.target for r in results.values()) else 1
+    reached = all(min(r["throughput_ratio_median"], r["throughput_ratio_fastest"]) >= args.target for r in results.values())
+    return 0 if reached else 1
 
 
 if __name__ == "__main__":
