@@ -3,7 +3,6 @@ output's scale) on random images and phantoms at two sizes and two batch sizes, 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +142,8 @@ def test_monai_bundle_export_commands_of_the_readme(network, tmp_path):
     ckpt_export(filepath=str(tmp_path / "model.ts"), **common)
     with torch.no_grad():
         check_close(expected, torch.jit.load(str(tmp_path / "model.ts"))(image), what="ckpt_export TorchScript")
-    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        pytest.skip('onnx_export needs onnx and onnxruntime: pip install "lesionseg[onnx]"')
+    pytest.importorskip("onnx", reason='onnx_export needs the onnx package: pip install "lesionseg[onnx]"')
+    pytest.importorskip("onnxruntime", reason='ONNX Runtime is not installed: pip install "lesionseg[onnx]"')
     from lesionseg.deploy import onnx_session
 
     onnx_export(
