@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ignite.distributed
 import numpy as np
 import pytest
 import torch
@@ -171,6 +172,8 @@ def single_process_group(monkeypatch):
     yield
     if dist.is_initialized():
         dist.destroy_process_group()
+    # ignite caches the distributed context it last saw; without this, later workflows still ask the destroyed group
+    ignite.distributed.sync()
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from lesionseg.networks.blocks.cbr import conv_bn_relu
+from lesionseg.networks.blocks.shapes import per_channel, spatial_axes
 
 __all__ = ["ChannelAttentionBlock"]
 
@@ -41,11 +42,11 @@ class ChannelAttentionBlock(nn.Module):
 
     def channel_weights(self, features: torch.Tensor) -> torch.Tensor:
         """``ω`` of Eq. 4, (B, mid_channels), for the features ``B̃`` (B, mid_channels, *S)."""
-        return torch.softmax(self.fc(features.mean(dim=tuple(range(2, features.dim())))), dim=1)
+        return torch.softmax(self.fc(features.mean(dim=spatial_axes(features))), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.reduce(x)
         weights = self.channel_weights(features)
         # broadcasting over the spatial dims keeps the features' memory format (no copy for channels-last)
-        weighted = features * weights.view(weights.shape + (1,) * (features.dim() - 2))
+        weighted = features * per_channel(weights, features.dim())
         return self.merge(weighted)

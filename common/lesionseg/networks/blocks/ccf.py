@@ -9,15 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lesionseg.networks.blocks.cbr import conv_bn_relu
+from lesionseg.networks.blocks.shapes import channels_by_positions, per_channel
 
 __all__ = ["CrossCorrelationFusion"]
-
-
-def _channels_by_positions(x: torch.Tensor) -> torch.Tensor:
-    """``x`` (B, C, *S) as (B, C, N): a view, without a copy, of a contiguous or a channels-last tensor."""
-    if x.is_contiguous():
-        return x.flatten(2)
-    return x.movedim(1, -1).flatten(1, -2).transpose(1, 2)
 
 _INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -87,8 +81,8 @@ class CrossCorrelationFusion(nn.Module):
 
     def correlation(self, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
         """``M`` of Eq. 13 divided by the number of positions, (B, C, C), for inputs of equal shape."""
-        enc = _channels_by_positions(encoder)
-        dec = _channels_by_positions(decoder)
+        enc = channels_by_positions(encoder)
+        dec = channels_by_positions(decoder)
         empty = enc.new_empty((enc.shape[0], enc.shape[1], dec.shape[1]))  # a tuple: MetaTensor takes no varargs
         return torch.baddbmm(empty, enc, dec.transpose(1, 2), beta=0.0, alpha=1.0 / enc.shape[2])
 
@@ -105,7 +99,7 @@ class CrossCorrelationFusion(nn.Module):
     def forward(self, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
         decoder = F.interpolate(decoder, size=encoder.shape[2:], mode=self.interpolation, align_corners=False)
         weights = self.channel_weights(self.correlation(encoder, decoder))
-        weight_e, weight_d = weights.view(weights.shape + (1,) * (encoder.dim() - 2)).chunk(2, dim=1)
+        weight_e, weight_d = per_channel(weights, encoder.dim()).chunk(2, dim=1)
         # weighting each side before concatenating keeps only the concatenation for the backward pass
         # (the multiplications keep their inputs, which the correlation keeps anyway); broadcasting keeps
         # the memory format of the inputs (contiguous or channels-last) without a copy

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from lesionseg.networks.blocks.cbr import conv_bn_relu
+from lesionseg.networks.blocks.shapes import per_channel, spatial_axes
 from lesionseg.networks.blocks.saliency import self_reversal
 
 __all__ = ["DependencyAwareReinforcement", "PyramidPrototype"]
@@ -37,8 +38,7 @@ class PyramidPrototype(nn.Module):
         self.project = nn.Linear(len(dilations) * channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spatial = tuple(range(2, x.dim()))
-        pooled = [branch(x).mean(dim=spatial) for branch in self.branches]
+        pooled = [branch(x).mean(dim=spatial_axes(x)) for branch in self.branches]
         return self.project(torch.cat(pooled, dim=1))
 
 
@@ -91,13 +91,12 @@ class DependencyAwareReinforcement(nn.Module):
     def attention(self, foreground: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """``ψ(F̃^f Kᵀ)``: one gate in (0, 1) per position, (B, 1, *S), for ``F^f`` (B, C, *S) and ``K`` (B, C)."""
         # a broadcast product summed over the channels keeps the memory format (flattening copies channels-last)
-        key = key.view(key.shape + (1,) * (foreground.dim() - 2))
-        return torch.sigmoid((foreground * key).sum(dim=1, keepdim=True))
+        return torch.sigmoid((foreground * per_channel(key, foreground.dim())).sum(dim=1, keepdim=True))
 
     def forward(self, foreground: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
         reversed_background = self_reversal(background)
         key = self.key(reversed_background)
         value = self.value(reversed_background)
-        complement = self.attention(foreground, key) * value.view(value.shape + (1,) * (foreground.dim() - 2))
+        complement = self.attention(foreground, key) * value.view(list(value.shape) + [1] * (foreground.dim() - 2))
         reinforcement = self.expand(complement)
         return torch.add(torch.cat([foreground, reversed_background], dim=1), reinforcement, alpha=self.attention_scale)

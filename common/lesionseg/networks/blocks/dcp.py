@@ -97,6 +97,7 @@ class DifferentiableContextPooling(nn.Module):
         # (B, g_1, r, ..., g_d, r) <-> (B, r, ..., r, g_1, ..., g_d): window grid last, kernel positions first
         self._to_grid = [0] + [2 + 2 * i for i in range(d)] + [1 + 2 * i for i in range(d)]
         self._from_grid = [0] + [item for i in range(d) for item in (1 + d + i, 1 + i)]
+        self._window_positions = window_size**d
 
     def kernel_map(self, x: torch.Tensor) -> torch.Tensor:
         """``Δ_Z``: the pooling kernels of all windows, (B, 1, *S), for the input ``x`` (B, C, *S)."""
@@ -106,29 +107,45 @@ class DifferentiableContextPooling(nn.Module):
         return kernels
 
     def _check_input(self, x: torch.Tensor) -> None:
+        # str.format rather than f-strings: TorchScript compiles this check (torch.jit.script)
         if x.dim() != self.spatial_dims + 2:
-            raise ValueError(f"expected (B, C, *S) with {self.spatial_dims} spatial dims, got shape {tuple(x.shape)}.")
-        spatial = tuple(x.shape[2:])
-        if any(s % self.window_size for s in spatial):
-            raise ValueError(f"spatial shape {spatial} is not divisible by the window size {self.window_size}.")
-        grid = [s // self.window_size for s in spatial]
-        lengths = [torch.Size(grid).numel()] if self.neighbourhood == "band" else grid
-        if self.radius and min(lengths) <= self.radius:
             raise ValueError(
-                f"DCP with {self.neighbourhood!r} radius {self.radius} needs more than {self.radius} windows of "
-                f"size {self.window_size} along each axis (reflected borders), got spatial shape {spatial}."
+                "expected (B, C, *S) with {} spatial dims, got shape {}.".format(
+                    self.spatial_dims, "(" + ", ".join([str(size) for size in x.shape]) + ")"
+                )
+            )
+        spatial = list(x.shape[2:])
+        spatial_text = "(" + ", ".join([str(size) for size in spatial]) + ")"
+        grid: list[int] = []
+        for s in spatial:
+            if s % self.window_size:
+                raise ValueError(
+                    "spatial shape {} is not divisible by the window size {}.".format(spatial_text, self.window_size)
+                )
+            grid.append(s // self.window_size)
+        windows = 1
+        for g in grid:
+            windows *= g
+        lengths = [windows] if self.neighbourhood == "band" else grid
+        if self.radius > 0 and min(lengths) <= self.radius:
+            raise ValueError(
+                "DCP with '{}' radius {} needs more than {} windows of size {} along each axis (reflected "
+                "borders), got spatial shape {}.".format(
+                    self.neighbourhood, self.radius, self.radius, self.window_size, spatial_text
+                )
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        r, tau, d = self.window_size, self.radius, self.spatial_dims
+        r, tau, d, positions = self.window_size, self.radius, self.spatial_dims, self._window_positions
         batch = x.shape[0]
-        grid = [s // r for s in x.shape[2:]]
+        spatial = list(x.shape[2:])
+        grid = [s // r for s in spatial]
         split = [batch]
         for g in grid:
             split += [g, r]
         # (B, r^d, *grid): the r^d kernel weights of every window, windows on a grid
-        kernels = self.kernel_map(x).reshape(split).permute(self._to_grid).reshape([batch, r**d] + grid)
+        kernels = self.kernel_map(x).reshape(split).permute(self._to_grid).reshape([batch, positions] + grid)
         if tau > 0:
             if self.neighbourhood == "band":
                 flat = kernels.flatten(2)
@@ -136,5 +153,5 @@ class DifferentiableContextPooling(nn.Module):
             else:
                 kernels = self.neighbour_mean(F.pad(kernels, [tau] * (2 * d), mode="reflect"))
         # back to a (B, 1, *S) map, times r^d so that average pooling of Z ⊙ map is each window's weighted sum
-        kernels = (kernels * r**d).view([batch] + [r] * d + grid).permute(self._from_grid)
-        return self.window_pool(x * kernels.reshape((batch, 1) + x.shape[2:]))
+        kernels = (kernels * positions).view([batch] + [r] * d + grid).permute(self._from_grid)
+        return self.window_pool(x * kernels.reshape([batch, 1] + spatial))

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv
 
+from lesionseg.networks.blocks.shapes import spatial_axes
+
 __all__ = ["SaliencyDecomposition", "SelfReversal", "self_reversal"]
 
 
@@ -23,7 +25,7 @@ def self_reversal(x: torch.Tensor) -> torch.Tensor:
         >>> self_reversal(torch.tensor([[[0.0, 2.0, 5.0]]]))
         tensor([[[5., 3., 0.]]])
     """
-    return x.amax(dim=tuple(range(2, x.dim())), keepdim=True) - x
+    return x.amax(dim=spatial_axes(x), keepdim=True) - x
 
 
 class SelfReversal(nn.Module):

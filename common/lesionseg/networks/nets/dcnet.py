@@ -152,8 +152,8 @@ class AuxiliaryStream(nn.Module):
                 skips.append(x)
                 x = F.max_pool2d(x, 2)
             features.append(x)
-        for conv, skip in zip(self.decoder, reversed(skips)):
-            x = conv(torch.cat([self.upsample(x), skip], dim=1))
+        for level, conv in enumerate(self.decoder):
+            x = conv(torch.cat([self.upsample(x), skips[-1 - level]], dim=1))
             features.append(x)
         return features
 
@@ -230,21 +230,29 @@ class CouplingSubnet(nn.Module):
             if background_input is None:
                 raise ValueError("the coupling subnet with a coupler needs a background input.")
             background = self.auxiliary(background_input)
-        units = list(self.aggregations)
         skips: list[torch.Tensor] = []
         x = foreground_input
+        # loops over the module lists rather than indexing them with a loop variable, which TorchScript cannot
         for level, conv in enumerate(self.encoder):
             x = conv(x)
-            if level < len(self.pools):
-                skips.append(x)
-                x = self.pools[level](x)
-            if units:
-                x = units[level](x, background[level])
-        for level, (conv, fusion, skip) in enumerate(zip(self.decoder, self.fusions, reversed(skips))):
-            x = fusion(skip, conv(x))
-            if units:
-                x = units[len(self.encoder) + level](x, background[len(self.encoder) + level])
+            for index, pool in enumerate(self.pools):
+                if index == level:
+                    skips.append(x)
+                    x = pool(x)
+            x = self._aggregate(level, x, background)
+        for level, conv in enumerate(self.decoder):
+            for index, fusion in enumerate(self.fusions):
+                if index == level:
+                    x = fusion(skips[-1 - level], conv(x))
+            x = self._aggregate(len(self.encoder) + level, x, background)
         return self.head(x)
+
+    def _aggregate(self, unit_index: int, x: torch.Tensor, background: list[torch.Tensor]) -> torch.Tensor:
+        """``A_{unit_index + 1}`` on ``x`` and the background features of its level; ``x`` without a coupler."""
+        for index, unit in enumerate(self.aggregations):
+            if index == unit_index:
+                x = unit(x, background[index])
+        return x
 
 
 class DCNet(nn.Module):
@@ -413,28 +421,42 @@ class DCNet(nn.Module):
             )
 
     def _check_input(self, x: torch.Tensor) -> None:
-        shape = tuple(x.shape)
+        # str.format rather than f-strings: TorchScript compiles this check (torch.jit.script)
+        shape = list(x.shape)
+        shape_text = "(" + ", ".join([str(size) for size in shape]) + ")"
         if x.dim() != 4 or shape[1] != self.in_channels or shape[2] % 16 or shape[3] % 16:
             raise ValueError(
-                f"DCNet expects an input (B, {self.in_channels}, H, W) with H and W divisible by 16, got {shape}."
+                "DCNet expects an input (B, {}, H, W) with H and W divisible by 16, got {}.".format(
+                    self.in_channels, shape_text
+                )
             )
         if self.pooling == "dcp" and self.dcp_radius > 0:
-            grid = (shape[2] // 16, shape[3] // 16)  # windows of the deepest DCP
-            windows = grid[0] * grid[1] if self.dcp_neighbourhood == "band" else min(grid)
+            rows, columns = shape[2] // 16, shape[3] // 16  # windows of the deepest DCP
+            windows = rows * columns if self.dcp_neighbourhood == "band" else min(rows, columns)
             if windows <= self.dcp_radius:
                 raise ValueError(
-                    f"DCNet with DCP radius {self.dcp_radius} ({self.dcp_neighbourhood!r}) needs more than "
-                    f"{self.dcp_radius} windows at 1/16 resolution for its reflected border, i.e. H and W of at "
-                    f"least {16 * (self.dcp_radius + 1)} for 'grid'; got {shape}."
+                    "DCNet with DCP radius {} ('{}') needs more than {} windows at 1/16 resolution for its "
+                    "reflected border, i.e. H and W of at least {} for 'grid'; got {}.".format(
+                        self.dcp_radius, self.dcp_neighbourhood, self.dcp_radius, 16 * (self.dcp_radius + 1), shape_text
+                    )
                 )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    @torch.jit.unused
+    def _decompose_checkpointed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decomposition subnet with activation checkpointing (eager training only, not TorchScript)."""
+        return _checkpointed(self.decomposition, x)
+
+    def forward(
+        self, x: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self._check_input(x)
         if self.decomposition is None:
             lesion = self.coupling(x)
-            return (lesion,) if self.training else lesion
-        if self.use_checkpoint and self.training and torch.is_grad_enabled():
-            foreground, background = _checkpointed(self.decomposition, x)
+            if self.training:
+                return (lesion,)
+            return lesion
+        if self.use_checkpoint and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            foreground, background = self._decompose_checkpointed(x)
         else:
             foreground, background = self.decomposition(x)
         foreground_input = torch.cat([x, torch.sigmoid(foreground)], dim=1)
@@ -445,4 +467,6 @@ class DCNet(nn.Module):
             lesion = self.coupling(foreground_input)
         else:
             lesion = self.coupling(background_input)
-        return (lesion, foreground, background) if self.training else lesion
+        if self.training:
+            return lesion, foreground, background
+        return lesion

@@ -1,0 +1,152 @@
+"""``lesionseg export-bundle``: the model-zoo bundle it writes, and that bundle run where lesionseg is not
+installed, through what the zoo's CI checks (see ``zoo_checks.py``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from monai.bundle import download_large_files
+
+from lesionseg.cli import main
+from lesionseg.data.phantoms import write_phantom_dataset
+from lesionseg.deploy.zoo import MAX_FILE_BYTES, export_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = {"dcnet": ROOT / "bundles" / "dcnet_bundle", "taichinet": ROOT / "bundles" / "taichinet_bundle"}
+SCHEMA = ROOT.parent / "shared" / "schemas" / "meta_schema_20240725.json"
+# tiny widths, 32x32 images, one epoch each, no worker processes
+TINY = {
+    "dcnet": {"network_def#features": [4, 8, 16, 32, 64]},
+    "taichinet": {"network_def#features": [2, 4, 8, 16, 32]},
+}
+TRAIN = {
+    "dcnet": {"max_epochs": 1, "batch_size": 2, "num_workers": 0},
+    "taichinet": {
+        "max_epochs": 2,
+        "batch_size": 2,
+        "num_workers": 0,
+        "prepare_overrides": {
+            "image_size": [32, 32],
+            "network_def#features": [4, 4, 8, 8, 16, 4],
+            "num_workers": 0,
+            "batch_size": 4,
+            "max_epochs": 1,
+        },
+    },
+}
+
+
+def _bundle_copy(source: Path, destination: Path, weights_bytes: int | None) -> Path:
+    """The bundle's definition (no run outputs) in ``destination``, with a ``models/model.pt`` of that size."""
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("models", "eval", "easy_hard", "__pycache__"))
+    if weights_bytes is not None:
+        (destination / "models").mkdir()
+        (destination / "models" / "model.pt").write_bytes(os.urandom(weights_bytes))
+    return destination
+
+
+def test_export_lists_large_weights_and_vendors_the_code(tmp_path):
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=MAX_FILE_BYTES + 1024)
+    weights = source / "models" / "model.pt"
+    url = weights.as_uri()  # a file:// URL, so the download below stays offline
+    archive = export_bundle(source, tmp_path / "zoo" / "breast_us_dcnet", weights_url=url, make_zip=True)
+    out = tmp_path / "zoo" / "breast_us_dcnet"
+
+    assert archive == tmp_path / "zoo" / "breast_us_dcnet.zip"
+    assert not (out / "models").exists(), "the weights must not be copied into the bundle folder"
+    assert max(p.stat().st_size for p in out.rglob("*") if p.is_file()) <= MAX_FILE_BYTES
+    entry = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
+    assert entry == [
+        {"path": "models/model.pt", "url": url, "hash_val": hashlib.md5(weights.read_bytes()).hexdigest(), "hash_type": "md5"}
+    ]
+    # MONAI's own downloader (the zoo's CI uses it) fetches the listed file and checks its MD5
+    download_large_files(bundle_path=str(out))
+    assert (out / "models" / "model.pt").read_bytes() == weights.read_bytes()
+    (out / "models" / "model.pt").unlink()
+    (out / "models").rmdir()
+
+    # no lesionseg import or dotted path left in the configs (comments may still name the project)
+    for config in (out / "configs").glob("*.yaml"):
+        text = config.read_text()
+        assert "lesionseg." not in text and "import lesionseg" not in text, config
+    train = (out / "configs" / "train.yaml").read_text()
+    assert "_target_: scripts.networks.nets.DCNet" in train and "$import scripts\n" in train
+    assert (out / "scripts" / "networks" / "blocks" / "dcp.py").is_file()
+    assert not (out / "scripts" / "cli").exists() and not (out / "scripts" / "deploy").exists()
+    for module in (out / "scripts").rglob("*.py"):
+        assert "import lesionseg" not in module.read_text() and "from lesionseg" not in module.read_text(), module
+    metadata = json.loads((out / "configs" / "metadata.json").read_text())
+    required = metadata["required_packages_version"]
+    assert "lesionseg" not in required and {"scikit-image", "pillow", "pytorch-ignite", "scipy"} <= set(required)
+    assert metadata["version"] in metadata["changelog"]
+
+    # the zip holds the folder's files under the bundle's name
+    with zipfile.ZipFile(archive) as stream:
+        names = set(stream.namelist())
+    files = {f"breast_us_dcnet/{p.relative_to(out).as_posix()}" for p in out.rglob("*") if p.is_file()}
+    assert names == files
+
+
+def test_export_refuses_a_used_output_and_a_non_bundle(tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an empty folder"):
+        export_bundle(BUNDLES["dcnet"], used)
+    assert (used / "keep.txt").read_text() == "mine"
+    with pytest.raises(FileNotFoundError, match="configs/metadata.json"):
+        export_bundle(tmp_path, tmp_path / "out")
+    assert main(["export-bundle", "--bundle", str(tmp_path), "--output", str(tmp_path / "out2")]) == 1
+
+
+def _isolated_python_sees_no_lesionseg() -> list[str]:
+    """The site-packages folders to hand to ``python -I -S`` (read without their ``.pth`` files)."""
+    return sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BUNDLES))
+def test_exported_bundle_passes_zoo_checks_without_lesionseg(name, tmp_path):
+    if not SCHEMA.is_file():
+        pytest.skip(f"model-zoo schema not found at {SCHEMA}")
+    data = write_phantom_dataset(tmp_path / "data", num_images=8, seed=1, size=(48, 64), progress=False)
+    out = tmp_path / "zoo" / f"{name}_ultrasound"
+    assert main(["export-bundle", "--bundle", str(BUNDLES[name]), "--output", str(out)]) == 0
+    spec = {
+        "bundle": str(out),
+        "site_packages": _isolated_python_sees_no_lesionseg(),
+        "schema": str(SCHEMA),
+        "dataset_dir": str(data),
+        "overrides": {"image_size": [32, 32], **TINY[name]},
+        "train_overrides": TRAIN[name],
+        "net_overrides": TINY[name],
+    }
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    environment = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(ROOT / "tests" / "zoo_checks.py"), str(spec_file)],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["lesionseg_loaded"] is False
+    assert report["network_module"].startswith("scripts.networks.nets")
+    assert report["epochs"] == TRAIN[name]["max_epochs"]
+    assert report["torchscript_output_shape"] == [1, 1, 32, 48]
+    assert len(report["masks"]) == 8
+    assert "models/model.pt" in report["files"] and "models/verify_model.ts" in report["files"]
