@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lesionseg.data.phantoms import write_phantom_dataset
@@ -74,8 +75,11 @@ def test_torchrun_two_processes_with_gloo(name, tmp_path):
     result = _run(command, bundle)
     log = result.stdout + result.stderr
 
-    # one checkpoint, written once (rank 0)
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt"]
+    # one best model and one resumable state, written once (rank 0), the best model a plain state dict of the
+    # network itself (no DistributedDataParallel "module." prefix)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt", "training_state.pt"]
+    state_dict = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert state_dict and not any(key.startswith("module.") for key in state_dict), list(state_dict)[:3]
     # each process iterates over half of the 8 training images: 4 per rank, 2 batches per epoch
     iterations = {int(m) for m in re.findall(r"Iter: \d+/(\d+)", log)}
     assert iterations == {NUM_IMAGES * 8 // 10 // 2 // BATCH}, f"iterations per epoch {iterations}\n{log[-3000:]}"
