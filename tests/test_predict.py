@@ -139,8 +139,8 @@ def test_masks_equal_the_bundle_inference_workflow(tiny_bundle, tmp_path):
     threshold = _splitting_threshold(tiny_bundle, tmp_path / "in" / "odd.png", tmp_path / "calibration")
     assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "predict", "--threshold", str(threshold)) == 0
     overrides = {**TINY, "dataset_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "workflow")}
-    # the AsDiscreted of the bundle's postprocessing (after Activationsd and Invertd)
-    overrides["postprocessing#transforms#2#threshold"] = threshold
+    # the AsDiscreted of the bundle's mask postprocessing (after Activationsd and Invertd)
+    overrides["mask_postprocessing#2#threshold"] = threshold
     run_workflow(tiny_bundle, ["inference"], "infer", overrides)
     workflow_masks = sorted((tmp_path / "workflow").glob("*_mask.png"))
     assert len(workflow_masks) == 5

@@ -138,13 +138,13 @@ def test_infer_mask_equals_the_bundles_own_run_pixel_for_pixel(client, app_dir, 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_train_rewrites_the_model(client, app_dir, name):
     model = app_dir / "model" / name / "models" / "model.pt"
-    before = torch.load(model, map_location="cpu")
+    before = torch.load(model, map_location="cpu", weights_only=True)
     mtime = model.stat().st_mtime_ns
     params = {"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False, "pretrained": True}
     response = client.post(f"/train/{name}?run_sync=true", json=params)
     assert response.status_code == 200, response.text
     assert model.stat().st_mtime_ns > mtime, f"{model} was not rewritten"
-    after = torch.load(model, map_location="cpu")
+    after = torch.load(model, map_location="cpu", weights_only=True)
     after = after.get("model", after)
     assert set(after) == set(before)
     changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
