@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from lesionseg.networks.blocks.cbr import conv_bn_relu
-from lesionseg.networks.blocks.shapes import per_channel, spatial_axes
 from lesionseg.networks.blocks.saliency import self_reversal
+from lesionseg.networks.blocks.shapes import per_channel, spatial_axes
 
 __all__ = ["DependencyAwareReinforcement", "PyramidPrototype"]
 
@@ -97,6 +97,6 @@ class DependencyAwareReinforcement(nn.Module):
         reversed_background = self_reversal(background)
         key = self.key(reversed_background)
         value = self.value(reversed_background)
-        complement = self.attention(foreground, key) * value.view(list(value.shape) + [1] * (foreground.dim() - 2))
+        complement = self.attention(foreground, key) * per_channel(value, foreground.dim())
         reinforcement = self.expand(complement)
         return torch.add(torch.cat([foreground, reversed_background], dim=1), reinforcement, alpha=self.attention_scale)
