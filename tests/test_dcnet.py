@@ -177,6 +177,39 @@ def test_checkpointing_changes_neither_gradients_nor_batchnorm_statistics():
         torch.testing.assert_close(a, b, msg=name)  # running statistics updated once, counters included
 
 
+def test_channels_last_gives_the_same_outputs_gradients_and_layout():
+    """The bundles run DC-Net channels-last: same numbers as contiguous, and no block converts back."""
+    torch.manual_seed(0)
+    contiguous = DCNet(features=NARROW)
+    channels_last = DCNet(features=NARROW).to(memory_format=torch.channels_last)
+    channels_last.load_state_dict(contiguous.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    outputs = {}
+    for name, net in (("contiguous", contiguous), ("channels_last", channels_last)):
+        net.train()
+        outputs[name] = net(x)
+        sum(t.square().mean() for t in outputs[name]).backward()
+    for a, b in zip(outputs["contiguous"], outputs["channels_last"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # summation order differs between the layouts: compare relative to the largest gradient (a conv bias before
+    # BatchNorm has a gradient that is zero up to rounding)
+    scale = max(float(p.grad.abs().max()) for p in contiguous.parameters())
+    for (name, a), b in zip(contiguous.named_parameters(), channels_last.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5 * scale, msg=name)
+    # every 4-D activation entering a convolution stays channels-last (a copy back would show as contiguous)
+    seen = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+        for m in channels_last.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.in_channels > 2
+    ]
+    with torch.no_grad():
+        channels_last.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    assert seen and all(seen), f"{seen.count(False)} of {len(seen)} convolution inputs were not channels-last"
+
+
 def test_trace_in_eval_generalises_to_other_sizes():
     net = DCNet(features=NARROW).eval()
     with warnings.catch_warnings():

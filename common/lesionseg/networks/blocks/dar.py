@@ -98,5 +98,8 @@ class DependencyAwareReinforcement(nn.Module):
         key = self.key(reversed_background)
         value = self.value(reversed_background)
         complement = self.attention(foreground, key) * per_channel(value, foreground.dim())
+        if foreground.dim() == 4 and foreground.is_contiguous(memory_format=torch.channels_last):
+            # a (B, 1, H, W) gate times (B, C, 1, 1) prototypes broadcasts to contiguous: keep the input's layout
+            complement = complement.contiguous(memory_format=torch.channels_last)
         reinforcement = self.expand(complement)
         return torch.add(torch.cat([foreground, reversed_background], dim=1), reinforcement, alpha=self.attention_scale)
