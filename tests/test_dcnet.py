@@ -47,6 +47,32 @@ def test_he_normal_initialisation(published):
     assert ccf.weight.std().item() == pytest.approx(math.sqrt(2.0 / ccf.weight.shape[1]), rel=0.02)
 
 
+def test_heads_start_small_and_he_normal_is_an_option():
+    torch.manual_seed(0)
+    small, he = DCNet(features=NARROW), DCNet(features=NARROW, head_init_std=None)
+    assert [h.in_channels for h in small.heads()] == [NARROW[0]] * 3
+    for head in small.heads():
+        assert head.weight.abs().max().item() < 0.05 and (head.bias == 0).all()  # std 0.01
+    for head in he.heads():
+        assert head.weight.std().item() > 0.1  # sqrt(2 / 4) for the 4 input channels
+    assert len(DCNet(features=NARROW, ablation="woC").heads()) == 1
+
+
+def test_initial_logits_do_not_depend_on_the_seed_lottery():
+    """Non-negative features under He-normal heads start every pixel at one seed-chosen offset (seen: -13 to
+    +11 at full width on BUSI); the small heads start all three maps near logit 0."""
+    image = torch.rand(2, 1, 32, 32)
+    offsets = {"small": [], "he": []}
+    for seed in range(4):
+        for name, std in (("small", 1e-2), ("he", None)):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                maps = DCNet(features=(16, 32, 64, 128, 256), head_init_std=std).train()(image)
+            offsets[name].append(max(m.mean().abs().item() for m in maps))
+    assert max(offsets["small"]) < 0.5
+    assert max(offsets["he"]) > 1.0
+
+
 @pytest.mark.parametrize("shape", [(32, 32), (48, 64), (64, 32)])
 def test_eval_returns_one_tensor_of_lesion_logits(shape):
     net = DCNet(features=NARROW).eval()
@@ -154,6 +180,7 @@ def test_input_too_small_for_reflected_dcp_border():
         ({"skip_fusion": "mul"}, "skip_fusion"),
         ({"aggregation": ("dar",) * 8}, "aggregation"),
         ({"ablation": "woD"}, "aggregation='simple'"),
+        ({"head_init_std": -1.0}, "head_init_std"),
     ],
 )
 def test_bad_options_raise_value_error(options, match):
@@ -247,12 +274,16 @@ def _phantoms(count: int = 4, size: int = 32) -> tuple[torch.Tensor, torch.Tenso
 
 
 def test_adam_steps_lower_the_lesion_loss():
+    """A few Adam steps take the lesion loss below that of the best constant map (the masks' entropy), so the
+    network learns from the image, not only the lesion prior."""
     torch.manual_seed(0)
     net = DCNet(features=NARROW).train()
     images, masks = _phantoms()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    prior = masks.mean()
+    constant = F.binary_cross_entropy(prior.expand_as(masks), masks).item()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
-    for _ in range(12):
+    for _ in range(40):
         lesion, foreground, background = net(images)
         loss = F.binary_cross_entropy_with_logits(lesion, masks)
         aux = F.binary_cross_entropy_with_logits(foreground, masks) + F.binary_cross_entropy_with_logits(
@@ -262,5 +293,4 @@ def test_adam_steps_lower_the_lesion_loss():
         (loss + 0.5 * aux).backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0], losses
-
+    assert losses[-1] < min(constant, 0.6 * losses[0]), (constant, losses)

@@ -5,6 +5,7 @@ inference and distributed training, on tiny phantoms."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import ignite.distributed
@@ -168,7 +169,10 @@ def single_process_group(monkeypatch):
     """The environment torchrun gives a world of one process (gloo on the CPU)."""
     for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MASTER_PORT", "29517")
+    # a port the system has just handed out, so that two test runs on one machine do not collide
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(probe.getsockname()[1]))
     yield
     if dist.is_initialized():
         dist.destroy_process_group()

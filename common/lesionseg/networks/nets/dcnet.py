@@ -269,7 +269,12 @@ class DCNet(nn.Module):
     decoder ``CBR3`` runs before CCF's up-sampling (the paper's order; same parameters, a quarter of the
     cost); the self-reversal is the paper's ``max − x`` rather than ``1 − x``; DaR's prototypes come from a
     plain 1×1 convolution (the paper's wording) rather than one with BatchNorm; dropout defaults to 0.
-    All convolution and linear weights are He-normal (fan-in) with zero bias, as in the paper (Sec. IV-A).
+    All convolution and linear weights are He-normal (fan-in) with zero bias, as in the paper (Sec. IV-A),
+    except the three 1×1 output heads (lesion, foreground and background saliency), which start small
+    (``head_init_std``): their inputs are non-negative (ReLU features and the self-reversal ``max − x``), so
+    He-normal weights add a random offset to every pixel's logit, as large as ±10 on BUSI images (lesion
+    logits of +11, −0.1, −13 and −3.4 for seeds 0–3), and training would begin from a saturated all-lesion
+    or all-background map chosen by the seed.
     Computation: 23.3 GMAC per 256×256 image (MONAI's default ``BasicUNet``: 4.9).
 
     Outputs (all pre-sigmoid logits): in evaluation mode (``net.eval()``) one tensor, the lesion logits
@@ -304,6 +309,9 @@ class DCNet(nn.Module):
             last, when the coupling subnet's activations are already freed: at 256×256 and batch 4 the peak
             training memory drops from 3.1 GB to 2.3 GB for about 6 % more computation. Results are unchanged
             (same dropout masks; BatchNorm running statistics are updated once).
+        head_init_std: standard deviation of the normal initial weights of the three output heads (zero bias),
+            so that every map starts near logit 0 (p ≈ 0.5) whatever the seed; ``None`` keeps He-normal
+            there too (the paper's and the authors' model's initialisation).
 
     Raises:
         ValueError: for an unknown option, odd widths, or, in ``forward``, an input that is not
@@ -333,6 +341,7 @@ class DCNet(nn.Module):
         attention_scale: float = 0.2,
         ablation: str | None = None,
         use_checkpoint: bool = True,
+        head_init_std: float | None = 1e-2,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -352,6 +361,10 @@ class DCNet(nn.Module):
             raise ValueError(f"ccf_mapping must be 'dense' or 'row', got {ccf_mapping!r}.")
         if not (isinstance(attention_scale, (int, float)) and math.isfinite(attention_scale)):
             raise ValueError(f"attention_scale must be a finite number, got {attention_scale!r}.")
+        if head_init_std is not None and not (
+            isinstance(head_init_std, (int, float)) and math.isfinite(head_init_std) and head_init_std >= 0
+        ):
+            raise ValueError(f"head_init_std must be None or a non-negative number, got {head_init_std!r}.")
         features = tuple(int(f) for f in features)
         if len(features) != 5 or any(f < 2 or f % 2 for f in features):
             raise ValueError(f"features must be 5 even widths of at least 2, got {features}.")
@@ -387,6 +400,10 @@ class DCNet(nn.Module):
             attention_scale=attention_scale,
         )
         self._init_he_normal()
+        if head_init_std is not None:
+            for head in self.heads():
+                nn.init.normal_(head.weight, std=float(head_init_std))
+                nn.init.zeros_(head.bias)
 
     def _init_he_normal(self) -> None:
         for module in self.modules():
@@ -396,6 +413,14 @@ class DCNet(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, CrossCorrelationFusion):
                 module.reset_parameters()
+
+    def heads(self) -> list[nn.Conv2d]:
+        """The 1×1 convolutions that produce the output logits: the lesion head, then (unless ``woC``) the
+        foreground and background saliency heads."""
+        heads = [self.coupling.head]
+        if self.decomposition is not None:
+            heads += [self.decomposition.decompose.foreground_head, self.decomposition.decompose.background_head]
+        return heads
 
     def min_spatial_size(self) -> int:
         """The smallest H and W the network takes: 16, or more for DCP's reflected border."""
