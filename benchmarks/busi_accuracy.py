@@ -166,6 +166,24 @@ def results_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def draw_curves(records: list[dict], output: Path) -> None:
+    """``OUTPUT/training_curves.png``: each model's training loss and validation Dice per epoch."""
+    from lesionseg.engines.training_log import read_epoch_log
+    from lesionseg.metrics.plots import plot_training_curves
+
+    curves = {}
+    for record in records:
+        log = output / record["model"] / "epochs.jsonl"
+        if log.is_file():
+            epochs = read_epoch_log(log)
+            curves[record["model"]] = {
+                "loss": [(r["epoch"], r["loss"]) for r in epochs if "loss" in r],
+                "val_dice": [(r["epoch"], r["val_mean_dice"]) for r in epochs if "val_mean_dice" in r],
+            }
+    if curves:
+        plot_training_curves(curves, output / "training_curves.png", title="BUSI comparison")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset-dir", type=Path, default=DEFAULT_DATA, help="BUSI folder (default: ../shared)")
@@ -196,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append(run_model(name, args, datalist, extra))
         logging.info("%s: finished\n%s", name, results_table(records))
     table = results_table(records)
+    draw_curves(records, args.output)
     report = (
         f"# BUSI comparison\n\n`{command}`\n\n{args.epochs} epochs at {args.size}x{args.size}, Adam "
         f"{args.learning_rate}, seed 0, {args.threads} CPU threads, torch {torch.__version__}; split "

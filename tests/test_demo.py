@@ -25,4 +25,12 @@ def test_demo_trains_evaluates_and_draws(tmp_path, capsys):
     assert masks, "no predicted masks were written"
     with Image.open(output / "overlays.png") as sheet:
         assert sheet.mode == "RGB" and sheet.width > 0
-    assert "demo finished" in capsys.readouterr().out
+    with Image.open(output / "training_curves.png") as curves:
+        assert curves.width > 0
+    # one epoch logged, with its validation Dice
+    epochs = [json.loads(line) for line in (output / "train" / "epochs.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1] and "val_mean_dice" in epochs[0]
+    table = (output / "results.md").read_text()
+    assert "| images | Dice (%) |" in table and "| lesion |" in table
+    out = capsys.readouterr().out
+    assert "demo finished" in out and "| lesion |" in out

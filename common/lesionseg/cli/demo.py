@@ -11,7 +11,10 @@ from pathlib import Path
 from PIL import Image
 
 from lesionseg.cli.bundle_runner import run_workflow
+from lesionseg.engines.training_log import EpochLog, read_epoch_log
 from lesionseg.metrics import read_summary_json
+from lesionseg.metrics.plots import plot_training_curves
+from lesionseg.metrics.tables import format_table
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,23 @@ def _summarise(eval_dir: Path) -> dict[str, float]:
     return {name: round(float(value["mean"]), 4) for name, value in lesion.items() if isinstance(value, dict)}
 
 
+def _results_table(eval_dir: Path) -> str:
+    """The paper-style table (mean ± std over the validation images) of lesion, normal and all images."""
+    summary = read_summary_json(eval_dir / "summary.json")
+    rows = {group: summary[group] for group in ("lesion", "normal", "all") if summary.get(group, {}).get("n")}
+    return format_table(rows, label="images") if rows else "no validation images were evaluated\n"
+
+
+def _draw_curves(epoch_log: Path, output_png: Path) -> None:
+    """Training loss and validation Dice per epoch, from the run's epoch log."""
+    epochs = read_epoch_log(epoch_log) if epoch_log.is_file() else []
+    curve = {
+        "loss": [(r["epoch"], r["loss"]) for r in epochs if "loss" in r],
+        "val_dice": [(r["epoch"], r["val_mean_dice"]) for r in epochs if "val_mean_dice" in r],
+    }
+    plot_training_curves({"DC-Net": curve}, output_png, title="lesionseg demo: DC-Net on phantoms")
+
+
 def run(args: argparse.Namespace) -> int:
     from lesionseg.data.phantoms import write_phantom_dataset
 
@@ -98,13 +118,28 @@ def run(args: argparse.Namespace) -> int:
         "split_seed": args.seed,
         "num_workers": 0,
     }
-    run_workflow(args.bundle, ["train"], "train", overrides)
+    epoch_log = output / "train" / "epochs.jsonl"
+
+    def attach_epoch_log(workflow) -> None:
+        validator = workflow.parser.get_parsed_content("validate#evaluator")
+        EpochLog(epoch_log, validator=validator).attach(workflow.trainer)
+
+    run_workflow(args.bundle, ["train"], "train", overrides, before_run=attach_epoch_log)
     eval_dir = output / "evaluation"
     run_workflow(args.bundle, ["train", "evaluate"], None, {**overrides, "output_dir": str(eval_dir)})
     _overlay_sheet(eval_dir / "predictions", output / "overlays.png")
+    _draw_curves(epoch_log, output / "training_curves.png")
+    table = _results_table(eval_dir)
+    (output / "results.md").write_text(
+        f"# lesionseg demo: DC-Net on {args.num_images} phantoms\n\n{args.epochs} epochs at {args.image_size}x"
+        f"{args.image_size}, features {list(args.features)}, Adam {args.learning_rate}, seed {args.seed}; "
+        f"validation images, metrics at each image's own size (mean ± std over images).\n\n{table}"
+    )
     summary = {"validation": _summarise(eval_dir), "minutes": round((time.monotonic() - start) / 60, 1)}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"demo finished in {summary['minutes']} min; validation metrics (lesion images): {summary['validation']}")
+    print(f"\ndemo finished in {summary['minutes']} min; validation images (mean ± std over images):\n\n{table}")
+    print(f"  results:      {output / 'results.md'}")
+    print(f"  curves:       {output / 'training_curves.png'} (training loss, validation Dice per epoch)")
     print(f"  model:        {output / 'models' / 'model.pt'}")
     print(f"  predictions:  {eval_dir / 'predictions'}")
     print(f"  metrics:      {eval_dir / 'per_image.csv'}, {eval_dir / 'summary.json'}")
