@@ -168,18 +168,11 @@ def results_table(records: list[dict]) -> str:
 
 def draw_curves(records: list[dict], output: Path) -> None:
     """``OUTPUT/training_curves.png``: each model's training loss and validation Dice per epoch."""
-    from lesionseg.engines.training_log import read_epoch_log
+    from lesionseg.engines.training_log import epoch_curves
     from lesionseg.metrics.plots import plot_training_curves
 
-    curves = {}
-    for record in records:
-        log = output / record["model"] / "epochs.jsonl"
-        if log.is_file():
-            epochs = read_epoch_log(log)
-            curves[record["model"]] = {
-                "loss": [(r["epoch"], r["loss"]) for r in epochs if "loss" in r],
-                "val_dice": [(r["epoch"], r["val_mean_dice"]) for r in epochs if "val_mean_dice" in r],
-            }
+    logs = {record["model"]: output / record["model"] / "epochs.jsonl" for record in records}
+    curves = {model: epoch_curves(log) for model, log in logs.items() if log.is_file()}
     if curves:
         plot_training_curves(curves, output / "training_curves.png", title="BUSI comparison")
 

@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 
 from lesionseg.engines import PerImageMetricsWriter
-from lesionseg.engines.training_log import EpochLog, read_epoch_log
+from lesionseg.engines.training_log import EpochLog, epoch_curves, read_epoch_log
 from lesionseg.metrics import compute_image_metrics, read_per_image_csv, read_summary_json
 
 
@@ -102,6 +102,11 @@ def test_epoch_log_records_mean_loss_and_validation_metrics(tmp_path):
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[0]["loss"] == pytest.approx(3.0) and "val_mean_dice" not in records[0]
     assert records[1]["val_mean_dice"] == pytest.approx(0.2)
+    # the curves drawn: every epoch's loss, the validation Dice where validation ran
+    curves = epoch_curves(log)
+    assert curves["loss"] == [(1, pytest.approx(3.0)), (2, pytest.approx(3.0))]
+    assert curves["val_dice"] == [(2, pytest.approx(0.2))]
+    assert epoch_curves(tmp_path / "absent.jsonl") == {"loss": [], "val_dice": []}
     # a rerun's record of an epoch replaces the earlier one; a broken line names the file and line
     with log.open("a") as file:
         file.write(json.dumps({"epoch": 1, "loss": None}) + "\n")

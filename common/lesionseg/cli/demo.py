@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from lesionseg.cli.bundle_runner import run_workflow
-from lesionseg.engines.training_log import EpochLog, read_epoch_log
+from lesionseg.engines.training_log import EpochLog, epoch_curves
 from lesionseg.metrics import read_summary_json
 from lesionseg.metrics.plots import plot_training_curves
 from lesionseg.metrics.tables import format_table
@@ -86,16 +86,6 @@ def _results_table(eval_dir: Path) -> str:
     return format_table(rows, label="images") if rows else "no validation images were evaluated\n"
 
 
-def _draw_curves(epoch_log: Path, output_png: Path) -> None:
-    """Training loss and validation Dice per epoch, from the run's epoch log."""
-    epochs = read_epoch_log(epoch_log) if epoch_log.is_file() else []
-    curve = {
-        "loss": [(r["epoch"], r["loss"]) for r in epochs if "loss" in r],
-        "val_dice": [(r["epoch"], r["val_mean_dice"]) for r in epochs if "val_mean_dice" in r],
-    }
-    plot_training_curves({"DC-Net": curve}, output_png, title="lesionseg demo: DC-Net on phantoms")
-
-
 def run(args: argparse.Namespace) -> int:
     from lesionseg.data.phantoms import write_phantom_dataset
 
@@ -128,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     eval_dir = output / "evaluation"
     run_workflow(args.bundle, ["train", "evaluate"], None, {**overrides, "output_dir": str(eval_dir)})
     _overlay_sheet(eval_dir / "predictions", output / "overlays.png")
-    _draw_curves(epoch_log, output / "training_curves.png")
+    plot_training_curves(
+        {"DC-Net": epoch_curves(epoch_log)}, output / "training_curves.png", title="lesionseg demo: DC-Net on phantoms"
+    )
     table = _results_table(eval_dir)
     (output / "results.md").write_text(
         f"# lesionseg demo: DC-Net on {args.num_images} phantoms\n\n{args.epochs} epochs at {args.image_size}x"

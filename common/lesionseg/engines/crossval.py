@@ -26,7 +26,7 @@ from typing import Any
 from lesionseg.data.io import PathLike
 from lesionseg.data.readers import read_datalist, read_dataset, write_datalist
 from lesionseg.data.splits import kfold_split, resolve_groups, train_val_test_split
-from lesionseg.engines.training_log import read_epoch_log
+from lesionseg.engines.training_log import epoch_curves
 from lesionseg.metrics import (
     METRICS,
     format_table,
@@ -264,14 +264,7 @@ def write_results(
         output / "results.json",
     )
 
-    curves = {}
-    for fold in folds:
-        if fold.epoch_log.is_file():
-            epochs = read_epoch_log(fold.epoch_log)
-            curves[f"fold {fold.index}"] = {
-                "loss": [(r["epoch"], r["loss"]) for r in epochs if "loss" in r],
-                "val_dice": [(r["epoch"], r[dice_key]) for r in epochs if dice_key in r],
-            }
+    curves = {f"fold {fold.index}": epoch_curves(fold.epoch_log, dice_key) for fold in folds if fold.epoch_log.is_file()}
     if curves:
         written["training_curves.png"] = plot_training_curves(curves, output / "training_curves.png", title=title)
     else:

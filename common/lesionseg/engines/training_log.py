@@ -18,7 +18,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-__all__ = ["EpochLog", "read_epoch_log"]
+__all__ = ["EpochLog", "epoch_curves", "read_epoch_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +100,20 @@ def read_epoch_log(path: str | os.PathLike) -> list[dict[str, Any]]:
             raise ValueError(f"{path}, line {number}: not an epoch record ({error}).") from error
         by_epoch[epoch] = {k: (math.nan if v is None else v) for k, v in record.items()}
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def epoch_curves(path: str | os.PathLike, dice_key: str = "val_mean_dice") -> dict[str, list[tuple[int, float]]]:
+    """
+    The curves :func:`lesionseg.metrics.plots.plot_training_curves` draws for one run, from its
+    :class:`EpochLog` file: ``{"loss": [(epoch, mean loss), ...], "val_dice": [(epoch, validation Dice), ...]}``
+    (epochs without the value are left out; both lists are empty when the file does not exist).
+
+    Args:
+        path: the JSON-lines file of an :class:`EpochLog`.
+        dice_key: the record key of the validation Dice (the bundles' ``val_mean_dice``).
+    """
+    records = read_epoch_log(path) if Path(path).is_file() else []
+    return {
+        "loss": [(r["epoch"], r["loss"]) for r in records if "loss" in r],
+        "val_dice": [(r["epoch"], r[dice_key]) for r in records if dice_key in r],
+    }
