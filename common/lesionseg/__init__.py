@@ -10,4 +10,4 @@ Layers (each may import only what is below it):
 4. :mod:`lesionseg.networks.blocks` — torch and MONAI only.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
