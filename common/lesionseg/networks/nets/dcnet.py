@@ -272,8 +272,8 @@ class DCNet(nn.Module):
     All convolution and linear weights are He-normal (fan-in) with zero bias, as in the paper (Sec. IV-A),
     except the three 1×1 output heads (lesion, foreground and background saliency), which start small
     (``head_init_std``): their inputs are non-negative (ReLU features and the self-reversal ``max − x``), so
-    He-normal weights add a random offset to every pixel's logit, as large as ±10 on BUSI images (lesion
-    logits of +11, −0.1, −13 and −3.4 for seeds 0–3), and training would begin from a saturated all-lesion
+    He-normal weights add one random offset to every pixel's logit, of the order of ±10 on BUSI images (mean
+    lesion logits of +11, −0.1, −13 and −3.4 for seeds 0–3), and training would begin from a saturated all-lesion
     or all-background map chosen by the seed.
     Computation: 23.3 GMAC per 256×256 image (MONAI's default ``BasicUNet``: 4.9).
 
@@ -361,8 +361,10 @@ class DCNet(nn.Module):
             raise ValueError(f"ccf_mapping must be 'dense' or 'row', got {ccf_mapping!r}.")
         if not (isinstance(attention_scale, (int, float)) and math.isfinite(attention_scale)):
             raise ValueError(f"attention_scale must be a finite number, got {attention_scale!r}.")
-        if head_init_std is not None and not (
-            isinstance(head_init_std, (int, float)) and math.isfinite(head_init_std) and head_init_std >= 0
+        if head_init_std is not None and (
+            isinstance(head_init_std, bool)
+            or not isinstance(head_init_std, (int, float))
+            or not (math.isfinite(head_init_std) and head_init_std >= 0)
         ):
             raise ValueError(f"head_init_std must be None or a non-negative number, got {head_init_std!r}.")
         features = tuple(int(f) for f in features)
