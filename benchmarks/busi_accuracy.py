@@ -61,7 +61,7 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "taichinet": ("taichinet_bundle", {}),
 }
 BASELINE = "basicunet"
-COLUMNS = ("dice", "iou", "precision", "sensitivity")
+COLUMNS = ("dice", "iou", "precision", "sensitivity", "accuracy", "hd95")
 TARGET_DICE, TARGET_MARGIN = 0.75, 0.02
 
 
@@ -134,22 +134,24 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
     return record
 
 
-def _mean(summary: dict, group: str, metric: str) -> float:
+def _mean(summary: dict, group: str, metric: str, statistic: str = "mean") -> float:
     stats = summary.get(group, {}).get(metric) or {}
-    value = stats.get("mean") if isinstance(stats, dict) else None
+    value = stats.get(statistic) if isinstance(stats, dict) else None
     return float("nan") if value is None else float(value)
 
 
 def results_table(records: list[dict]) -> str:
     """Markdown: lesion-image metrics, all-image Dice, the difference to the baseline, wall time."""
     baseline = next((r for r in records if r["model"] == BASELINE), None)
-    header = ["model"] + [f"{c} (lesion)" for c in COLUMNS] + ["dice (all)", "Δ dice vs BasicUNet", "wall time"]
+    header = ["model"] + [f"{c}{' (px)' if c == 'hd95' else ''} (lesion)" for c in COLUMNS]
+    header += ["dice (all)", "Δ dice vs BasicUNet", "wall time"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for record in records:
         summary = record["summary"]
         dice = _mean(summary, "lesion", "dice")
         delta = dice - _mean(baseline["summary"], "lesion", "dice") if baseline and record is not baseline else None
-        cells = [record["model"]] + [f"{_mean(summary, 'lesion', c):.3f}" for c in COLUMNS]
+        cells = [record["model"]] + [f"{_mean(summary, 'lesion', c):.{1 if c == 'hd95' else 3}f}" for c in COLUMNS]
+        cells[1] += f" ± {_mean(summary, 'lesion', 'dice', 'std'):.3f}"  # the spread the 0.02 margin is judged against
         cells += [f"{_mean(summary, 'all', 'dice'):.3f}", "" if delta is None else f"{delta:+.3f}"]
         cells.append(f"{record['wall_seconds'] / 60:.1f} min")
         lines.append("| " + " | ".join(cells) + " |")
