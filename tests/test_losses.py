@@ -128,6 +128,23 @@ def test_harmonic_alpha_weights_lesion_and_background(logits_and_mask):
     torch.testing.assert_close(weighted(logits, zeros), HarmonicLoss(alpha=0.75, reduction="none")(-logits, ones))
 
 
+@pytest.mark.parametrize("alpha, threshold", [(0.25, 0.755), (0.5, 0.5)])
+def test_harmonic_decision_threshold_of_the_posterior(alpha, threshold):
+    """For a pixel that is lesion with probability pi, the expected loss pi * L(z, 1) + (1 - pi) * L(z, 0) is
+    minimised by a negative logit (predicted background) until pi passes a threshold, where the minimiser jumps
+    across 0: 0.755 at the paper's alpha = 0.25 (why short runs under-segment, see the DC-Net model card), 0.5
+    at alpha = 0.5, where the loss is symmetric."""
+    loss = HarmonicLoss(alpha=alpha, reduction="none")
+    logits = torch.linspace(-8.0, 8.0, 16001, dtype=torch.float64).reshape(1, 1, 1, -1)
+    lesion, background = (loss(logits, torch.full_like(logits, y)).flatten() for y in (1.0, 0.0))
+
+    def decision(pi: float) -> float:
+        return logits.flatten()[(pi * lesion + (1 - pi) * background).argmin()].item()
+
+    below, above = decision(threshold - 0.006), decision(threshold + 0.006)
+    assert below < -1.0 and above > 1.0, (below, above)  # a jump (p from < 0.27 to > 0.73), not a crossing
+
+
 def test_harmonic_soft_target_interpolates_the_two_labels(logits_and_mask):
     logits, _ = logits_and_mask
     soft = torch.rand(SHAPE, generator=torch.Generator().manual_seed(1))
