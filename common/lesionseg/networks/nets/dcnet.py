@@ -269,12 +269,10 @@ class DCNet(nn.Module):
     decoder ``CBR3`` runs before CCF's up-sampling (the paper's order; same parameters, a quarter of the
     cost); the self-reversal is the paper's ``max − x`` rather than ``1 − x``; DaR's prototypes come from a
     plain 1×1 convolution (the paper's wording) rather than one with BatchNorm; dropout defaults to 0.
-    All convolution and linear weights are He-normal (fan-in) with zero bias, as in the paper (Sec. IV-A),
-    except the three 1×1 output heads (lesion, foreground and background saliency), which start small
-    (``head_init_std``): their inputs are non-negative (ReLU features and the self-reversal ``max − x``), so
-    He-normal weights add one random offset to every pixel's logit, of the order of ±10 on BUSI images (mean
-    lesion logits of +11, −0.1, −13 and −3.4 for seeds 0–3), and training would begin from a saturated all-lesion
-    or all-background map chosen by the seed.
+    All convolution and linear weights are He-normal (fan-in) with zero bias, as in the paper (Sec. IV-A).
+    The three 1×1 output heads see non-negative features (ReLU outputs and the self-reversal ``max − x``), so
+    He-normal heads start every pixel's logit at one seed-chosen offset (mean lesion logits of +11, −0.1, −13
+    and −3.4 for seeds 0–3 on BUSI images); ``head_init_std`` starts them small instead.
     Computation: 23.3 GMAC per 256×256 image (MONAI's default ``BasicUNet``: 4.9).
 
     Outputs (all pre-sigmoid logits): in evaluation mode (``net.eval()``) one tensor, the lesion logits
@@ -309,9 +307,11 @@ class DCNet(nn.Module):
             last, when the coupling subnet's activations are already freed: at 256×256 and batch 4 the peak
             training memory drops from 3.1 GB to 2.3 GB for about 6 % more computation. Results are unchanged
             (same dropout masks; BatchNorm running statistics are updated once).
-        head_init_std: standard deviation of the normal initial weights of the three output heads (zero bias),
-            so that every map starts near logit 0 (p ≈ 0.5) whatever the seed; ``None`` keeps He-normal
-            there too (the paper's and the authors' model's initialisation).
+        head_init_std: ``None`` (default) keeps the heads He-normal; a number re-initialises the three output
+            heads with normal weights of this standard deviation and zero bias, so that every map starts near
+            logit 0 (p ≈ 0.5) whatever the seed. Measured on BUSI (128², α = 0.5, seed 0): with 0.01 the lesion
+            map collapsed to empty and stayed so for the first two epochs, while the He-normal heads (which
+            start this seed at all-lesion) reached a validation Dice of 0.62 by epoch 2 — see the model card.
 
     Raises:
         ValueError: for an unknown option, odd widths, or, in ``forward``, an input that is not
@@ -341,7 +341,7 @@ class DCNet(nn.Module):
         attention_scale: float = 0.2,
         ablation: str | None = None,
         use_checkpoint: bool = True,
-        head_init_std: float | None = 1e-2,
+        head_init_std: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
