@@ -97,7 +97,7 @@ def write_split(dataset_dir: Path, output: Path) -> Path:
 def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one model through its bundle; its record (wall time, summary) as a dict."""
     from lesionseg.cli.bundle_runner import run_workflow
-    from lesionseg.engines.training_log import EpochLog
+    from lesionseg.engines.training_log import epoch_log_attacher
 
     folder = args.output / name
     record_path = folder / "record.json"
@@ -121,13 +121,9 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
         overrides["prepare_dir"] = str(folder / "easy_hard")
         overrides["prepare_overrides"] = {"max_epochs": args.prepare_epochs, **overrides.get("prepare_overrides", {})}
 
-    def attach_log(workflow) -> None:
-        validator = workflow.parser.get_parsed_content("validate#evaluator")
-        EpochLog(folder / "epochs.jsonl", validator=validator).attach(workflow.trainer)
-
     start = time.perf_counter()
     logging.info("%s: training %d epochs at %dx%d through %s", name, args.epochs, args.size, args.size, bundle_name)
-    run_workflow(bundle, ["train"], "train", overrides, before_run=attach_log)
+    run_workflow(bundle, ["train"], "train", overrides, before_run=epoch_log_attacher(folder / "epochs.jsonl"))
     trained = time.perf_counter() - start
     evaluation = dict(overrides, output_dir=str(folder / "evaluation"), eval_section="validation")
     run_workflow(bundle, ["train", "evaluate"], None, evaluation)

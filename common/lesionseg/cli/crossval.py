@@ -124,16 +124,6 @@ def _bundle_ids(bundle: Path) -> set[str]:
     return set(ConfigParser.load_config_files([str(find_config(bundle, "train"))]))
 
 
-def _attach_epoch_log(path: Path):
-    from lesionseg.engines.training_log import EpochLog
-
-    def attach(workflow) -> None:
-        validator = getattr(workflow, "evaluator", None)
-        EpochLog(path, validator=validator).attach(workflow.trainer)
-
-    return attach
-
-
 def _release_memory() -> None:
     import torch
 
@@ -144,6 +134,7 @@ def _release_memory() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lesionseg.engines.crossval import FoldPaths, plan_folds, write_fold_datalists, write_results
+    from lesionseg.engines.training_log import epoch_log_attacher
 
     bundle = args.bundle.resolve()
     output = args.output.resolve()
@@ -205,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 ["train"],
                 "train",
                 {**fold_overrides, "output_dir": str(fold.train)},
-                before_run=_attach_epoch_log(fold.epoch_log),
+                before_run=epoch_log_attacher(fold.epoch_log),
             )
             epochs = int(workflow.trainer.state.epoch)
             del workflow

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from lesionseg.cli.bundle_runner import run_workflow
-from lesionseg.engines.training_log import EpochLog, epoch_curves
+from lesionseg.engines.training_log import epoch_curves, epoch_log_attacher
 from lesionseg.metrics import read_summary_json
 from lesionseg.metrics.plots import plot_training_curves
 from lesionseg.metrics.tables import format_table
@@ -70,18 +70,14 @@ def _overlay_sheet(predictions_dir: Path, output_png: Path, num: int = 8) -> Non
     sheet.save(output_png)
 
 
-def _summarise(eval_dir: Path) -> dict[str, float]:
-    """The evaluation's mean metrics over the images with a lesion, from the evaluate workflow's ``summary.json``."""
-    summary_json = eval_dir / "summary.json"
-    if not summary_json.is_file():
-        return {}
-    lesion = read_summary_json(summary_json)["lesion"]
+def _lesion_means(summary: dict) -> dict[str, float]:
+    """The mean of each metric over the images with a lesion, from the evaluate workflow's summary."""
+    lesion = summary["lesion"]
     return {name: round(float(value["mean"]), 4) for name, value in lesion.items() if isinstance(value, dict)}
 
 
-def _results_table(eval_dir: Path) -> str:
+def _results_table(summary: dict) -> str:
     """The paper-style table (mean ± std over the validation images) of lesion, normal and all images."""
-    summary = read_summary_json(eval_dir / "summary.json")
     rows = {group: summary[group] for group in ("lesion", "normal", "all") if summary.get(group, {}).get("n")}
     return format_table(rows, label="images") if rows else "no validation images were evaluated\n"
 
@@ -109,25 +105,21 @@ def run(args: argparse.Namespace) -> int:
         "num_workers": 0,
     }
     epoch_log = output / "train" / "epochs.jsonl"
-
-    def attach_epoch_log(workflow) -> None:
-        validator = workflow.parser.get_parsed_content("validate#evaluator")
-        EpochLog(epoch_log, validator=validator).attach(workflow.trainer)
-
-    run_workflow(args.bundle, ["train"], "train", overrides, before_run=attach_epoch_log)
+    run_workflow(args.bundle, ["train"], "train", overrides, before_run=epoch_log_attacher(epoch_log))
     eval_dir = output / "evaluation"
     run_workflow(args.bundle, ["train", "evaluate"], None, {**overrides, "output_dir": str(eval_dir)})
     _overlay_sheet(eval_dir / "predictions", output / "overlays.png")
     plot_training_curves(
         {"DC-Net": epoch_curves(epoch_log)}, output / "training_curves.png", title="lesionseg demo: DC-Net on phantoms"
     )
-    table = _results_table(eval_dir)
+    evaluation = read_summary_json(eval_dir / "summary.json")
+    table = _results_table(evaluation)
     (output / "results.md").write_text(
         f"# lesionseg demo: DC-Net on {args.num_images} phantoms\n\n{args.epochs} epochs at {args.image_size}x"
         f"{args.image_size}, features {list(args.features)}, Adam {args.learning_rate}, seed {args.seed}; "
         f"validation images, metrics at each image's own size (mean ± std over images).\n\n{table}"
     )
-    summary = {"validation": _summarise(eval_dir), "minutes": round((time.monotonic() - start) / 60, 1)}
+    summary = {"validation": _lesion_means(evaluation), "minutes": round((time.monotonic() - start) / 60, 1)}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\ndemo finished in {summary['minutes']} min; validation images (mean ± std over images):\n\n{table}")
     print(f"  results:      {output / 'results.md'}")

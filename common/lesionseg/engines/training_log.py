@@ -18,7 +18,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-__all__ = ["EpochLog", "epoch_curves", "read_epoch_log"]
+__all__ = ["EpochLog", "epoch_curves", "epoch_log_attacher", "read_epoch_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,20 @@ class EpochLog:
         finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         with self.path.open("a") as file:
             file.write(json.dumps(finite) + "\n")
+
+
+def epoch_log_attacher(path: str | os.PathLike):
+    """
+    A ``before_run`` callback for :func:`lesionseg.cli.bundle_runner.run_workflow` (or any code holding an
+    initialized MONAI ``ConfigWorkflow`` of a bundle's training) that attaches an :class:`EpochLog` writing to
+    ``path`` to the workflow's trainer, with its evaluator (``workflow.evaluator``, when it has one) as the
+    validator. Attached after the bundle's own handlers, so the epoch's validation metrics are in the record.
+    """
+
+    def attach(workflow) -> None:
+        EpochLog(path, validator=getattr(workflow, "evaluator", None)).attach(workflow.trainer)
+
+    return attach
 
 
 def _number(value: Any) -> Any:
