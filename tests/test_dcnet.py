@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from monai.bundle import ConfigParser
+from PIL import Image
 
+from lesionseg.data.phantoms import make_phantom
+from lesionseg.losses import DCNetLoss
 from lesionseg.networks.blocks.ccf import CrossCorrelationFusion
 from lesionseg.networks.nets.dcnet import DCNet
 
@@ -205,24 +211,34 @@ def test_checkpointing_changes_neither_gradients_nor_batchnorm_statistics():
 
 
 def test_channels_last_gives_the_same_outputs_gradients_and_layout():
-    """The bundles run DC-Net channels-last: same numbers as contiguous, and no block converts back."""
+    """The bundles run DC-Net channels-last: same numbers as contiguous, and no block converts back.
+
+    Gradients are compared in float64. In float32 the two layouts' kernels (oneDNN's channels-last
+    convolutions on AMX/AVX-512 CPUs) sum in different orders, and a first-layer weight gradient is a sum over
+    every position of the batch back through the whole network: measured against a float64 reference, each
+    float32 layout is off by up to 1e-5 of the largest gradient (contiguous 4e-6, channels-last 1e-5 on this
+    net), so a float32 comparison of the two layouts tests rounding, not layout. In float64 the same rounding
+    is 1e-16 per operation and the layouts agree to 1e-13 of the largest gradient; a real layout error (a
+    wrong permutation or broadcast) would differ at order 1.
+    """
     torch.manual_seed(0)
     contiguous = DCNet(features=NARROW)
     channels_last = DCNet(features=NARROW).to(memory_format=torch.channels_last)
     channels_last.load_state_dict(contiguous.state_dict())
     x = torch.rand(2, 1, 32, 32)
-    outputs = {}
+    with torch.no_grad():  # both in training mode, as built
+        for a, b in zip(contiguous(x), channels_last(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    gradients = {}
     for name, net in (("contiguous", contiguous), ("channels_last", channels_last)):
-        net.train()
-        outputs[name] = net(x)
-        sum(t.square().mean() for t in outputs[name]).backward()
-    for a, b in zip(outputs["contiguous"], outputs["channels_last"]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    # summation order differs between the layouts: compare relative to the largest gradient (a conv bias before
-    # BatchNorm has a gradient that is zero up to rounding)
-    scale = max(float(p.grad.abs().max()) for p in contiguous.parameters())
-    for (name, a), b in zip(contiguous.named_parameters(), channels_last.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5 * scale, msg=name)
+        net.double().zero_grad()
+        sum(t.square().mean() for t in net(x.double())).backward()
+        gradients[name] = [p.grad for p in net.parameters()]
+    scale = max(float(g.abs().max()) for g in gradients["contiguous"])
+    names = [name for name, _ in contiguous.named_parameters()]
+    for name, a, b in zip(names, gradients["contiguous"], gradients["channels_last"]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * scale, msg=name)
+    channels_last.float()
     # every 4-D activation entering a convolution stays channels-last (a copy back would show as contiguous)
     seen = []
     hooks = [
@@ -291,3 +307,73 @@ def test_adam_steps_lower_the_lesion_loss():
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
 
+
+
+# ------------------------------------------------------------ finite evaluation output on real-image statistics
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+
+
+def _ultrasound_image(size: int = 256) -> torch.Tensor:
+    """A 256² phantom B-mode image, min-max scaled as the bundles' preprocessing does, (1, 1, H, W)."""
+    image = make_phantom(np.random.default_rng(0), size, size, "malignant").image.astype(np.float32)
+    return torch.from_numpy((image - image.min()) / (image.max() - image.min()))[None, None]
+
+
+def _bundle_network(bundle: str) -> torch.nn.Module:
+    """The network exactly as a bundle's inference workflow builds it (``network``: ``network_def`` and layout)."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / "inference.yaml"))
+    parser["device"] = "$torch.device('cpu')"
+    return parser.get_parsed_content("network")
+
+
+def test_unnormalised_products_overflow_in_eval_before_batchnorm_adapts():
+    """The failure that ``normalise_products`` removes, reproduced on a phantom (seed 3): a fresh network's
+    BatchNorm running statistics are the identity, and the quadratic DCP and cubic CCF compound to NaN logits."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        logits = DCNet(normalise_products=False).eval()(_ultrasound_image())
+    assert not torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("bundle", ["dcnet_bundle", "taichinet_bundle"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_bundle_networks_give_finite_eval_logits_fresh_on_ultrasound_statistics(bundle, seed):
+    torch.manual_seed(seed)
+    net = _bundle_network(bundle).eval()
+    image = _ultrasound_image()
+    with torch.no_grad():
+        assert torch.isfinite(net(image)).all()
+        # linear, not polynomial, in the input scale: raw 8-bit intensities (a missing min-max) stay finite too
+        assert torch.isfinite(net(255.0 * image)).all()
+
+
+def test_eval_logits_finite_after_one_epoch_on_a_handful_of_images():
+    """The MONAI Label case: one short epoch moves BatchNorm's running statistics part of the way only."""
+    torch.manual_seed(0)
+    net = DCNet()
+    rng = np.random.default_rng(1)
+    phantoms = [make_phantom(rng, 128, 128, kind) for kind in ("benign", "malignant", "benign", "malignant")]
+    images = torch.from_numpy(np.stack([p.image for p in phantoms]).astype(np.float32) / 255.0)[:, None]
+    masks = torch.from_numpy(np.stack([p.mask for p in phantoms]).astype(np.float32))[:, None]
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-4)
+    loss_function = DCNetLoss()
+    for batch in (slice(0, 2), slice(2, 4)):
+        optimizer.zero_grad()
+        loss_function(net.train()(images[batch]), masks[batch]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert torch.isfinite(net.eval()(_ultrasound_image())).all()
+
+
+@pytest.mark.busi
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_fresh_dcnet_eval_logits_are_finite_on_a_real_busi_image(busi_dir, seed):
+    """The image on which a fresh DC-Net gave NaN logits for seeds 0, 2 and 3 before the normalisation."""
+    image = np.asarray(Image.open(busi_dir / "malignant" / "malignant (1).png").convert("L").resize((256, 256)))
+    image = image.astype(np.float32)
+    x = torch.from_numpy((image - image.min()) / (image.max() - image.min()))[None, None]
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        assert torch.isfinite(DCNet().eval()(x)).all()

@@ -52,8 +52,12 @@ def literal_dcp(pool: DifferentiableContextPooling, x: torch.Tensor) -> torch.Te
     """Eq. 8-11 as written: U = Z̄ Δ̄ᵀ (m x m per channel), Ū = m / ΣH · (H ⊙ U) 1, on the window grid."""
     r, tau = pool.window_size, pool.radius
     b, c, hh, ww = x.shape
-    # Δ_Z: the 2x2 convolution with zero padding at the end of each axis, so the map keeps H x W
-    kernels = F.conv2d(F.pad(x, (0, 1, 0, 1)), pool.kernel_conv.weight, pool.kernel_conv.bias)
+    # Δ_Z: the 2x2 convolution with zero padding at the end of each axis, so the map keeps H x W; its weighted
+    # sum divided by the root mean square of each sample when the pooling normalises
+    kernels = F.conv2d(F.pad(x, (0, 1, 0, 1)), pool.kernel_conv.weight)
+    if pool.normalise:
+        kernels = kernels / x.square().mean((1, 2, 3), keepdim=True).sqrt()
+    kernels = kernels + pool.kernel_conv.bias.view(1, -1, 1, 1)
     z_bar = _windows(x, r).double()  # (B, C, m, r²)
     delta_bar = _windows(kernels, r).double()  # (B, 1, m, r²)
     u = z_bar @ delta_bar.transpose(-1, -2)  # (B, C, m, m), Eq. 8
@@ -63,21 +67,39 @@ def literal_dcp(pool: DifferentiableContextPooling, x: torch.Tensor) -> torch.Te
     return u_bar.reshape(b, c, hh // r, ww // r).float()
 
 
+@pytest.mark.parametrize("normalise", [True, False])
 @pytest.mark.parametrize("neighbourhood", ["grid", "band"])
 @pytest.mark.parametrize("radius", [0, 1, 2])
 @pytest.mark.parametrize("window_size, shape", [(2, (12, 16)), (3, (9, 12))])
-def test_dcp_equals_literal_eq_8_to_11(neighbourhood, radius, window_size, shape):
+def test_dcp_equals_literal_eq_8_to_11(neighbourhood, radius, window_size, shape, normalise):
     torch.manual_seed(radius)
-    pool = DifferentiableContextPooling(2, 3, window_size=window_size, radius=radius, neighbourhood=neighbourhood)
+    pool = DifferentiableContextPooling(
+        2, 3, window_size=window_size, radius=radius, neighbourhood=neighbourhood, normalise=normalise
+    )
     x = torch.randn(2, 3, *shape)
     torch.testing.assert_close(pool(x), literal_dcp(pool, x), atol=1e-5, rtol=1e-5)
 
 
 def test_dcp_kernel_map_is_zero_padded_2x2_convolution():
-    pool = DifferentiableContextPooling(2, 4)
+    pool = DifferentiableContextPooling(2, 4, normalise=False)
     x = torch.randn(2, 4, 8, 6)
     expected = F.conv2d(F.pad(x, (0, 1, 0, 1)), pool.kernel_conv.weight, pool.kernel_conv.bias)
     torch.testing.assert_close(pool.kernel_map(x), expected)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_dcp_is_linear_in_the_scale_of_its_input_only_when_normalised(memory_format):
+    """Normalised, DCP(k·Z) = k·DCP(Z) for k > 0 (its kernels do not grow with Z); the paper's form is quadratic."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 4, 8, 8).to(memory_format=memory_format)  # non-negative, like the ReLU features DCP pools
+    for normalise, power in ((True, 1), (False, None)):
+        pool = DifferentiableContextPooling(2, 4, normalise=normalise)
+        torch.nn.init.zeros_(pool.kernel_conv.bias)  # a bias adds a linear term to the paper's quadratic one
+        scaled = pool(1e3 * x)
+        if power is None:
+            torch.testing.assert_close(scaled, 1e6 * pool(x), rtol=1e-4, atol=1e-2)
+        else:
+            torch.testing.assert_close(scaled, 1e3 * pool(x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("neighbourhood", ["grid", "band"])
@@ -102,13 +124,14 @@ def test_dcp_other_dimensions_constant_kernel_is_average_pooling(spatial_dims):
 
 
 def test_dcp_context_reaches_neighbouring_windows():
-    """With τ = 1 an input change in one window changes the pooled value of its neighbour, with τ = 0 it does not."""
+    """With τ = 1 an input change in one window changes the pooled value of its neighbour, with τ = 0 it does not
+    (unnormalised: the normalised kernels share one per-sample scale, which any change moves a little)."""
     x = torch.randn(1, 2, 8, 8)
     changed = x.clone()
     changed[..., 0:2, 0:2] += 1.0  # window (0, 0)
     for radius, touched in ((0, False), (1, True)):
         torch.manual_seed(0)
-        pool = DifferentiableContextPooling(2, 2, radius=radius)
+        pool = DifferentiableContextPooling(2, 2, radius=radius, normalise=False)
         difference = (pool(changed) - pool(x))[..., 0, 1].abs().max()  # window (0, 1)
         assert bool(difference > 1e-6) is touched
 
@@ -135,11 +158,13 @@ def test_dcp_rejects_bad_sizes_and_options():
 
 
 def literal_ccf(fuse: CrossCorrelationFusion, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
-    """Eq. 13-15 with the documented division of M by the number of positions."""
+    """Eq. 13-15 with the documented division of M by the number of positions (and by both inputs' RMS)."""
     b, c = encoder.shape[:2]
     up = F.interpolate(decoder, size=encoder.shape[2:], mode="bilinear", align_corners=False)
     x_e, x_d = encoder.flatten(2).transpose(1, 2), up.flatten(2).transpose(1, 2)  # (B, N, C)
     m = x_e.transpose(1, 2) @ x_d / x_e.shape[1]  # Eq. 13, (B, C, C)
+    if fuse.normalise:
+        m = m / (x_e.square().mean((1, 2)) * x_d.square().mean((1, 2))).sqrt().view(b, 1, 1)
     if fuse.mapping == "dense":
         w_e, w_d = fuse.weight[:c], fuse.weight[c:]
         omega_e = m.reshape(b, -1) @ w_e.t() + fuse.bias[:c]
@@ -151,10 +176,11 @@ def literal_ccf(fuse: CrossCorrelationFusion, encoder: torch.Tensor, decoder: to
     return fuse.merge(weighted)
 
 
+@pytest.mark.parametrize("normalise", [True, False])
 @pytest.mark.parametrize("mapping", ["dense", "row"])
-def test_ccf_equals_literal_eq_13_to_15(mapping):
+def test_ccf_equals_literal_eq_13_to_15(mapping, normalise):
     torch.manual_seed(0)
-    fuse = CrossCorrelationFusion(2, 4, mapping=mapping).eval()
+    fuse = CrossCorrelationFusion(2, 4, mapping=mapping, normalise=normalise).eval()
     torch.nn.init.normal_(fuse.bias)  # non-zero biases so that their placement is checked too
     encoder, decoder = torch.randn(2, 4, 8, 12), torch.randn(2, 4, 4, 6)
     out = fuse(encoder, decoder)
@@ -173,9 +199,36 @@ def test_ccf_mapping_parameter_counts(mapping, extra):
 def test_ccf_correlation_is_finite_in_float16_where_the_raw_gram_overflows():
     encoder = torch.full((1, 2, 128, 128), 3.0)  # raw Gram entries 9 * 16384 > 65504, float16's maximum
     decoder = torch.full((1, 2, 128, 128), 3.0)
-    correlation = CrossCorrelationFusion(2, 2).correlation(encoder.half(), decoder.half())
-    assert torch.isfinite(correlation).all()
-    torch.testing.assert_close(correlation.float(), torch.full((1, 2, 2), 9.0))
+    for normalise, expected in ((False, 9.0), (True, 1.0)):  # M / N, and M / N / (rms(X_E) rms(X_D)) = 9 / 9
+        correlation = CrossCorrelationFusion(2, 2, normalise=normalise).correlation(encoder.half(), decoder.half())
+        assert torch.isfinite(correlation).all() and correlation.dtype == torch.float16
+        torch.testing.assert_close(correlation.float(), torch.full((1, 2, 2), expected))
+
+
+@pytest.mark.parametrize("mapping", ["dense", "row"])
+def test_ccf_is_linear_in_the_scale_of_its_inputs_only_when_normalised(mapping):
+    """Normalised, the channel weights ω do not depend on the inputs' scale, so CCF's weighted features grow
+    linearly with it and BatchNorm in eval mode cannot be fed a cube; unnormalised, ω grows quadratically."""
+    torch.manual_seed(0)
+    encoder, decoder = torch.rand(2, 4, 8, 8), torch.rand(2, 4, 4, 4)
+    for normalise, growth in ((True, 1.0), (False, 1e6)):
+        fuse = CrossCorrelationFusion(2, 4, mapping=mapping, normalise=normalise)
+        small = fuse.channel_weights(fuse.correlation(encoder, F.interpolate(decoder, size=(8, 8), mode="bilinear")))
+        large = fuse.channel_weights(
+            fuse.correlation(1e3 * encoder, F.interpolate(1e3 * decoder, size=(8, 8), mode="bilinear"))
+        )
+        torch.testing.assert_close(large, growth * small, rtol=1e-4, atol=1e-5 * growth)
+
+
+def test_ccf_correlation_is_bounded_by_the_channel_count_and_zero_for_zero_input():
+    torch.manual_seed(0)
+    fuse = CrossCorrelationFusion(2, 3)
+    for scale in (1e-20, 1.0, 1e15):
+        encoder = scale * torch.randn(2, 3, 8, 8)
+        correlation = fuse.correlation(encoder, encoder.flip(-1))
+        assert torch.isfinite(correlation).all() and correlation.abs().max() <= 3.0
+    zeros = torch.zeros(1, 3, 8, 8)
+    assert torch.equal(fuse.correlation(zeros, torch.ones(1, 3, 8, 8)), torch.zeros(1, 3, 3))
 
 
 @pytest.mark.parametrize("mapping", ["dense", "row"])

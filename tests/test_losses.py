@@ -297,10 +297,10 @@ def test_dcnet_loss_weights_and_tensor_input(logits_and_mask):
     terms = loss.last_terms
     expected = 0.2 * terms["foreground_saliency_dice"] + 0.3 * terms["background_saliency_dice"]
     expected = expected + 2.0 * (terms["lesion_dice"] + 4.0 * terms["lesion_harmonic"])
-    torch.testing.assert_close(total.detach(), expected)
+    torch.testing.assert_close(total.detach(), expected.double())  # the total is summed in float64
     lesion_only = 2.0 * (terms["lesion_dice"] + 4.0 * terms["lesion_harmonic"])
     for lesion_input in (lesion, (lesion,)):
-        torch.testing.assert_close(loss(lesion_input, mask).detach(), lesion_only)
+        torch.testing.assert_close(loss(lesion_input, mask).detach(), lesion_only, check_dtype=False)
         assert set(loss.last_terms) == {"lesion_dice", "lesion_harmonic"}
 
 
@@ -310,7 +310,7 @@ def test_dcnet_loss_handles_empty_masks_and_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         total = DCNetLoss()((lesion.bfloat16(), foreground.bfloat16(), background.bfloat16()), empty)
     total.backward()
-    assert total.dtype == torch.float32 and torch.isfinite(total)
+    assert total.dtype == torch.float64 and torch.isfinite(total)
     assert all(torch.isfinite(t.grad).all() for t in (lesion, foreground, background))
 
 
@@ -391,7 +391,7 @@ def test_taichinet_loss_step1_and_step2_equal_eq13_eq20_22(taichinet_batch):
     target = torch.cat([lesion, easy, hard], dim=1)
     loss = TaiChiNetLoss(step=1)
     step1 = dice_bce(negative, 1 - lesion) + dice_bce(positive, lesion) + dice_bce(positive, easy)
-    torch.testing.assert_close(loss((positive, negative), target), step1)
+    torch.testing.assert_close(loss((positive, negative), target), step1, check_dtype=False)
     assert set(loss.last_terms) == {"positive", "negative", "easy_part"}
     loss.step = 2
     step2 = (
@@ -401,7 +401,7 @@ def test_taichinet_loss_step1_and_step2_equal_eq13_eq20_22(taichinet_batch):
         + mse_complement(negative, positive)
     )
     total = loss((positive, negative), target)
-    torch.testing.assert_close(total, step2)
+    torch.testing.assert_close(total, step2, check_dtype=False)
     total.backward()
     assert positive.grad.abs().sum() > 0 and negative.grad.abs().sum() > 0
 
@@ -421,7 +421,7 @@ def test_taichinet_loss_mutual_term_reaches_both_paths(taichinet_batch):
 def test_taichinet_loss_single_channel_target_is_plain_eq13(taichinet_batch, step):
     positive, negative, lesion, *_ = taichinet_batch
     eq13 = dice_bce(negative, 1 - lesion) + dice_bce(positive, lesion) + mse_complement(negative, positive)
-    torch.testing.assert_close(TaiChiNetLoss(step=step)((positive, negative), lesion), eq13)
+    torch.testing.assert_close(TaiChiNetLoss(step=step)((positive, negative), lesion), eq13, check_dtype=False)
 
 
 def test_taichinet_loss_consistent_and_no_mutual_learning(taichinet_batch):
@@ -433,17 +433,21 @@ def test_taichinet_loss_consistent_and_no_mutual_learning(taichinet_batch):
         + dice_bce(positive, hard)
         + ((torch.sigmoid(negative) - torch.sigmoid(positive)) ** 2).mean()
     )
-    torch.testing.assert_close(TaiChiNetLoss(step=2, mutual="consistent")((positive, negative), target), consistent)
+    torch.testing.assert_close(
+        TaiChiNetLoss(step=2, mutual="consistent")((positive, negative), target), consistent, check_dtype=False
+    )
     independent = dice_bce(negative, 1 - lesion) + dice_bce(positive, lesion)
-    torch.testing.assert_close(TaiChiNetLoss(mutual=None)((positive, negative), lesion), independent)
+    torch.testing.assert_close(TaiChiNetLoss(mutual=None)((positive, negative), lesion), independent, check_dtype=False)
 
 
 def test_taichinet_loss_positive_logits_alone(taichinet_batch):
     positive, _, lesion, easy, hard = taichinet_batch
     loss = TaiChiNetLoss(step=2)
-    torch.testing.assert_close(loss(positive, lesion), dice_bce(positive, lesion))
+    torch.testing.assert_close(loss(positive, lesion), dice_bce(positive, lesion), check_dtype=False)
     target = torch.cat([lesion, easy, hard], dim=1)
-    torch.testing.assert_close(loss(positive, target), dice_bce(positive, lesion) + dice_bce(positive, hard))
+    torch.testing.assert_close(
+        loss(positive, target), dice_bce(positive, lesion) + dice_bce(positive, hard), check_dtype=False
+    )
     assert set(loss.last_terms) == {"positive", "hard_part"}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
@@ -123,6 +123,11 @@ def test_harmonic_without_alpha_is_symmetric_in_the_two_classes(logits, labels):
 @FAST
 @given(values=st.lists(LOGITS, min_size=18, max_size=18), labels=st.lists(LABELS, min_size=6, max_size=6),
        dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]))
+# found by hypothesis: -1.63e38 and -3.4e38 for lesion pixels gave a NaN gradient (the harmonic loss's modulating
+# factor's derivative times -log p_t overflowed float32), and a lesion map of such logits an infinite total
+@example(values=[-88.0, 88.0, -3.4e38, -1e4, 1e4, -1e4] + [-1.63e38, 20.0, 1.63e38, 88.0, -88.0, -88.0] + [0.0] * 6,
+         labels=[1.0, 0.0, 1.0, 1.0, 0.0, 1.0], dtype=torch.float32)
+@example(values=[-3.4e38] * 6 + [3.4e38] * 6 + [-1.63e38] * 6, labels=[1.0] * 6, dtype=torch.float32)
 def test_composite_losses_are_finite_with_finite_gradients_for_any_logits(values, labels, dtype):
     largest = torch.finfo(dtype).max  # the extremes of each precision, not beyond (that would be infinity)
     outputs = [_tensor(values[6 * k : 6 * k + 6]).clamp(-largest, largest).to(dtype).requires_grad_() for k in range(3)]

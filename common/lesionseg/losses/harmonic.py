@@ -9,6 +9,9 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+# true-class logits below this have p_t < 1e-13: the modulating factor is 1 to within 1e-13 there
+_UNMODULATED_BELOW = -30.0
+
 
 class HarmonicLoss(_Loss):
     """
@@ -27,10 +30,13 @@ class HarmonicLoss(_Loss):
 
     The loss is evaluated in log space from the signed logit z_t (z where y = 1, -z where y = 0):
     log p_t = logsigmoid(z_t), -log p_t = softplus(-z_t) and (1 - p_t)^k = exp(k · logsigmoid(-z_t)), with the
-    modulating factor written as (1 - p_t)^(γ-1) / (w + (1 - w)(1 - p_t)^γ), w = σ / (1 + σ). Every
-    intermediate is bounded, so loss and gradient stay finite for any finite logit (for σ down to about
-    1e-18, below which σ² underflows float32 in the gradient); inputs are cast to float32, so the loss is
-    the same under float16/bfloat16 autocast.
+    modulating factor written as (1 - p_t)^(γ-1) / (w + (1 - w)(1 - p_t)^γ), w = σ / (1 + σ). For
+    z_t < -30 the factor is 1 to within 1e-13 (p_t < 1e-13), so there the loss is the exact softplus(-z_t)
+    and the factor is evaluated at z_t = -30: its chain-rule derivative times -log p_t would otherwise
+    overflow float32 (γ |z_t| > 3.4e38 for |z_t| > 7e37) before it met the vanishing derivative of
+    1 - p_t, and give a NaN gradient. Loss and gradient therefore stay finite for any finite logit (for σ
+    down to about 1e-18, below which σ² underflows float32 in the gradient); inputs are cast to float32, so
+    the loss is the same under float16/bfloat16 autocast.
 
     Limits of σ (properties P-2 and P-3 of the paper, q = 1 - p_t):
 
@@ -126,10 +132,13 @@ class HarmonicLoss(_Loss):
 
     def _loss_of_true_class(self, signed_logit: torch.Tensor) -> torch.Tensor:
         """Eq. 19 without α_t, as a function of the logit of the true class z_t (p_t = sigmoid(z_t))."""
-        log_q = F.logsigmoid(-signed_logit)  # log(1 - p_t)
+        # the modulating factor is 1 below z_t = -30 (see the class docstring); where() passes no gradient
+        # to the unselected branch, so its value at the clamped logit cannot reach the gradient
+        log_q = F.logsigmoid(-signed_logit.clamp_min(_UNMODULATED_BELOW))  # log(1 - p_t)
         modulation = torch.exp((self.gamma - 1.0) * log_q) / (
             self._sigma_weight + (1.0 - self._sigma_weight) * torch.exp(self.gamma * log_q)
         )
+        modulation = torch.where(signed_logit < _UNMODULATED_BELOW, torch.ones_like(modulation), modulation)
         return modulation * F.softplus(-signed_logit)  # softplus(-z_t) = -log p_t
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -152,7 +161,8 @@ class HarmonicLoss(_Loss):
         if self.clamp is not None:
             loss = loss.clamp(*self.clamp)
         if self.reduction == LossReduction.MEAN.value:
-            return loss.mean()
+            # divided before summing: a sum of per-element losses near float32's maximum would overflow
+            return (loss / loss.numel()).sum()
         if self.reduction == LossReduction.SUM.value:
             return loss.sum()
         return loss

@@ -54,7 +54,8 @@ class TaiChiNetLoss(_Loss):
 
     ``forward(input, target)`` takes the training output ``(positive_logits, negative_logits)`` of
     (B, 1, H, W) logits, or the positive logits alone (evaluation output; only the positive-path terms).
-    It returns a scalar, as MONAI's ``SupervisedTrainer`` expects; the unweighted terms of the last call
+    It returns a scalar, as MONAI's ``SupervisedTrainer`` expects, computed in float64 (in float32 a mean
+    cross-entropy over pixels overflows for diverged logits, |z| > 1e37); the unweighted terms of the last call
     are kept, detached, in :attr:`last_terms` for logging (keys ``"positive"``, ``"negative"``,
     ``"easy_part"`` or ``"hard_part"``, ``"mutual"``, each present when computed).
 
@@ -152,21 +153,23 @@ class TaiChiNetLoss(_Loss):
                     f"got {tuple(logits.shape)}"
                 )
 
-        target = target.float()
+        # in float64: a float32 cross-entropy term (a mean over pixels) and the sum of the terms overflow for
+        # diverged logits (|z| > 1e37); at B x H x W elements this costs little next to the network
+        target = target.double()
         lesion = target[:, :1]
         # without easy/hard masks, Eq. 13 as written: the mutual term is always on
         easy_to_hard = target.shape[1] == 3
-        terms = {"positive": self.segmentation(positive.float(), lesion)}
+        terms = {"positive": self.segmentation(positive.double(), lesion)}
         if easy_to_hard:
             part_name, part = ("easy_part", target[:, 1:2]) if self.step == 1 else ("hard_part", target[:, 2:3])
-            terms[part_name] = self.segmentation(positive.float(), part)
+            terms[part_name] = self.segmentation(positive.double(), part)
         if negative is not None:
             negative_target = lesion if self.mutual == "consistent" else 1.0 - lesion
-            terms["negative"] = self.segmentation(negative.float(), negative_target)
+            terms["negative"] = self.segmentation(negative.double(), negative_target)
             if self.mutual is not None and (self.step == 2 or not easy_to_hard):
                 if self.mutual == "complementary":
                     terms["mutual"] = self.complementary(negative, positive)
                 else:
-                    terms["mutual"] = F.mse_loss(torch.sigmoid(negative.float()), torch.sigmoid(positive.float()))
+                    terms["mutual"] = F.mse_loss(torch.sigmoid(negative.double()), torch.sigmoid(positive.double()))
         self.last_terms = {name: value.detach() for name, value in terms.items()}
-        return torch.stack(list(terms.values())).sum()
+        return torch.stack([value.double() for value in terms.values()]).sum()

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lesionseg.networks.blocks.cbr import conv_bn_relu
-from lesionseg.networks.blocks.shapes import channels_by_positions, per_channel
+from lesionseg.networks.blocks.shapes import channels_by_positions, per_channel, sample_rms
 
 __all__ = ["CrossCorrelationFusion"]
 
@@ -35,10 +35,21 @@ class CrossCorrelationFusion(nn.Module):
     - ``"row"`` (the paper's text: a ``c×1`` vertical convolution): ``ω_E = M w_E + b_E`` and
       ``ω_D = Mᵀ w_D + b_D`` with ``w`` of length C and a scalar bias, 2(C + 1) parameters.
 
-    Deviation: the published model does not divide by ``N``, so ``M`` grows with the image size (about
-    6.5e4 at 256×256, float16's limit); dividing keeps mixed-precision training finite. The division is the
-    ``alpha`` of a single ``baddbmm``, applied to the accumulated product before it is rounded. No
-    activation is applied to ``ω`` (Eq. 15 has none).
+    Deviations from the published model, both normalisations of ``M``:
+
+    - It does not divide by ``N``, so ``M`` grows with the image size (about 6.5e4 at 256×256, float16's
+      limit); dividing keeps mixed-precision training finite. The division is the ``alpha`` of a single
+      ``baddbmm``, applied to the accumulated product before it is rounded.
+    - ``normalise=True`` (default) also divides ``M`` by the root mean square of each input, per sample
+      (:func:`~lesionseg.networks.blocks.shapes.sample_rms`): ``M̂ = M / (rms(X_E) rms(X̂_D))``, so that
+      ``|M̂_ij| ≤ C`` (Cauchy–Schwarz) whatever the inputs' scale. Unnormalised, ``ω`` is quadratic and the
+      output cubic in the scale of the inputs; in evaluation mode, before BatchNorm's running statistics have
+      adapted, four fusions in a row then overflow float32 (a fresh DC-Net gave NaN logits on a real BUSI
+      image for 3 of 4 seeds). Normalised, the output is linear in the inputs' scale. In training the inputs
+      come out of BatchNorm and ReLU, their RMS is close to 1 and nearly the same for every sample, so the
+      division is close to a constant that ``W`` absorbs (measured in ``benchmarks/dcnet_normalisation.py``).
+
+    No activation is applied to ``ω`` (Eq. 15 has none).
 
     Shapes: ``encoder`` (B, C, *S), ``decoder`` (B, C, *S') → (B, C, *S).
 
@@ -46,6 +57,8 @@ class CrossCorrelationFusion(nn.Module):
         spatial_dims: number of spatial dimensions (1, 2 or 3).
         channels: C, the channels of both inputs and of the output.
         mapping: ``"dense"`` or ``"row"``, see above.
+        normalise: divide ``M`` by the inputs' per-sample root mean square, see above (``False``: the
+            published model's scale-dependent ``M``, divided by ``N`` only).
 
     Example::
 
@@ -54,13 +67,14 @@ class CrossCorrelationFusion(nn.Module):
         torch.Size([2, 8, 32, 32])
     """
 
-    def __init__(self, spatial_dims: int, channels: int, mapping: str = "dense") -> None:
+    def __init__(self, spatial_dims: int, channels: int, mapping: str = "dense", normalise: bool = True) -> None:
         super().__init__()
         if spatial_dims not in _INTERPOLATION:
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}.")
         if mapping not in ("dense", "row"):
             raise ValueError(f"mapping must be 'dense' or 'row', got {mapping!r}.")
         self.mapping = mapping
+        self.normalise = normalise
         self.interpolation = _INTERPOLATION[spatial_dims]
         if mapping == "dense":
             # rows 0..C-1 give ω_E, rows C..2C-1 give ω_D
@@ -80,11 +94,17 @@ class CrossCorrelationFusion(nn.Module):
         nn.init.zeros_(self.bias)
 
     def correlation(self, encoder: torch.Tensor, decoder: torch.Tensor) -> torch.Tensor:
-        """``M`` of Eq. 13 divided by the number of positions, (B, C, C), for inputs of equal shape."""
+        """``M`` of Eq. 13 divided by the number of positions (and, if ``normalise``, by the inputs' per-sample
+        root mean square), (B, C, C), for inputs of equal shape."""
         enc = channels_by_positions(encoder)
         dec = channels_by_positions(decoder)
         empty = enc.new_empty((enc.shape[0], enc.shape[1], dec.shape[1]))  # a tuple: MetaTensor takes no varargs
-        return torch.baddbmm(empty, enc, dec.transpose(1, 2), beta=0.0, alpha=1.0 / enc.shape[2])
+        gram = torch.baddbmm(empty, enc, dec.transpose(1, 2), beta=0.0, alpha=1.0 / enc.shape[2])
+        if not self.normalise:
+            return gram
+        scale = (sample_rms(encoder) * sample_rms(decoder)).view(-1, 1, 1)
+        # a half-precision M is divided in float32 (type promotion): the product of two small scales can underflow
+        return (gram / scale).to(gram.dtype)
 
     def channel_weights(self, correlation: torch.Tensor) -> torch.Tensor:
         """``ω_E ⊕ ω_D`` of Eq. 14, (B, 2C), for the correlation ``M`` (B, C, C)."""

@@ -7,6 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Pool
 
+from lesionseg.networks.blocks.shapes import sample_rms
+
 __all__ = ["DifferentiableContextPooling"]
 
 
@@ -47,6 +49,16 @@ class DifferentiableContextPooling(nn.Module):
     make every constant kernel average pooling, but would also bound DCP to a convex combination, which
     neither the paper's equations nor its published model do.
 
+    Scale (a deviation from the paper and the published model): with ``normalise=True`` (default) the
+    data-dependent part of the kernel map is divided by the input's per-sample root mean square
+    (:func:`~lesionseg.networks.blocks.shapes.sample_rms`), ``Δ_Z = (w ⋆ Z) / rms(Z) + b``. Unnormalised,
+    ``Z ⊙ Δ_Z`` is quadratic in the scale of ``Z``; in evaluation mode, before BatchNorm's running statistics
+    have adapted, four poolings in a row squared a fresh DC-Net's features from 2 to 5e3 on a real BUSI
+    image (up to 3e9 for other seeds), and its CCF fusions then overflowed float32. Normalised, DCP is linear
+    in the scale of its input. The bias is not divided, so the constant kernel below is still exact average
+    pooling. In training ``Z`` comes out of BatchNorm and ReLU with an RMS close to 1 for every sample, so
+    the division is close to a constant that ``w`` absorbs.
+
     Shapes: (B, C, *S) → (B, C, *S / r); every spatial size must be divisible by ``r``.
 
     Args:
@@ -55,6 +67,8 @@ class DifferentiableContextPooling(nn.Module):
         window_size: ``r``, the pooling window edge and stride.
         radius: τ ≥ 0, the neighbourhood radius in windows; 0 pools each window with its own kernel.
         neighbourhood: ``"grid"`` or ``"band"``, see above.
+        normalise: divide the kernel convolution's weighted sum by the input's per-sample root mean square,
+            see above (``False``: the paper's kernels, quadratic in the input's scale).
 
     Example (τ = 0 and the constant kernel ``1/4`` is 2×2 average pooling)::
 
@@ -72,6 +86,7 @@ class DifferentiableContextPooling(nn.Module):
         window_size: int = 2,
         radius: int = 1,
         neighbourhood: str = "grid",
+        normalise: bool = True,
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -86,6 +101,7 @@ class DifferentiableContextPooling(nn.Module):
         self.window_size = window_size
         self.radius = radius
         self.neighbourhood = neighbourhood
+        self.normalise = normalise
         # padding 1 on both sides and dropping the first output position == zero padding at the end only,
         # without copying the (B, C, *S) input into a padded buffer
         self.kernel_conv = Conv[Conv.CONV, spatial_dims](in_channels, 1, kernel_size=2, padding=1)
@@ -101,7 +117,14 @@ class DifferentiableContextPooling(nn.Module):
 
     def kernel_map(self, x: torch.Tensor) -> torch.Tensor:
         """``Δ_Z``: the pooling kernels of all windows, (B, 1, *S), for the input ``x`` (B, C, *S)."""
-        kernels = self.kernel_conv(x)
+        if self.normalise:
+            weighted = self.kernel_conv._conv_forward(x, self.kernel_conv.weight, None)
+            bias = self.kernel_conv.bias
+            assert bias is not None  # for TorchScript: the kernel convolution is built with a bias
+            # a half-precision map is divided in float32 (type promotion; it has one channel, so this is cheap)
+            kernels = (weighted / sample_rms(x) + bias).to(weighted.dtype)
+        else:
+            kernels = self.kernel_conv(x)
         for dim in range(2, 2 + self.spatial_dims):
             kernels = kernels.narrow(dim, 1, kernels.shape[dim] - 1)
         return kernels

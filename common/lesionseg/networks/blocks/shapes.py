@@ -9,7 +9,7 @@ from typing import List
 
 import torch
 
-__all__ = ["channels_by_positions", "per_channel", "spatial_axes"]
+__all__ = ["channels_by_positions", "per_channel", "sample_rms", "spatial_axes"]
 
 
 def spatial_axes(x: torch.Tensor) -> List[int]:
@@ -36,3 +36,20 @@ def channels_by_positions(x: torch.Tensor) -> torch.Tensor:
     if x.is_contiguous():
         return x.flatten(2)
     return x.movedim(1, -1).flatten(1, -2).transpose(1, 2)
+
+
+def sample_rms(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The root mean square of each sample of ``x`` (B, C, *S) over its channels and positions, as a (B, 1, …, 1)
+    tensor of at least float32 precision (float64 stays float64), at least ``eps``: the scale by which DC-Net
+    divides the maps it computes from features and then multiplies them with (CCF's correlation, DCP's
+    kernels), so that those products grow linearly, not quadratically, with the features.
+
+    Example::
+
+        >>> sample_rms(torch.full((2, 3, 4, 4), -2.0)).flatten().tolist()
+        [2.0, 2.0]
+    """
+    axes = [axis for axis in range(1, x.dim())]
+    # a half-precision input's mean of squares accumulates in float32; only the (B, 1, …, 1) result is cast
+    accumulate = torch.promote_types(x.dtype, torch.float32)
+    return x.square().mean(axes, keepdim=True, dtype=accumulate).clamp_min(eps * eps).sqrt()

@@ -181,8 +181,8 @@ class CouplingSubnet(nn.Module):
         out_channels: channels of the lesion logits.
         features: widths of the five levels.
         aggregation: the mode of each of the nine aggregation units, or ``None`` for no coupler.
-        pooling, dcp_radius, dcp_neighbourhood, skip_fusion, ccf_mapping, attention_scale: as in
-            :class:`DCNet`.
+        pooling, dcp_radius, dcp_neighbourhood, skip_fusion, ccf_mapping, attention_scale,
+            normalise_products: as in :class:`DCNet`.
     """
 
     def __init__(
@@ -197,14 +197,19 @@ class CouplingSubnet(nn.Module):
         ccf_mapping: str = "dense",
         aggregation: Sequence[str] | None = PUBLISHED_AGGREGATION,
         attention_scale: float = 0.2,
+        normalise_products: bool = True,
     ) -> None:
         super().__init__()
         widths = list(features)
         decoder_widths = widths[-2::-1]  # f3, f2, f1, f0
         self.encoder = nn.ModuleList(conv_bn_relu(2, i, o) for i, o in zip([in_channels] + widths[:-1], widths))
-        self.pools = nn.ModuleList(self._pool(pooling, c, dcp_radius, dcp_neighbourhood) for c in widths[:-1])
+        self.pools = nn.ModuleList(
+            self._pool(pooling, c, dcp_radius, dcp_neighbourhood, normalise_products) for c in widths[:-1]
+        )
         self.decoder = nn.ModuleList(conv_bn_relu(2, 2 * c, c) for c in decoder_widths)
-        self.fusions = nn.ModuleList(self._fusion(skip_fusion, c, ccf_mapping) for c in decoder_widths)
+        self.fusions = nn.ModuleList(
+            self._fusion(skip_fusion, c, ccf_mapping, normalise_products) for c in decoder_widths
+        )
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
         self.auxiliary = AuxiliaryStream(in_channels, widths) if aggregation is not None else None
         self.aggregations = nn.ModuleList(
@@ -213,15 +218,17 @@ class CouplingSubnet(nn.Module):
         )
 
     @staticmethod
-    def _pool(pooling: str, channels: int, radius: int, neighbourhood: str) -> nn.Module:
+    def _pool(pooling: str, channels: int, radius: int, neighbourhood: str, normalise: bool) -> nn.Module:
         if pooling == "dcp":
-            return DifferentiableContextPooling(2, channels, window_size=2, radius=radius, neighbourhood=neighbourhood)
+            return DifferentiableContextPooling(
+                2, channels, window_size=2, radius=radius, neighbourhood=neighbourhood, normalise=normalise
+            )
         return nn.MaxPool2d(2) if pooling == "max" else nn.AvgPool2d(2)
 
     @staticmethod
-    def _fusion(skip_fusion: str, channels: int, mapping: str) -> nn.Module:
+    def _fusion(skip_fusion: str, channels: int, mapping: str, normalise: bool) -> nn.Module:
         if skip_fusion == "ccf":
-            return CrossCorrelationFusion(2, channels, mapping=mapping)
+            return CrossCorrelationFusion(2, channels, mapping=mapping, normalise=normalise)
         return PlainSkipFusion(channels, skip_fusion)
 
     def forward(self, foreground_input: torch.Tensor, background_input: torch.Tensor | None = None) -> torch.Tensor:
@@ -265,7 +272,8 @@ class DCNet(nn.Module):
 
     The defaults reproduce the authors' published model, 54.41 M parameters with ``in_channels=1`` (the
     paper's Table V: 54.4 M). Where it departs from that model (each documented at its block), it follows the
-    paper or keeps mixed precision safe: the CCF correlation is divided by the number of positions; the
+    paper or keeps the output finite: the CCF correlation is divided by the number of positions; CCF's
+    correlation and DCP's kernels are divided by their inputs' per-sample RMS (``normalise_products``); the
     decoder ``CBR3`` runs before CCF's up-sampling (the paper's order; same parameters, a quarter of the
     cost); the self-reversal is the paper's ``max − x`` rather than ``1 − x``; DaR's prototypes come from a
     plain 1×1 convolution (the paper's wording) rather than one with BatchNorm; dropout defaults to 0.
@@ -312,6 +320,11 @@ class DCNet(nn.Module):
             logit 0 (p ≈ 0.5) whatever the seed. Measured on BUSI (128², α = 0.5, seed 0): with 0.01 the lesion
             map collapsed to empty and stayed so for the first two epochs, while the He-normal heads (which
             start this seed at all-lesion) reached a validation Dice of 0.62 by epoch 2 — see the model card.
+        normalise_products: divide CCF's correlation and DCP's kernel maps, both computed from the features
+            they then multiply, by those features' per-sample root mean square (default; no parameters). Without
+            it each CCF is cubic and each DCP quadratic in the scale of its input, and in evaluation mode, while
+            BatchNorm's running statistics have not adapted (a fresh or briefly trained network), the logits
+            overflow to NaN: 3 of 4 fresh seeds on a real BUSI image at 256². ``False`` is the published model.
 
     Raises:
         ValueError: for an unknown option, odd widths, or, in ``forward``, an input that is not
@@ -342,6 +355,7 @@ class DCNet(nn.Module):
         ablation: str | None = None,
         use_checkpoint: bool = True,
         head_init_std: float | None = None,
+        normalise_products: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -400,6 +414,7 @@ class DCNet(nn.Module):
             ccf_mapping=ccf_mapping,
             aggregation=modes if ablation is None else None,
             attention_scale=attention_scale,
+            normalise_products=normalise_products,
         )
         self._init_he_normal()
         if head_init_std is not None:
