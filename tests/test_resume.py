@@ -40,9 +40,10 @@ TINY_PREPARATION = {"image_size": [32, 32], "network_def#features": [4, 4, 8, 8,
 class ScriptedValidator(Engine):
     """An evaluator whose key metric follows a script, with MONAI's best-metric bookkeeping (Workflow)."""
 
-    def __init__(self, scores):
+    def __init__(self, scores, batches=(0,)):
         super().__init__(lambda engine, batch: None)
         self.scores = scores
+        self.batches = list(batches)
         self.state.best_metric, self.state.best_metric_epoch = -1.0, -1
 
         @self.on(Events.EPOCH_COMPLETED)
@@ -55,7 +56,7 @@ class ScriptedValidator(Engine):
         # as MONAI's Evaluator.run(global_epoch): its epoch is the trainer's
         self.global_epoch = global_epoch
         self.state.max_epochs, self.state.epoch, self.state.iteration = global_epoch, global_epoch - 1, 0
-        self.run([0])
+        self.run(self.batches)
 
 
 class ListLoader(list):
@@ -71,7 +72,7 @@ def _items(*names):
 
 
 def _training(tmp_path, scores, max_epochs, resume=True, stop_after=None, scheduler=False, lr=0.1, settings=None,
-              train_items=None, val_items=None):
+              train_items=None, val_items=None, val_batches=(0,)):
     """A tiny trainer that sets its weights to the epoch number, validated by a scripted validator.
 
     With ``train_items`` / ``val_items``, the trainer's and the validator's loaders carry those data dicts.
@@ -91,7 +92,7 @@ def _training(tmp_path, scores, max_epochs, resume=True, stop_after=None, schedu
             network.weight.fill_(float(engine.state.epoch))
 
     trainer = Engine(step)
-    validator = ScriptedValidator(scores)
+    validator = ScriptedValidator(scores, val_batches)
     if val_items is not None:
         validator.data_loader = ListLoader([0] * len(val_items), val_items)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: validator.validate(engine.state.epoch))
@@ -99,7 +100,7 @@ def _training(tmp_path, scores, max_epochs, resume=True, stop_after=None, schedu
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: save_dict["lr_scheduler"].step())
     handler = TrainingCheckpoint(
         tmp_path / "state.pt", save_dict, validator=validator, best_file=tmp_path / "model.pt", resume=resume,
-        settings=settings,
+        **({} if settings is None else {"settings": settings}),
     )
     handler.attach(trainer)
     if stop_after is not None:
@@ -298,6 +299,19 @@ def test_empty_validation_data_is_an_error_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"the validation data is empty: the best model .*model\.pt.* never be written"):
         _training(tmp_path, [0.5], max_epochs=1, train_items=_items("a"), val_items=[])
     assert not (tmp_path / "state.pt").exists() and not (tmp_path / "model.pt").exists()
+
+
+def test_a_validation_without_any_lesion_is_an_error_after_the_first_epoch(tmp_path):
+    # every model scores alike on empty masks (Dice 0), so model.pt silently kept epoch 1 whatever came later
+    empty, lesion = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    lesion[0, 1, 1] = 1
+    normal_only = [[{"label": empty}, {"label": empty}], {"label": torch.zeros(2, 1, 4, 4)}]
+    with pytest.raises(ValueError, match=r"the validation data has no lesion: every 'label' mask is empty.*first epoch"):
+        _training(tmp_path, [0.0] * 3, max_epochs=3, val_batches=normal_only)
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "state.pt").exists()
+    _, validator, _, epochs, _ = _training(tmp_path, [0.1, 0.2, 0.3], max_epochs=3,
+                                           val_batches=[*normal_only, [{"label": empty}, {"label": lesion}]])
+    assert epochs == [1, 2, 3] and validator.state.best_metric_epoch == 3
 
 
 # ------------------------------------------------------------------------- kill -9 through the real bundles

@@ -246,12 +246,16 @@ class TrainingCheckpoint:
             overwrites the file). Must be a bool: the text ``"false"`` is an error, not a true value.
         settings: the config values that define the run, by config key (``{"image_size": [256, 256],
             "learning_rate": 3e-4, ...}``), stored with the state and compared on resume (:data:`RESUME_RULES`).
+        label_key: the validator's ground-truth key. A validation whose every mask is empty (no lesion) cannot
+            choose a model (every model scores alike): an error after the first validation, not a ``best_file``
+            that silently keeps the first epoch.
         save_interval: write ``state_file`` every this many epochs (the last epoch is always written).
         name: ``logging.Logger`` name; ``None`` uses the engine's logger.
 
     Raises:
         ValueError: ``best_key`` is not in ``save_dict`` (when ``best_file`` is set), ``save_interval`` < 1, or
-            ``resume`` is not a bool.
+            ``resume`` is not a bool; when the run starts, an empty validation data set; after a validation,
+            one without any lesion.
     """
 
     def __init__(
@@ -265,6 +269,7 @@ class TrainingCheckpoint:
         save_interval: int = 1,
         name: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        label_key: str = "label",
     ) -> None:
         if best_file is not None and best_key not in save_dict:
             raise ValueError(f"best_key {best_key!r} is not in save_dict (has {sorted(save_dict)})")
@@ -287,6 +292,8 @@ class TrainingCheckpoint:
         self.resume = resume
         self.save_interval = save_interval
         self.settings = _plain(dict(settings or {}))
+        self.label_key = label_key
+        self._labels_seen, self._lesion_seen = False, False
         self.logger = logging.getLogger(name)
         self._name = name
         #: the epoch the run resumed from (0: it started afresh), set at ``Events.STARTED``
@@ -301,6 +308,40 @@ class TrainingCheckpoint:
             self.logger = engine.logger
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        if self.validator is not None and self.best_file is not None:
+            self.validator.add_event_handler(Events.EPOCH_STARTED, self._reset_lesion_count)
+            self.validator.add_event_handler(Events.ITERATION_COMPLETED, self._count_lesions)
+            self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._check_lesions)
+
+    # ------------------------------------------------------------------- a validation that can choose a model
+
+    def _reset_lesion_count(self, validator: Engine) -> None:
+        self._labels_seen, self._lesion_seen = False, False
+
+    def _count_lesions(self, validator: Engine) -> None:
+        # the batch as collated (a dict) or decollated (a list of dicts, MONAI's default)
+        batch = validator.state.batch
+        items = [batch] if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else []
+        for item in items:
+            label = item.get(self.label_key) if isinstance(item, Mapping) else None
+            if torch.is_tensor(label):
+                self._labels_seen = True
+                self._lesion_seen = self._lesion_seen or bool((label > 0).any())
+
+    def _check_lesions(self, validator: Engine) -> None:
+        """After a validation: every mask empty means every model scores alike, so none can be chosen."""
+        import ignite.distributed as idist
+
+        if not getattr(self, "_labels_seen", False):
+            return  # an evaluator without labels in its batches: nothing to tell
+        if idist.all_reduce(int(self._lesion_seen), op="MAX"):
+            return
+        raise ValueError(
+            f"the validation data has no lesion: every {self.label_key!r} mask is empty, so every model scores the "
+            f"same and {self.best_file} would keep the first epoch's weights whatever training achieves; put images "
+            "with a lesion into the validation section (a split keeps the class proportions of a dataset with "
+            "classes: use more images or a larger val_fraction)"
+        )
 
     def run_settings(self, engine: Engine) -> dict[str, Any]:
         """``settings`` and the fingerprint of the data that ``engine`` (the trainer) and the validator read."""
