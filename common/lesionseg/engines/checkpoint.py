@@ -22,7 +22,7 @@ nothing.
 The training state also holds the settings that define the run (``settings``, e.g. ``image_size``,
 ``learning_rate``) and a fingerprint of its training and validation images. On resume each changed setting
 follows :data:`RESUME_RULES`: one that would mix two runs in one model and one best metric (the image size, the
-data, the network) is refused with an error naming the key, its old and new values and the fix; one that can
+split, the data) is refused with an error naming the key, its old and new values and the fix; one that can
 change between epochs (the learning rate, the number of epochs, the batch size...) is applied and logged.
 """
 
@@ -332,7 +332,7 @@ class TrainingCheckpoint:
         """After a validation: every mask empty means every model scores alike, so none can be chosen."""
         import ignite.distributed as idist
 
-        if not getattr(self, "_labels_seen", False):
+        if not self._labels_seen:
             return  # an evaluator without labels in its batches: nothing to tell
         if idist.all_reduce(int(self._lesion_seen), op="MAX"):
             return
