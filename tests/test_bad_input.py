@@ -23,6 +23,7 @@ from PIL import Image
 from lesionseg.data.integrity import ERROR, check_dataset
 from lesionseg.data.io import MAX_PIXELS, DataError, load_pixels, read_image, read_mask
 from lesionseg.data.readers import read_dataset, read_datalist, read_folder_pair, read_images, write_datalist
+from lesionseg.data.splits import datalist_section
 from lesionseg.data.transforms import LoadUltrasoundd
 from lesionseg.engines.config_checks import ConfigError, check_training_config
 from lesionseg.networks.nets import DCNet, TaiChiNet
@@ -314,6 +315,95 @@ def case_prediction_folder_with_a_bad_file_keeps_the_good_ones(tmp):
             failed.append(error)
     assert len(read) == 3 and [e.path for e in failed] == [str(tmp / "3.png")]
     assert "truncated or corrupt" in str(failed[0])
+
+
+def _labelled_datalist(tmp, training, validation=None):
+    """A datalist of two phantom-like pairs per section, each item changed by ``training`` / ``validation``."""
+    items = []
+    for name in ("a", "b", "c", "d"):
+        items.append({"image": str(_gray(tmp / f"{name}.png")), "label": str(_gray(tmp / f"{name}_mask.png", value=255))})
+    sections = {"training": [training(dict(i)) if index == 1 else i for index, i in enumerate(items[:2])],
+                "validation": [(validation or (lambda i: i))(dict(i)) for i in items[2:]]}
+    path = tmp / "list.json"
+    path.write_text(json.dumps(sections))
+    return path
+
+
+def _renamed(old, new):
+    def rename(item):
+        item[new] = item.pop(old)
+        return item
+
+    return rename
+
+
+def case_misspelt_label_key_in_a_datalist(tmp):
+    # passed check-data (its section was "unlabelled"), then training died with MONAI's KeyError: 'label'
+    path = _labelled_datalist(tmp, _renamed("label", "lable"))
+    for call in (lambda: check_dataset(path), lambda: datalist_section(path, "training")):
+        _raises(call, str(path), "training[1] has the unknown key 'lable' (did you mean 'label'?)")
+    path = _labelled_datalist(tmp, lambda item: item, _renamed("image", "imgae"))
+    _raises(lambda: datalist_section(path, "validation"), str(path), "validation[0] has the unknown key 'imgae'")
+    # extra keys of one's own are fine, and so is a key beside the one it resembles
+    path = _labelled_datalist(tmp, lambda item: {**item, "patient_age": 50, "label_1": item["label"]})
+    assert len(datalist_section(path, "training")) == 2 and not [p for p in check_dataset(path) if p.severity == ERROR]
+
+
+def case_training_item_without_a_label(tmp):
+    path = _labelled_datalist(tmp, _renamed("label", "mask"))
+    for call in (lambda: check_dataset(path), lambda: datalist_section(path, "training")):
+        _raises(call, str(path), "training[1] has no 'label' (its keys: image, mask)")
+
+
+def case_every_training_item_without_a_label(tmp):
+    # a whole section of misspelt keys was left out as "unlabelled" by check-data, then KeyError in training
+    path = _labelled_datalist(tmp, lambda item: item)
+    content = json.loads(path.read_text())
+    content["training"] = [{"image": item["image"], "mask": item["label"]} for item in content["training"]]
+    path.write_text(json.dumps(content))
+    for call in (lambda: check_dataset(path), lambda: datalist_section(path, "training")):
+        _raises(call, str(path), "training[0] has no 'label'")
+
+
+@pytest.mark.parametrize("spacing", ["0.1mm", [0.1], [0.1, -0.1], [0.1, "a"], [0.1, float("inf")], {"row": 0.1}])
+def test_bad_spacing_in_a_datalist_names_the_file_item_and_value(spacing, tmp_path):
+    path = _labelled_datalist(tmp_path, lambda item: item, lambda item: {**item, "spacing": spacing})
+    for call in (lambda: check_dataset(path), lambda: datalist_section(path, "validation")):
+        _raises(call, str(path), "validation[0]['spacing'] must be the pixel size in mm as [row, column]",
+                f"got {spacing!r}")
+
+
+def test_bad_spacing_reaching_the_metrics_writer_names_the_image_and_value():
+    # a spacing that does not come from a datalist file (e.g. set by a transform) died with a TypeError
+    from lesionseg.engines.evaluation import PerImageMetricsWriter
+
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 2:5, 2:5] = 1
+    writer = PerImageMetricsWriter("unused")
+    assert "hd95_mm" in writer.score({"pred": mask, "label": mask, "spacing": [0.5, 0.5]})
+    for spacing in ("0.1mm", [0.1, 0.2, 0.3], [0.1, -1.0]):
+        with pytest.raises(ValueError, match=r"^image 0: its 'spacing' must be the pixel size in mm as \[row, column\]"):
+            writer.score({"pred": mask, "label": mask, "spacing": spacing})
+
+
+def case_empty_validation_section(tmp):
+    # trained, exited 0, wrote no models/model.pt: no epoch was validated, so none was the best
+    path = _labelled_datalist(tmp, lambda item: item)
+    content = json.loads(path.read_text())
+    content["validation"] = []
+    path.write_text(json.dumps(content))
+    _raises(lambda: datalist_section(path, "validation"), str(path), "section 'validation' is empty",
+            "would write no models/model.pt")
+    assert [(p.path, p.severity) for p in check_dataset(path) if "is empty" in p.message] == [(str(path), "warning")]
+
+
+def case_dataset_folder_too_small_for_a_validation_split(tmp):
+    folder = tmp / "benign"
+    folder.mkdir()
+    _gray(folder / "benign (1).png")
+    _gray(folder / "benign (1)_mask.png", value=255)
+    _raises(lambda: datalist_section(tmp, "validation", val_fraction=0.2), str(tmp),
+            "its split has an empty 'validation' section (training 1, validation 0 images)", "use more images")
 
 
 FILE_CASES = {name[len("case_"):]: function for name, function in globals().items() if name.startswith("case_")}

@@ -101,10 +101,51 @@ def test_parse_overrides():
         "name": "run a",
         "lr": 1e-3,
     }
-    with pytest.raises(ValueError, match="KEY=VALUE"):
+    with pytest.raises(ValueError, match="ID=VALUE"):
         parse_overrides(["max_epochs"])
     with pytest.raises(ValueError, match="ckpt_dir"):
         parse_overrides(["ckpt_dir=/tmp/x"])
+
+
+OVERRIDE_GRAMMAR = {
+    # booleans as YAML writes them (crossval read 'false' as the string 'false', a truthy value)
+    "resume=false": ("resume", False), "resume=False": ("resume", False), "amp=TRUE": ("amp", True),
+    # numbers, exponents without a dot included (a float on MONAI's command line, a string in YAML 1.1)
+    "max_epochs=3": ("max_epochs", 3), "learning_rate=1e-3": ("learning_rate", 1e-3),
+    "learning_rate=3.0e-4": ("learning_rate", 3e-4), "val_fraction=0.25": ("val_fraction", 0.25),
+    # lists and mappings
+    "image_size=[64, 64]": ("image_size", [64, 64]),
+    "network_def#features=[2,4,8,16,32]": ("network_def#features", [2, 4, 8, 16, 32]),
+    "prepare_overrides={max_epochs: 2, force: true}": ("prepare_overrides", {"max_epochs": 2, "force": True}),
+    # nothing, and strings
+    "step2_start_epoch=null": ("step2_start_epoch", None), "step2_start_epoch=None": ("step2_start_epoch", None),
+    "name=run a": ("name", "run a"), "path=/data/x=y": ("path", "/data/x=y"),
+}
+
+
+@pytest.mark.parametrize("text", sorted(OVERRIDE_GRAMMAR))
+def test_crossval_and_predict_read_overrides_with_one_grammar(text):
+    from lesionseg.cli.predict import parse_overrides as predict_overrides
+
+    key, value = OVERRIDE_GRAMMAR[text]
+    for parse in (parse_overrides, predict_overrides):
+        parsed = parse([text])
+        assert parsed == {key: value} and type(parsed[key]) is type(value), (parse.__module__, parsed)
+
+
+def test_override_errors_quote_the_entry_and_plain_yaml_is_left_alone():
+    import yaml
+
+    from lesionseg.cli.predict import ModelError
+    from lesionseg.cli.predict import parse_overrides as predict_overrides
+
+    for parse, error in ((parse_overrides, ValueError), (predict_overrides, ModelError)):
+        with pytest.raises(error, match=r"--override 'image_size=\[1, 2': the value is not valid YAML"):
+            parse(["image_size=[1, 2"])
+        with pytest.raises(error, match="expected ID=VALUE"):
+            parse(["=3"])
+    # the additions to YAML live in lesionseg's loader only
+    assert yaml.safe_load("1e-3") == "1e-3" and yaml.safe_load("None") == "None"
 
 
 def test_bad_input_fails_before_any_training_and_names_the_problem(tmp_path, capsys, tiny_busi):

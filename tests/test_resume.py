@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,14 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from lesionseg.data.phantoms import write_phantom_dataset
-from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint, save_atomically
+from lesionseg.engines.checkpoint import (
+    RESUME_RULES,
+    CheckpointError,
+    TrainingCheckpoint,
+    load_checkpoint,
+    save_atomically,
+)
+from lesionseg.engines.config_checks import ConfigError, check_training_config
 from lesionseg.networks.nets import DCNet, TaiChiNet
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
@@ -32,9 +40,10 @@ TINY_PREPARATION = {"image_size": [32, 32], "network_def#features": [4, 4, 8, 8,
 class ScriptedValidator(Engine):
     """An evaluator whose key metric follows a script, with MONAI's best-metric bookkeeping (Workflow)."""
 
-    def __init__(self, scores):
+    def __init__(self, scores, batches=(0,)):
         super().__init__(lambda engine, batch: None)
         self.scores = scores
+        self.batches = list(batches)
         self.state.best_metric, self.state.best_metric_epoch = -1.0, -1
 
         @self.on(Events.EPOCH_COMPLETED)
@@ -47,14 +56,30 @@ class ScriptedValidator(Engine):
         # as MONAI's Evaluator.run(global_epoch): its epoch is the trainer's
         self.global_epoch = global_epoch
         self.state.max_epochs, self.state.epoch, self.state.iteration = global_epoch, global_epoch - 1, 0
-        self.run([0])
+        self.run(self.batches)
 
 
-def _training(tmp_path, scores, max_epochs, resume=True, stop_after=None, scheduler=False):
-    """A tiny trainer that sets its weights to the epoch number, validated by a scripted validator."""
+class ListLoader(list):
+    """Batches as a list, with the MONAI-style ``.dataset.data`` (the data dicts) of a data loader."""
+
+    def __init__(self, batches, items):
+        super().__init__(batches)
+        self.dataset = SimpleNamespace(data=items)
+
+
+def _items(*names):
+    return [{"image": f"/data/{name}.png", "label": f"/data/{name}_mask.png"} for name in names]
+
+
+def _training(tmp_path, scores, max_epochs, resume=True, stop_after=None, scheduler=False, lr=0.1, settings=None,
+              train_items=None, val_items=None, val_batches=(0,)):
+    """A tiny trainer that sets its weights to the epoch number, validated by a scripted validator.
+
+    With ``train_items`` / ``val_items``, the trainer's and the validator's loaders carry those data dicts.
+    """
     torch.manual_seed(0)
     network = nn.Linear(2, 1)
-    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    optimizer = torch.optim.SGD(network.parameters(), lr=lr)
     save_dict = {"model": network, "optimizer": optimizer}
     if scheduler:
         save_dict["lr_scheduler"] = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
@@ -67,19 +92,22 @@ def _training(tmp_path, scores, max_epochs, resume=True, stop_after=None, schedu
             network.weight.fill_(float(engine.state.epoch))
 
     trainer = Engine(step)
-    validator = ScriptedValidator(scores)
+    validator = ScriptedValidator(scores, val_batches)
+    if val_items is not None:
+        validator.data_loader = ListLoader([0] * len(val_items), val_items)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: validator.validate(engine.state.epoch))
     if scheduler:
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: save_dict["lr_scheduler"].step())
     handler = TrainingCheckpoint(
-        tmp_path / "state.pt", save_dict, validator=validator, best_file=tmp_path / "model.pt", resume=resume
+        tmp_path / "state.pt", save_dict, validator=validator, best_file=tmp_path / "model.pt", resume=resume,
+        **({} if settings is None else {"settings": settings}),
     )
     handler.attach(trainer)
     if stop_after is not None:
         trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda engine: engine.terminate())
     epochs = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: epochs.append(engine.state.epoch))
-    trainer.run([0, 1], max_epochs=max_epochs)
+    trainer.run([0, 1] if train_items is None else ListLoader([0, 1], train_items), max_epochs=max_epochs)
     return trainer, validator, handler, epochs, save_dict
 
 
@@ -182,6 +210,110 @@ def test_save_atomically_keeps_the_old_file_when_writing_fails(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp_notes.txt", "x.pt"]
 
 
+# ------------------------------------------------------------------- settings changed between run and resume
+
+
+@pytest.mark.parametrize("value", ["false", "False", "no", 0, 1, None])
+def test_resume_must_be_a_boolean_not_a_truthy_text(tmp_path, value):
+    # `python -m monai.bundle run --resume false` passes the text 'false', which bool() took as True
+    with pytest.raises(ValueError, match=r"resume: must be true or false, got .*--resume False"):
+        _training(tmp_path, [0.5], max_epochs=1, resume=value)
+    with pytest.raises(ConfigError, match=r"^resume: must be true or false, got .*write --resume False"):
+        check_training_config(booleans={"resume": value})
+    assert check_training_config(booleans={"resume": False, "amp": True})
+
+
+def test_val_interval_beyond_max_epochs_is_refused_as_it_would_write_no_model():
+    with pytest.raises(ConfigError, match=r"^val_interval: 5 is more than max_epochs 2: .*no\s+best model"):
+        check_training_config(max_epochs=2, val_interval=5)
+    assert check_training_config(max_epochs=2, val_interval=2)
+
+
+def test_changed_image_size_is_refused_by_key_with_old_and_new_value_and_the_fix(tmp_path):
+    settings = {"image_size": [32, 32], "learning_rate": 0.1}
+    _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, stop_after=2, settings=settings)
+    state, best = (tmp_path / "state.pt").read_bytes(), (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(CheckpointError) as raised:
+        _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, settings={**settings, "image_size": (64, 64), "split_seed": 1})
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'state.pt'}: holds a run trained with other settings"), message
+    assert "image_size: was [32, 32], now [64, 64]" in message and "split_seed" not in message  # not stored before
+    assert "new run folder" in message and "--resume False" in message
+    # nothing was trained or written
+    assert (tmp_path / "state.pt").read_bytes() == state and (tmp_path / "model.pt").read_bytes() == best
+    # a tuple and a list of the same numbers are the same setting; --resume False starts afresh with the new one
+    _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, settings={**settings,
+                                                                                            "image_size": (32, 32)})
+    assert epochs == [3]
+    _, _, handler, epochs, _ = _training(tmp_path, [0.5] * 3, max_epochs=3, resume=False,
+                                         settings={**settings, "image_size": [64, 64]})
+    assert epochs == [1, 2, 3] and load_checkpoint(tmp_path / "state.pt")["settings"]["image_size"] == [64, 64]
+
+
+def test_changed_dataset_is_refused_and_a_moved_dataset_is_not(tmp_path):
+    train, val = _items("a", "b", "c"), _items("d", "e")
+    _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, stop_after=1, train_items=train, val_items=val)
+    assert load_checkpoint(tmp_path / "state.pt")["settings"]["dataset"]["validation"]["items"] == 2
+    with pytest.raises(CheckpointError, match=r"dataset: the validation images differ \(2 then, 3 now\)"):
+        _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, train_items=train, val_items=_items("d", "e", "f"))
+    with pytest.raises(CheckpointError, match=r"dataset: the training images differ \(as many, 3, but other files\)"):
+        _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, train_items=_items("a", "b", "x"), val_items=val)
+    # the same files elsewhere (a moved or re-mounted dataset), in another order: the same data
+    moved = [{key: path.replace("/data/", "/mnt/busi/") for key, path in item.items()} for item in train[::-1]]
+    _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, train_items=moved, val_items=val)
+    assert handler.resumed_from_epoch == 1 and epochs == [2, 3]
+
+
+def test_changed_learning_rate_is_applied_to_the_restored_optimizer_and_logged(tmp_path, caplog):
+    _training(tmp_path, [0.1] * 4, max_epochs=4, stop_after=2, lr=0.1, settings={"learning_rate": 0.1})
+    with caplog.at_level("INFO"):
+        _, _, _, epochs, save_dict = _training(tmp_path, [0.1] * 4, max_epochs=4, lr=0.02,
+                                               settings={"learning_rate": 0.02})
+    assert epochs == [3, 4]
+    assert save_dict["optimizer"].param_groups[0]["lr"] == pytest.approx(0.02), "the saved learning rate won"
+    assert "learning_rate was 0.1, now 0.02: applied from epoch 3" in caplog.text
+    assert load_checkpoint(tmp_path / "state.pt")["settings"]["learning_rate"] == 0.02
+    assert RESUME_RULES["learning_rate"] == "apply" and RESUME_RULES["image_size"] == "refuse"
+
+
+def test_changed_learning_rate_scales_a_schedule_that_keeps_its_progress(tmp_path):
+    _training(tmp_path, [0.1] * 4, max_epochs=4, stop_after=2, scheduler=True, settings={"learning_rate": 0.1})
+    _, _, _, _, save_dict = _training(tmp_path, [0.1] * 4, max_epochs=4, scheduler=True, lr=0.2,
+                                      settings={"learning_rate": 0.2})
+    # StepLR halves every epoch: 0.2 * 0.5 ** 4 after four epochs, as if the run had started with 0.2
+    assert save_dict["optimizer"].param_groups[0]["lr"] == pytest.approx(0.2 * 0.5**4)
+    assert save_dict["lr_scheduler"].base_lrs == [pytest.approx(0.2)]
+
+
+def test_a_state_without_stored_settings_resumes_with_a_warning(tmp_path, caplog):
+    _training(tmp_path, [0.5, 0.6], max_epochs=2, stop_after=1, settings={"image_size": [32, 32]})
+    state = load_checkpoint(tmp_path / "state.pt")
+    del state["settings"]  # as written by an earlier lesionseg
+    torch.save(state, tmp_path / "state.pt")
+    with caplog.at_level("WARNING"):
+        _, _, _, epochs, _ = _training(tmp_path, [0.5, 0.6], max_epochs=2, settings={"image_size": [64, 64]})
+    assert epochs == [2] and "written before lesionseg stored a run's settings" in caplog.text
+
+
+def test_empty_validation_data_is_an_error_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"the validation data is empty: the best model .*model\.pt.* never be written"):
+        _training(tmp_path, [0.5], max_epochs=1, train_items=_items("a"), val_items=[])
+    assert not (tmp_path / "state.pt").exists() and not (tmp_path / "model.pt").exists()
+
+
+def test_a_validation_without_any_lesion_is_an_error_after_the_first_epoch(tmp_path):
+    # every model scores alike on empty masks (Dice 0), so model.pt silently kept epoch 1 whatever came later
+    empty, lesion = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    lesion[0, 1, 1] = 1
+    normal_only = [[{"label": empty}, {"label": empty}], {"label": torch.zeros(2, 1, 4, 4)}]
+    with pytest.raises(ValueError, match=r"the validation data has no lesion: every 'label' mask is empty.*first epoch"):
+        _training(tmp_path, [0.0] * 3, max_epochs=3, val_batches=normal_only)
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "state.pt").exists()
+    _, validator, _, epochs, _ = _training(tmp_path, [0.1, 0.2, 0.3], max_epochs=3,
+                                           val_batches=[*normal_only, [{"label": empty}, {"label": lesion}]])
+    assert epochs == [1, 2, 3] and validator.state.best_metric_epoch == 3
+
+
 # ------------------------------------------------------------------------- kill -9 through the real bundles
 
 
@@ -269,3 +401,75 @@ def test_taichinet_training_killed_during_an_epoch_resumes_from_its_checkpoint(p
     else:
         assert "easy-to-hard step 2" in output and "epoch 3: easy-to-hard" not in output
     TaiChiNet(features=TINY["network_def#features"]).load_state_dict(state)
+
+
+# --------------------------------------------------------- changed settings and bad values through the bundles
+
+
+def _cause(error: BaseException, kind: type) -> BaseException:
+    # MONAI wraps an error of a config expression; find the one lesionseg raised
+    while not isinstance(error, kind) and (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    assert isinstance(error, kind), error
+    return error
+
+
+@pytest.mark.parametrize("bundle", ["dcnet_bundle", "taichinet_bundle"])
+def test_bundles_refuse_true_false_settings_given_as_text(bundle, tmp_path):
+    """`--resume false` on MONAI's command line is the text 'false': refused by key before any data is read."""
+    from bundle_testing import make_workflow
+
+    workflow = make_workflow(BUNDLES / bundle, ["train"], "train", dataset_dir=str(tmp_path / "none"),
+                             ckpt_dir=str(tmp_path / "models"), prepare_dir=str(tmp_path / "easy_hard"),
+                             resume="false", tensorboard="False ", **TINY)
+    with pytest.raises(Exception) as raised:
+        workflow.initialize()
+    lines = str(_cause(raised.value, ConfigError)).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["resume", "tensorboard"], lines
+    assert "--resume False" in lines[0]
+    assert not (tmp_path / "models").exists() and not (tmp_path / "easy_hard").exists()
+
+
+def _dcnet_training(data, root, **overrides):
+    from bundle_testing import make_workflow
+
+    settings = {**TINY, "dataset_dir": str(data), "ckpt_dir": str(root / "models"), "output_dir": str(root / "train"),
+                "tensorboard": False, "max_epochs": 1, **overrides}
+    workflow = make_workflow(BUNDLES / "dcnet_bundle", ["train"], "train", **settings)
+    workflow.initialize()
+    workflow.run()
+    return workflow
+
+
+@pytest.mark.slow
+def test_dcnet_bundle_refuses_a_changed_image_size_or_dataset_and_applies_a_changed_learning_rate(
+    phantoms, tmp_path, capfd
+):
+    _dcnet_training(phantoms, tmp_path, learning_rate=3e-4)
+    state = (tmp_path / "models" / "training_state.pt").read_bytes()
+    stored = load_checkpoint(tmp_path / "models" / "training_state.pt")["settings"]
+    assert {key for key in stored} <= set(RESUME_RULES) and stored["dataset"]["validation"]["items"] == 2
+    with pytest.raises(Exception) as raised:
+        _dcnet_training(phantoms, tmp_path, max_epochs=2, image_size=[64, 64])
+    assert "image_size: was [32, 32], now [64, 64]" in str(_cause(raised.value, CheckpointError))
+    with pytest.raises(Exception) as raised:
+        _dcnet_training(phantoms, tmp_path, max_epochs=2, val_fraction=0.3)
+    message = str(_cause(raised.value, CheckpointError))
+    assert "val_fraction: was 0.2, now 0.3" in message and "dataset: the validation images differ" in message
+    assert (tmp_path / "models" / "training_state.pt").read_bytes() == state, "a refused resume wrote the state"
+    capfd.readouterr()
+    workflow = _dcnet_training(phantoms, tmp_path, max_epochs=2, learning_rate=1e-3)
+    assert "learning_rate was 0.0003, now 0.001: applied from epoch 2" in "".join(capfd.readouterr())
+    assert workflow.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3) and workflow.trainer.state.epoch == 2
+
+
+def test_dcnet_bundle_refuses_an_empty_validation_section_before_training(phantoms, tmp_path):
+    from lesionseg.data.io import DataError
+    from lesionseg.data.readers import read_dataset, write_datalist
+
+    datalist = write_datalist(tmp_path / "list.json", {"training": read_dataset(phantoms)[:4], "validation": []})
+    with pytest.raises(Exception) as raised:
+        _dcnet_training(datalist, tmp_path)
+    error = _cause(raised.value, DataError)
+    assert str(error).startswith(f"{datalist}: section 'validation' is empty") and "models/model.pt" in str(error)
+    assert not (tmp_path / "models").exists()

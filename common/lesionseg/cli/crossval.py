@@ -19,7 +19,6 @@ exists, and evaluates without retraining a fold whose training finished (``train
 from __future__ import annotations
 
 import argparse
-import ast
 import gc
 import json
 import logging
@@ -30,6 +29,7 @@ from typing import Any
 
 from lesionseg.cli.bundle_runner import find_config, run_workflow
 from lesionseg.data.io import DataError
+from lesionseg.utils.overrides import parse_overrides as parse_key_values
 
 logger = logging.getLogger(__name__)
 
@@ -76,29 +76,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="bundle config override for every fold, repeatable: --override max_epochs=50 "
-        "--override 'image_size=[128,128]'; values are Python literals, else strings",
+        "--override 'image_size=[128,128]' --override resume=false; values are YAML, as in the config files",
     )
     parser.set_defaults(func=run)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["max_epochs=2", "image_size=[32,32]", "name=abc"]`` -> ``{"max_epochs": 2, "image_size": [32, 32], ...}``.
+    """``["max_epochs=2", "image_size=[32,32]", "resume=false"]`` -> ``{"max_epochs": 2, ..., "resume": False}``.
+
+    Values are YAML, the grammar of every ``--override`` (:func:`lesionseg.utils.overrides.parse_overrides`).
 
     Raises:
-        ValueError: for an entry without ``=``, or one setting an id the runner sets per fold.
+        ValueError: for an entry without ``=`` or with a value that is not YAML, or one setting an id the runner
+            sets per fold.
     """
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, separator, text = pair.partition("=")
-        key = key.strip()
-        if not separator or not key:
-            raise ValueError(f"--override {pair!r}: expected KEY=VALUE, e.g. max_epochs=50")
+    overrides = parse_key_values(pairs)
+    for key in overrides:
         if key in FOLD_IDS:
-            raise ValueError(f"--override {pair!r}: crossval sets {key!r} itself for each fold")
-        try:
-            overrides[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[key] = text
+            raise ValueError(f"--override {key}=...: crossval sets {key!r} itself for each fold")
     return overrides
 
 

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
 from tqdm import tqdm
 
 from lesionseg.cli.predictor import ModelError, Predictor, load_predictor
+from lesionseg.utils.overrides import OverrideError
+from lesionseg.utils.overrides import parse_overrides as parse_key_values
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +94,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["a#b=[1,2]", "c=3"]`` -> ``{"a#b": [1, 2], "c": 3}``; values are YAML."""
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ModelError(f"--override {item!r}: expected ID=VALUE, e.g. 'image_size=[128,128]'")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise ModelError(f"--override {item!r}: the value is not valid YAML ({error})") from None
-    return overrides
+    """``["a#b=[1,2]", "c=3"]`` -> ``{"a#b": [1, 2], "c": 3}``; values are YAML (:mod:`lesionseg.utils.overrides`)."""
+    try:
+        return parse_key_values(items)
+    except OverrideError as error:
+        raise ModelError(str(error)) from None
 
 
 # masks (BUSI's "_mask", "_mask_1") and what predict writes: never read as images

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.data.io import DataError, PathLike, load_pixels, to_foreground, to_grayscale
-from lesionseg.data.readers import natural_key, scan_dataset
+from lesionseg.data.io import DataError, PathLike, load_pixels, read_json, to_foreground, to_grayscale
+from lesionseg.data.readers import LABELLED_SECTIONS, natural_key, scan_dataset
 from lesionseg.data.splits import case_id, image_signature, resolve_groups, similar_groups
 
 __all__ = [
@@ -267,6 +267,17 @@ def inspect_dataset(source: PathLike, progress: bool | None = False) -> Integrit
     """
     scan = scan_dataset(source)
     report = IntegrityReport(Path(scan.root), scan.layout)
+    if scan.layout == "datalist":
+        content = read_json(scan.root, "datalist file")
+        for section in LABELLED_SECTIONS:
+            if content.get(section) == []:
+                report.problems.append(
+                    Problem(
+                        str(scan.root),
+                        f"section {section!r} is empty; the bundles' training refuses it (it would write no model)",
+                        WARNING,
+                    )
+                )
     for path in scan.images_without_mask:
         report.problems.append(Problem(str(path), "no mask found for this image"))
     for path in scan.masks_without_image:

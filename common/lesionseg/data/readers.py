@@ -16,8 +16,10 @@ Every reader returns MONAI data dicts ``{"image": str, "label": str | list[str],
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -38,6 +40,7 @@ __all__ = [
     "read_busi",
     "read_folder_pair",
     "read_datalist",
+    "require_labels",
     "write_datalist",
     "read_dataset",
     "read_images",
@@ -47,6 +50,13 @@ logger = logging.getLogger(__name__)
 
 #: file suffixes read as images (lower case)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+#: the keys of a data dict that lesionseg reads; a datalist item key that is none of them but close to one the
+#: item lacks ('lable' for 'label') is a misspelling and an error, before training meets it as a KeyError
+ITEM_KEYS = ("image", "label", "class", "case", "spacing", "easy", "hard")
+
+#: datalist sections whose every item must have a 'label' (training selects and validates on them)
+LABELLED_SECTIONS = ("training", "validation")
 
 # "<case>_mask" or "<case>_mask_<k>", BUSI's mask naming
 _BUSI_MASK = re.compile(r"^(?P<case>.+)_mask(?:_(?P<index>\d+))?$")
@@ -260,6 +270,32 @@ def _resolve(value: object, base_dir: Path, where: str, path: Path) -> str | lis
     raise DataError(path, f"{where} must be a path or a list of paths, got {value!r}")
 
 
+def _misspelt_keys(entry: Mapping) -> list[str]:
+    # "'lable' (did you mean 'label'?)" for each key close to a known key that the entry lacks
+    missing = [key for key in ITEM_KEYS if key not in entry]
+    found = []
+    for key in entry:
+        if key in ITEM_KEYS or not isinstance(key, str):
+            continue
+        close = difflib.get_close_matches(key.lower(), missing, n=1, cutoff=0.75)
+        if close:
+            found.append(f"{key!r} (did you mean {close[0]!r}?)")
+    return found
+
+
+def _check_spacing(value: object, where: str, path: Path) -> None:
+    numbers = value if isinstance(value, (list, tuple)) else None
+    if not (
+        numbers is not None
+        and len(numbers) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in numbers)
+    ):
+        raise DataError(
+            path, f"{where}['spacing'] must be the pixel size in mm as [row, column], two positive numbers such as "
+            f"[0.1, 0.1], got {value!r}"
+        )
+
+
 def _section_items(content: Mapping, section: str, path: Path, base_dir: Path) -> list[dict]:
     entries = content[section]
     if not isinstance(entries, list):
@@ -268,8 +304,14 @@ def _section_items(content: Mapping, section: str, path: Path, base_dir: Path) -
     for index, entry in enumerate(entries):
         where = f"{section}[{index}]"
         entry = {"image": entry} if isinstance(entry, str) else entry  # Decathlon "test": bare image paths
+        if isinstance(entry, dict):
+            misspelt = _misspelt_keys(entry)
+            if misspelt:
+                raise DataError(path, f"{where} has the unknown key {', '.join(misspelt)}; keys read: {list(ITEM_KEYS)}")
         if not isinstance(entry, dict) or "image" not in entry:
             raise DataError(path, f"{where} has no 'image'")
+        if "spacing" in entry:
+            _check_spacing(entry["spacing"], where, path)
         item = dict(entry)
         for key in ("image", "label"):
             if key in item:
@@ -365,6 +407,20 @@ def detect_layout(source: PathLike) -> tuple[str, Path]:
     raise DataError(source, f"no dataset found; {LAYOUTS_HELP}")
 
 
+def _no_label(section: str, items: Sequence[Mapping]) -> str:
+    index = next(i for i, item in enumerate(items) if "label" not in item)
+    return (
+        f"{section}[{index}] has no 'label' (its keys: {', '.join(map(str, items[index]))}); every item of a "
+        f"{section!r} section needs its mask"
+    )
+
+
+def require_labels(path: PathLike, section: str, items: Sequence[Mapping]) -> None:
+    """Raise a :class:`DataError` naming ``path`` and the first item of ``section`` without a ``'label'``."""
+    if not all("label" in item for item in items):
+        raise DataError(path, _no_label(section, items))
+
+
 def _datalist_items(path: Path, labelled_only: bool = True) -> list[dict]:
     # the items of every section, in file order; with labelled_only, sections without labels are left out
     content = _load_json(path)
@@ -374,6 +430,8 @@ def _datalist_items(path: Path, labelled_only: bool = True) -> list[dict]:
             continue  # metadata such as "description"
         section_items = _section_items(content, section, path, path.parent)
         labelled = ["label" in item for item in section_items]
+        if section in LABELLED_SECTIONS and section_items and not all(labelled):
+            raise DataError(path, _no_label(section, section_items))
         if labelled_only and not any(labelled):
             logger.info("%s: section %r has no labels, left out", path, section)
             continue

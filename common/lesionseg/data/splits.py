@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from lesionseg.data.io import DataError, PathLike, read_image, read_json
-from lesionseg.data.readers import detect_layout, natural_key, read_datalist, read_dataset
+from lesionseg.data.readers import detect_layout, natural_key, read_datalist, read_dataset, require_labels
 
 __all__ = [
     "GROUPS_FILENAME",
@@ -401,16 +401,40 @@ def datalist_section(source: PathLike, section: str = "training", **split_kwargs
             (of all sections of a datalist), unsplit, e.g. to evaluate a model on a whole new dataset.
         split_kwargs: :func:`make_datalist` arguments.
 
+    Every item returned has a ``"label"``: the bundles train, validate and evaluate on these sections.
+
     Raises:
-        DataError: naming the JSON, when it has no such section.
-        ValueError: the split has no such section (e.g. ``"test"`` with ``test_fraction=0``).
+        DataError: naming the JSON, when it has no such section, when the section is empty (training would
+            end without a model: no epoch is validated) or when an item has no ``"label"``.
+        ValueError: the split has no such section (e.g. ``"test"`` with ``test_fraction=0``); a
+            :class:`DataError` naming ``source`` when it is empty.
     """
     if section == "all":
         return read_dataset(source)
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".json":
-        return read_datalist(path, section)
+        items = read_datalist(path, section)
+        if not items:
+            raise DataError(
+                path, f"section {section!r} is empty; list labelled items in it ({_EMPTY_SECTION_WHY[section]})"
+                if section in _EMPTY_SECTION_WHY else f"section {section!r} is empty; list labelled items in it"
+            )
+        require_labels(path, section, items)
+        return items
     datalist = make_datalist(source, **split_kwargs)
     if section not in datalist:
         raise ValueError(f"the split of {source} has no section {section!r}; it has {list(datalist)}")
+    if not datalist[section]:
+        sizes = ", ".join(f"{name} {len(items)}" for name, items in datalist.items())
+        raise DataError(
+            source, f"its split has an empty {section!r} section ({sizes} images); use more images, or a larger "
+            "share for it (val_fraction)"
+        )
     return datalist[section]
+
+
+# why a bundle cannot do without a section
+_EMPTY_SECTION_WHY = {
+    "training": "there is nothing to train on",
+    "validation": "training chooses the best model on it and, without it, would write no models/model.pt",
+}

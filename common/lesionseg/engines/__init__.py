@@ -1,6 +1,12 @@
 """Training-time helpers that the bundles call and MONAI lacks."""
 
-from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint, save_atomically
+from lesionseg.engines.checkpoint import (
+    RESUME_RULES,
+    CheckpointError,
+    TrainingCheckpoint,
+    load_checkpoint,
+    save_atomically,
+)
 from lesionseg.engines.config_checks import ConfigError, check_training_config
 from lesionseg.engines.curriculum import EasyToHardHandler
 from lesionseg.engines.easy_hard import (
@@ -18,6 +24,7 @@ __all__ = [
     "ConfigError",
     "check_training_config",
     "CheckpointError",
+    "RESUME_RULES",
     "TrainingCheckpoint",
     "load_checkpoint",
     "save_atomically",

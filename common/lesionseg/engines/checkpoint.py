@@ -18,15 +18,22 @@ with the epoch after the saved one, at most the interrupted epoch is lost, and t
 keeps a worse model from replacing ``best_file``. If the process died between the two writes of an epoch
 whose model was the best, ``best_file`` is written again from the restored state, so the order above loses
 nothing.
+
+The training state also holds the settings that define the run (``settings``, e.g. ``image_size``,
+``learning_rate``) and a fingerprint of its training and validation images. On resume each changed setting
+follows :data:`RESUME_RULES`: one that would mix two runs in one model and one best metric (the image size, the
+split, the data) is refused with an error naming the key, its old and new values and the fix; one that can
+change between epochs (the learning rate, the number of epochs, the batch size...) is applied and logged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +41,38 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
-__all__ = ["TrainingCheckpoint", "CheckpointError", "load_checkpoint", "save_atomically"]
+__all__ = ["RESUME_RULES", "TrainingCheckpoint", "CheckpointError", "load_checkpoint", "save_atomically"]
 
 #: version of the layout of ``state_file``; a file of another version is refused with a clear error
 FORMAT_VERSION = 1
+
+#: what a resumed run does with a setting whose value differs from the one stored in the training state:
+#: ``"apply"`` the new value and log the change, or ``"refuse"`` to resume (an error naming the key). A key
+#: not listed is refused. (The network's widths are not a setting here: weights of another shape are refused
+#: when they are loaded.) ``"dataset"`` is the fingerprint of the training and validation images, which the
+#: handler takes from the trainer's and the validator's data. ``learning_rate`` is applied to every optimizer
+#: of ``save_dict`` (its learning rates, and a scheduler's base rates, scaled by new / old).
+RESUME_RULES: dict[str, str] = {
+    # define the model and what its best validation metric means: refused
+    "dataset": "refuse",
+    "image_size": "refuse",
+    "val_fraction": "refuse",
+    "split_seed": "refuse",
+    "easy_to_hard": "refuse",
+    # may change between epochs: applied from the resumed epoch on, and logged
+    "learning_rate": "apply",
+    "max_epochs": "apply",
+    "batch_size": "apply",
+    "val_interval": "apply",
+    "seed": "apply",
+    "flip_prob": "apply",
+    "aug_prob": "apply",
+    "step2_start_epoch": "apply",
+    "amp": "apply",
+}
+
+# item keys whose paths identify a training or validation image in the dataset fingerprint
+_DATA_KEYS = ("image", "label")
 
 PathLike = str | os.PathLike
 
@@ -62,6 +97,53 @@ def _temporary_files(path: Path) -> list[Path]:
 def _is_writer() -> bool:
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     return not distributed or torch.distributed.get_rank() == 0
+
+
+def _plain(value: Any) -> Any:
+    # settings as torch.load(weights_only=True) reads them back and == compares them: tuples as lists,
+    # numbers as numbers, anything else (a device, a path) as its text
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if torch.is_tensor(value) and value.numel() == 1:
+        return value.item()
+    return str(value)
+
+
+def data_fingerprint(items: Sequence[Mapping] | None) -> dict[str, Any] | None:
+    """The number of items and a SHA-256 of their image and label paths, relative to the folder they share.
+
+    Relative paths, so that a dataset moved or mounted elsewhere keeps its fingerprint; sorted, so that the
+    order of a datalist does not matter. ``None`` for data that is not a list of dicts (e.g. a stream).
+    """
+    if items is None or not isinstance(items, Sequence) or not all(isinstance(item, Mapping) for item in items):
+        return None
+    paths = [[str(item.get(key)) for key in _DATA_KEYS] for item in items]
+    flat = [os.path.abspath(p) for entry in paths for p in entry if p != "None"]
+    try:
+        root = os.path.commonpath(flat) if flat else ""
+    except ValueError:  # paths on different drives
+        root = ""
+    if root in flat:  # one file: its folder
+        root = os.path.dirname(root)
+
+    def relative(path: str) -> str:
+        return path if path == "None" or not root else os.path.relpath(os.path.abspath(path), root)
+
+    lines = sorted("\t".join(relative(p) for p in entry) for entry in paths)
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return {"items": len(items), "sha256": digest}
+
+
+def _loader_items(engine: Any) -> Sequence[Mapping] | None:
+    # the data dicts behind an engine's data loader (a MONAI Dataset keeps them in .data), if it has any
+    loader = getattr(engine, "data_loader", None)
+    if loader is None and getattr(engine, "state", None) is not None:
+        loader = getattr(engine.state, "dataloader", None)
+    return getattr(getattr(loader, "dataset", None), "data", None)
 
 
 def save_atomically(obj: Any, path: PathLike) -> Path:
@@ -141,9 +223,15 @@ class TrainingCheckpoint:
     Attach it to the trainer **after** the ``ValidationHandler`` (later in ``train_handlers``), so that each
     epoch's checkpoint includes that epoch's validation.
 
-    ``state_file`` holds ``{"format": 1, "trainer": trainer.state_dict(), "best": {...}, <name>: <state dict>
-    for each entry of save_dict}``; ``best`` holds ``best_metric`` and ``best_metric_epoch`` of the validator
-    (and of the trainer's own key metric). ``best_file`` holds ``save_dict[best_key]``'s plain state dict.
+    ``state_file`` holds ``{"format": 1, "trainer": trainer.state_dict(), "best": {...}, "settings": {...},
+    <name>: <state dict> for each entry of save_dict}``; ``best`` holds ``best_metric`` and ``best_metric_epoch``
+    of the validator (and of the trainer's own key metric); ``settings`` the ``settings`` given and the
+    ``dataset`` fingerprint (:func:`data_fingerprint` of the trainer's and the validator's data). ``best_file``
+    holds ``save_dict[best_key]``'s plain state dict.
+
+    On resume, a setting whose value differs from the stored one is applied and logged, or refused, by
+    :data:`RESUME_RULES`; refused, nothing is loaded and the error names each such key with its old and new
+    value. A state written before settings were stored resumes with a warning that they cannot be compared.
 
     Args:
         state_file: the resumable checkpoint, e.g. ``models/training_state.pt``.
@@ -155,12 +243,19 @@ class TrainingCheckpoint:
         best_file: where the best model goes, or ``None`` for none.
         best_key: the entry of ``save_dict`` written to ``best_file``.
         resume: load ``state_file`` when the run starts, if it exists; ``False`` starts afresh (and the new run
-            overwrites the file).
+            overwrites the file). Must be a bool: the text ``"false"`` is an error, not a true value.
+        settings: the config values that define the run, by config key (``{"image_size": [256, 256],
+            "learning_rate": 3e-4, ...}``), stored with the state and compared on resume (:data:`RESUME_RULES`).
+        label_key: the validator's ground-truth key. A validation whose every mask is empty (no lesion) cannot
+            choose a model (every model scores alike): an error after the first validation, not a ``best_file``
+            that silently keeps the first epoch.
         save_interval: write ``state_file`` every this many epochs (the last epoch is always written).
         name: ``logging.Logger`` name; ``None`` uses the engine's logger.
 
     Raises:
-        ValueError: ``best_key`` is not in ``save_dict`` (when ``best_file`` is set) or ``save_interval`` < 1.
+        ValueError: ``best_key`` is not in ``save_dict`` (when ``best_file`` is set), ``save_interval`` < 1, or
+            ``resume`` is not a bool; when the run starts, an empty validation data set; after a validation,
+            one without any lesion.
     """
 
     def __init__(
@@ -173,20 +268,32 @@ class TrainingCheckpoint:
         resume: bool = True,
         save_interval: int = 1,
         name: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        label_key: str = "label",
     ) -> None:
         if best_file is not None and best_key not in save_dict:
             raise ValueError(f"best_key {best_key!r} is not in save_dict (has {sorted(save_dict)})")
-        if "trainer" in save_dict or "best" in save_dict or "format" in save_dict:
-            raise ValueError("save_dict may not use the names 'trainer', 'best' or 'format'; they are added")
+        if {"trainer", "best", "format", "settings"} & set(save_dict):
+            raise ValueError("save_dict may not use the names 'trainer', 'best', 'format' or 'settings'; they are added")
         if isinstance(save_interval, bool) or not isinstance(save_interval, int) or save_interval < 1:
             raise ValueError(f"save_interval must be a positive integer, got {save_interval!r}")
+        if not isinstance(resume, bool):
+            raise ValueError(
+                f"resume: must be true or false, got {resume!r} ({type(resume).__name__}); on the command line of "
+                "python -m monai.bundle run write --resume False (or True): there 'false' is a string"
+            )
+        if settings is not None and not isinstance(settings, Mapping):
+            raise ValueError(f"settings must be a mapping of config keys to values, got {type(settings).__name__}")
         self.state_file = Path(state_file)
         self.save_dict = dict(save_dict)
         self.validator = validator
         self.best_file = None if best_file is None else Path(best_file)
         self.best_key = best_key
-        self.resume = bool(resume)
+        self.resume = resume
         self.save_interval = save_interval
+        self.settings = _plain(dict(settings or {}))
+        self.label_key = label_key
+        self._labels_seen, self._lesion_seen = False, False
         self.logger = logging.getLogger(name)
         self._name = name
         #: the epoch the run resumed from (0: it started afresh), set at ``Events.STARTED``
@@ -201,6 +308,49 @@ class TrainingCheckpoint:
             self.logger = engine.logger
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        if self.validator is not None and self.best_file is not None:
+            self.validator.add_event_handler(Events.EPOCH_STARTED, self._reset_lesion_count)
+            self.validator.add_event_handler(Events.ITERATION_COMPLETED, self._count_lesions)
+            self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._check_lesions)
+
+    # ------------------------------------------------------------------- a validation that can choose a model
+
+    def _reset_lesion_count(self, validator: Engine) -> None:
+        self._labels_seen, self._lesion_seen = False, False
+
+    def _count_lesions(self, validator: Engine) -> None:
+        # the batch as collated (a dict) or decollated (a list of dicts, MONAI's default)
+        batch = validator.state.batch
+        items = [batch] if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else []
+        for item in items:
+            label = item.get(self.label_key) if isinstance(item, Mapping) else None
+            if torch.is_tensor(label):
+                self._labels_seen = True
+                self._lesion_seen = self._lesion_seen or bool((label > 0).any())
+
+    def _check_lesions(self, validator: Engine) -> None:
+        """After a validation: every mask empty means every model scores alike, so none can be chosen."""
+        import ignite.distributed as idist
+
+        if not self._labels_seen:
+            return  # an evaluator without labels in its batches: nothing to tell
+        if idist.all_reduce(int(self._lesion_seen), op="MAX"):
+            return
+        raise ValueError(
+            f"the validation data has no lesion: every {self.label_key!r} mask is empty, so every model scores the "
+            f"same and {self.best_file} would keep the first epoch's weights whatever training achieves; put images "
+            "with a lesion into the validation section (a split keeps the class proportions of a dataset with "
+            "classes: use more images or a larger val_fraction)"
+        )
+
+    def run_settings(self, engine: Engine) -> dict[str, Any]:
+        """``settings`` and the fingerprint of the data that ``engine`` (the trainer) and the validator read."""
+        data = {"training": data_fingerprint(_loader_items(engine))}
+        if self.validator is not None:
+            data["validation"] = data_fingerprint(_loader_items(self.validator))
+        if all(value is None for value in data.values()):
+            return dict(self.settings)
+        return {**self.settings, "dataset": data}
 
     # ------------------------------------------------------------------------------------------------- state
 
@@ -216,6 +366,7 @@ class TrainingCheckpoint:
         """What ``state_file`` holds for the trainer ``engine`` now."""
         state: dict[str, Any] = {"format": FORMAT_VERSION, "trainer": dict(engine.state_dict())}
         state["best"] = {"validator": self._best_of(self.validator), "trainer": self._best_of(engine)}
+        state["settings"] = self.run_settings(engine)
         for key, obj in self.save_dict.items():
             state[key] = _unwrap(obj).state_dict()
         return state
@@ -242,9 +393,90 @@ class TrainingCheckpoint:
             metric = self.validator.state.best_metric
             self.logger.info(f"epoch {epoch}: best model so far (validation {metric:.4f}) written to {self.best_file}")
 
+    def _check_validation_data(self) -> None:
+        # without validation no epoch is ever the best, and the run would end without best_file
+        loader = getattr(self.validator, "data_loader", None)
+        if self.validator is None or self.best_file is None or loader is None:
+            return
+        try:
+            empty = len(loader) == 0
+        except TypeError:  # an iterable without a length
+            return
+        if empty:
+            raise ValueError(
+                f"the validation data is empty: the best model ({self.best_file}) is chosen by validation and would "
+                "never be written; give the datalist a non-empty 'validation' section, or a dataset folder with "
+                "enough images for val_fraction"
+            )
+
+    @staticmethod
+    def _describe_data_change(section: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+        if old["items"] != new["items"]:
+            return f"the {section} images differ ({old['items']} then, {new['items']} now)"
+        return f"the {section} images differ (as many, {new['items']}, but other files)"
+
+    def _compare_settings(self, saved: Any, engine: Engine, fix: str) -> dict[str, tuple[Any, Any]]:
+        """Refuse a changed setting that :data:`RESUME_RULES` refuses; return the changed ones to apply."""
+        now = self.run_settings(engine)
+        if not isinstance(saved, Mapping):
+            self.logger.warning(
+                f"{self.state_file}: written before lesionseg stored a run's settings; resuming without comparing "
+                f"them (image size, data, learning rate...) to this run's"
+            )
+            return {}
+        refused, applied = [], {}
+        for key in [*now, *(k for k in saved if k not in now)]:
+            if key not in now or key not in saved:
+                self.logger.debug(f"{self.state_file}: {key!r} is not stored in both runs; not compared")
+                continue
+            old, new = saved[key], now[key]
+            if key == "dataset":
+                for section in ("training", "validation"):
+                    before, after = (old or {}).get(section), (new or {}).get(section)
+                    if before and after and before != after:
+                        refused.append(f"dataset: {self._describe_data_change(section, before, after)}")
+            elif old != new:
+                if RESUME_RULES.get(key, "refuse") == "apply":
+                    applied[key] = (old, new)
+                else:
+                    refused.append(f"{key}: was {old!r}, now {new!r}")
+        if refused:
+            lines = "\n".join(f"  {line}" for line in refused)
+            raise CheckpointError(
+                f"{self.state_file}: holds a run trained with other settings; resuming would mix the two in one model "
+                f"and keep the old best validation metric:\n{lines}\nStart a new run folder (--ckpt_dir elsewhere), "
+                f"or go back to the old values, or {fix} (this overwrites {self.state_file.name}"
+                + (f" and {self.best_file.name})" if self.best_file is not None else ")")
+            )
+        return applied
+
+    def _apply_learning_rate(self, old: Any, new: Any) -> bool:
+        # the new rate replaces the restored one: every group's rate (and a scheduler's base rates) times new / old,
+        # so that a schedule keeps its progress
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (old, new)):
+            return False
+        scale, applied = new / old, False
+        for obj in self.save_dict.values():
+            obj = _unwrap(obj)
+            if isinstance(obj, torch.optim.Optimizer):
+                for group in obj.param_groups:
+                    for key in ("lr", "initial_lr"):
+                        if key in group:
+                            group[key] = group[key] * scale
+                applied = True
+            elif isinstance(getattr(obj, "base_lrs", None), list):
+                obj.base_lrs = [rate * scale for rate in obj.base_lrs]
+        return applied
+
     def load(self, engine: Engine) -> None:
-        """Restore everything from ``state_file`` when ``resume`` is set and the file exists."""
+        """Restore everything from ``state_file`` when ``resume`` is set and the file exists.
+
+        Raises:
+            CheckpointError: the file cannot be used, or holds a run with other settings (:data:`RESUME_RULES`).
+            ValueError: the validator's data is empty, so no best model would ever be written.
+        """
         self.resumed_from_epoch = 0
+        self._check_validation_data()
         if not self.resume or not self.state_file.is_file():
             if self.state_file.is_file():
                 self.logger.info(f"resume=False: starting afresh; {self.state_file} will be overwritten")
@@ -256,6 +488,7 @@ class TrainingCheckpoint:
         missing = [key for key in self.save_dict if key not in state]
         if missing:
             raise CheckpointError(f"{self.state_file}: has no {missing} (it was written by another recipe); {fix}")
+        changed = self._compare_settings(state.get("settings"), engine, fix)
         saved = state["trainer"]
         epoch, max_epochs = int(saved.get("epoch", saved["iteration"] // saved["epoch_length"])), engine.state.max_epochs
         if max_epochs is not None and epoch > max_epochs:
@@ -285,6 +518,11 @@ class TrainingCheckpoint:
                 target.state.best_metric = best["best_metric"]
                 target.state.best_metric_epoch = best["best_metric_epoch"]
         self.resumed_from_epoch = epoch
+        for key, (old, new) in changed.items():
+            note = ""
+            if key == "learning_rate" and self._apply_learning_rate(old, new):
+                note = " (the optimizer's rate restored from the state is replaced)"
+            self.logger.info(f"{self.state_file}: {key} was {old!r}, now {new!r}: applied from epoch {epoch + 1}{note}")
         if self._best_is_this_epoch(epoch):
             # the process may have died between this epoch's two writes: the best model is in the state
             self._write_best(state)

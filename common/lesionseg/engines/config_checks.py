@@ -42,6 +42,7 @@ def check_training_config(
     num_workers: int | None = None,
     val_fraction: float | None = None,
     probabilities: Mapping[str, float] | None = None,
+    booleans: Mapping[str, Any] | None = None,
 ) -> bool:
     """Check the training settings of a bundle; each keyword is the config key of the same name.
 
@@ -56,6 +57,11 @@ def check_training_config(
         num_workers: an integer >= 0.
         val_fraction: a number in (0, 1).
         probabilities: further keys holding probabilities in [0, 1] (``{"flip_prob": 0.5}``).
+        booleans: further keys holding ``True`` or ``False`` (``{"resume": True}``). ``python -m monai.bundle
+            run --resume false`` passes the text ``'false'``, which Python takes as true: refused, not obeyed.
+
+    ``val_interval`` greater than ``max_epochs`` is refused too: no epoch would be validated, so no best model
+    written.
 
     Returns:
         ``True`` (so that a config expression can use it).
@@ -90,6 +96,17 @@ def check_training_config(
         problems.append(f"num_workers: must be a whole number >= 0 (0: load data in the main process), got {num_workers!r}")
     if val_fraction is not None and not (_is_real(val_fraction) and 0.0 < val_fraction < 1.0):
         problems.append(f"val_fraction: must be a fraction between 0 and 1 (e.g. 0.2), got {val_fraction!r}")
+    if _is_int(val_interval) and _is_int(max_epochs) and val_interval > max_epochs >= 1:
+        problems.append(
+            f"val_interval: {val_interval} is more than max_epochs {max_epochs}: no epoch would be validated and no "
+            f"best model written; use a val_interval of at most {max_epochs}"
+        )
+    for key, value in (booleans or {}).items():
+        if not isinstance(value, bool):
+            problems.append(
+                f"{key}: must be true or false, got {value!r}; on the command line of python -m monai.bundle run "
+                f"write --{key} False (or True): there a lowercase false is the text 'false'"
+            )
     for key, value in (probabilities or {}).items():
         if not (_is_real(value) and 0.0 <= value <= 1.0):
             problems.append(f"{key}: must be a probability in [0, 1], got {value!r}")

@@ -144,8 +144,16 @@ class PerImageMetricsWriter:
             )
         spacing = self._lookup(self.spacing_key, output, batch, meta)
         if spacing is not None:
-            spacing = [float(value) for value in torch.as_tensor(spacing, dtype=torch.float64).reshape(-1).tolist()]
-        metrics = compute_image_metrics(pred[0], label[0], spacing=spacing, empty_distance=self.empty_distance)
+            try:
+                spacing = [float(value) for value in torch.as_tensor(spacing, dtype=torch.float64).reshape(-1).tolist()]
+                metrics = compute_image_metrics(pred[0], label[0], spacing=spacing, empty_distance=self.empty_distance)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise ValueError(
+                    f"{name}: its {self.spacing_key!r} must be the pixel size in mm as [row, column], two positive "
+                    f"numbers such as [0.1, 0.1], got {spacing!r}"
+                ) from error
+        else:
+            metrics = compute_image_metrics(pred[0], label[0], empty_distance=self.empty_distance)
         record: dict[str, Any] = {"image": name}
         for field in self.fields:
             value = self._lookup(field, output, batch, {})
