@@ -592,3 +592,100 @@ def test_predict_file_refuses_a_threshold_outside_zero_one(tmp_path):
         with pytest.raises(ValueError, match="strictly between 0 and 1"):
             predict_file(tmp_path / "a.png", tmp_path / "a", predictor=None, threshold=value, probabilities=False,
                          truth_files=[])
+
+
+def _poisoned(state: dict, value: float) -> tuple[dict, str]:
+    """``state`` with ``value`` (NaN or infinity) in one weight of its third tensor; returns it and that key."""
+    state = {key: tensor.clone() for key, tensor in state.items()}
+    key = [k for k, v in state.items() if v.is_floating_point()][2]
+    state[key].view(-1)[0] = value
+    return state, key
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_checkpoint_with_non_finite_weights_is_refused(dcnet_tiny, tmp_path, capsys, value):
+    """NaN weights gave NaN probabilities, read as "no lesion" everywhere, with exit 0."""
+    Image.fromarray((_texture((20, 30), 0) * 255).astype(np.uint8)).save(tmp_path / "image.png")
+    state, key = _poisoned(torch.load(dcnet_tiny / "models" / "model.pt", weights_only=True), value)
+    for name, saved in (("bad.pt", state), ("nested.pt", {"model": state})):
+        torch.save(saved, tmp_path / name)
+        assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--checkpoint", str(tmp_path / name)) == 2
+        message = capsys.readouterr().err
+        assert f"lesionseg predict: {tmp_path / name}: refused: tensor '{key}' holds" in message, message
+        assert not (tmp_path / "out").exists()
+    # the bundle's own models/model.pt
+    bundle = tmp_path / "bundle"
+    shutil.copytree(dcnet_tiny, bundle)
+    torch.save(state, bundle / "models" / "model.pt")
+    assert _predict(bundle, tmp_path / "image.png", tmp_path / "out") == 2
+    assert f"{bundle / 'models' / 'model.pt'}: refused: tensor '{key}'" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings(r"ignore:.torch\.jit\.\w+. is deprecated:DeprecationWarning")
+def test_torchscript_model_with_non_finite_weights_is_refused(dcnet_tiny, tmp_path):
+    """A TorchScript file saved without MONAI's metadata (plain torch.jit.save) loads; with NaN weights it is
+    refused naming the tensor. (MONAI's load_net_with_metadata failed on such a file with a JSONDecodeError.)"""
+    from lesionseg.cli.predictor import ModelError, load_predictor
+
+    network = torch.nn.Conv2d(1, 1, 3, padding=1)
+    torch.jit.save(torch.jit.script(network), tmp_path / "model.ts")
+    predictor = load_predictor(bundle=dcnet_tiny, model=tmp_path / "model.ts", overrides=TINY, device="cpu")
+    assert predictor(np.ones((20, 30), np.float32), "image.png").shape == (20, 30)
+    with torch.no_grad():
+        network.weight[0, 0, 1, 1] = float("nan")
+    torch.jit.save(torch.jit.script(network), tmp_path / "nan.ts")
+    with pytest.raises(ModelError, match=rf"{tmp_path / 'nan.ts'}: refused: tensor 'weight' holds 1 NaN"):
+        load_predictor(bundle=dcnet_tiny, model=tmp_path / "nan.ts", overrides=TINY, device="cpu")
+    (tmp_path / "broken.ts").write_bytes((tmp_path / "model.ts").read_bytes()[:-200])
+    with pytest.raises(ModelError, match=rf"{tmp_path / 'broken.ts'}: not"):
+        load_predictor(bundle=dcnet_tiny, model=tmp_path / "broken.ts", overrides=TINY, device="cpu")
+
+
+class _Overflowing(torch.nn.Module):
+    """A network whose output overflows to infinity (and NaN) on every image."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        logits = batch * 0 + torch.finfo(torch.float32).max
+        logits = logits * 2  # inf
+        return torch.cat([logits[..., :1] - logits[..., :1], logits[..., 1:]], dim=-1)  # nan in one column
+
+
+def test_non_finite_network_output_is_refused_naming_the_image(dcnet_tiny, tmp_path, monkeypatch, capsys):
+    """An image on which the network overflows is reported by name and nothing of it is written."""
+    import lesionseg.cli.predict as predict_module
+    from lesionseg.cli.predictor import NonFiniteOutputError, Predictor, load_predictor
+
+    reference = load_predictor(dcnet_tiny, overrides=TINY, device="cpu")
+    overflowing = Predictor(_Overflowing(), reference.preprocessing, reference.image_key, "cpu")
+    Image.fromarray((_texture((20, 30), 0) * 255).astype(np.uint8)).save(tmp_path / "image.png")
+    with pytest.raises(NonFiniteOutputError, match=rf"^{tmp_path / 'image.png'}: the network's output holds \d+ NaN and \d+ infinite"):
+        overflowing(np.ones((20, 30), np.float32), tmp_path / "image.png")
+    monkeypatch.setattr(predict_module, "load_predictor", lambda *args, **kwargs: overflowing)
+    assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out") == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images"] == 0 and summary["failed"][0]["file"] == str(tmp_path / "image.png")
+    assert "the network's output holds" in summary["failed"][0]["problem"]
+    assert not list((tmp_path / "out").glob("image_*"))
+
+
+@pytest.mark.parametrize("bundle_name", BUNDLES)
+def test_bundle_inference_refuses_non_finite_weights(bundle_name, tmp_path):
+    """The bundles' own inference workflow (`monai.bundle run --config_file configs/inference.yaml`) loads
+    models/model.pt with FiniteCheckpointLoader, and checks the network's output before thresholding it."""
+    from lesionseg.engines import NonFiniteError, RefuseNonFinited
+
+    bundle = _make_tiny_bundle(bundle_name, tmp_path)
+    state, key = _poisoned(torch.load(bundle / "models" / "model.pt", weights_only=True), float("nan"))
+    torch.save(state, bundle / "models" / "model.pt")
+    _write_pictures(tmp_path / "in")
+    overrides = {**TINY, "dataset_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "workflow")}
+    with pytest.raises(Exception) as raised:
+        run_workflow(bundle, ["inference"], "infer", overrides)
+    assert any(
+        isinstance(error, NonFiniteError) and str(error).startswith(f"{bundle / 'models' / 'model.pt'}: refused: tensor '{key}'")
+        for error in (raised.value, raised.value.__cause__, raised.value.__context__)
+    ), repr(raised.value)
+    assert not list((tmp_path / "workflow").glob("*_mask.png"))
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    assert isinstance(parser.get_parsed_content("postprocessing").transforms[0], RefuseNonFinited)

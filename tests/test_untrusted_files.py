@@ -76,6 +76,50 @@ def test_resuming_from_a_booby_trapped_state_refuses_it(booby_trapped, tmp_path)
     assert not marker.exists()
 
 
+
+def test_checkpoint_loader_refuses_non_finite_weights(tmp_path):
+    """MONAI's CheckpointLoader loads NaN weights silently (the network then reads "no lesion" everywhere);
+    the bundles' FiniteCheckpointLoader refuses them, naming the file and the first bad tensor."""
+    from lesionseg.engines import FiniteCheckpointLoader, NonFiniteError
+
+    state = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)).state_dict()
+    state["1.weight"][0, 1] = float("inf")
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    CheckpointLoader(load_path=str(path), load_dict={"model": nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))})(
+        Engine(lambda engine, batch: None)
+    )  # accepted: the fault this guards against
+    loader = FiniteCheckpointLoader(load_path=str(path), load_dict={"model": nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))})
+    with pytest.raises(NonFiniteError, match=rf"^{path}: refused: tensor '1\.weight' holds 0 NaN and 1 infinite"):
+        loader(Engine(lambda engine, batch: None))
+    state["1.weight"][0, 1] = 0.5
+    torch.save(state, path)
+    loader(Engine(lambda engine, batch: None))  # finite weights load as before
+
+
+@pytest.mark.parametrize("config", ["inference.yaml", "evaluate.yaml"])
+@pytest.mark.parametrize("bundle", ["dcnet_bundle", "taichinet_bundle"])
+def test_bundles_load_weights_and_check_outputs_for_non_finite_values(bundle, config):
+    text = (ROOT / "bundles" / bundle / "configs" / config).read_text()
+    assert "lesionseg.engines.FiniteCheckpointLoader" in text
+    assert not re.search(r"_target_: CheckpointLoader\b", text), "a checkpoint loaded without the finite check"
+    assert "lesionseg.engines.RefuseNonFinited" in text
+
+
+def test_refuse_non_finite_names_the_image():
+    from monai.data import MetaTensor
+
+    from lesionseg.engines import NonFiniteError, RefuseNonFinited
+
+    image = MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": "/data/case (1).png"})
+    check = RefuseNonFinited(keys="pred")
+    check({"image": image, "pred": torch.zeros(1, 4, 4)})
+    pred = torch.zeros(1, 4, 4)
+    pred[0, 1, 2] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"^/data/case \(1\)\.png: the network's output holds 1 NaN and 0 infinite"):
+        check({"image": image, "pred": pred})
+
+
 def _calls(text: str, name: str) -> list[str]:
     """The argument text of every call ``name(...)`` in ``text`` (balanced parentheses)."""
     calls = []

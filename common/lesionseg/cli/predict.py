@@ -39,7 +39,7 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from lesionseg.cli.predictor import ModelError, Predictor, load_predictor
+from lesionseg.cli.predictor import ModelError, NonFiniteOutputError, Predictor, load_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -487,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
             records.append(
                 predict_file(path, base, predictor, args.threshold, args.probabilities, truth_files, outputs)
             )
-        except DataError as error:
+        except (DataError, NonFiniteOutputError) as error:
             failures.append((str(path), str(error)))
             logger.error("skipped: %s", error)
         except Exception as error:  # one bad file never stops the others

@@ -12,6 +12,13 @@ from lesionseg.engines.easy_hard import (
     run_preparation,
 )
 from lesionseg.engines.evaluation import PerImageMetricsWriter
+from lesionseg.engines.finite import (
+    FiniteCheckpointLoader,
+    NonFiniteError,
+    RefuseNonFinited,
+    check_finite_output,
+    check_finite_weights,
+)
 from lesionseg.engines.outputs import PrimaryOutputInferer, primary_output
 
 __all__ = [
@@ -23,6 +30,11 @@ __all__ = [
     "save_atomically",
     "EasyHardPreparation",
     "EasyToHardHandler",
+    "FiniteCheckpointLoader",
+    "NonFiniteError",
+    "RefuseNonFinited",
+    "check_finite_output",
+    "check_finite_weights",
     "PerImageMetricsWriter",
     "PrimaryOutputInferer",
     "check_preparation",
