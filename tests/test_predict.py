@@ -594,6 +594,15 @@ def test_predict_file_refuses_a_threshold_outside_zero_one(tmp_path):
                          truth_files=[])
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from (MONAI and ignite wrap a workflow's errors)."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
 def _poisoned(state: dict, value: float) -> tuple[dict, str]:
     """``state`` with ``value`` (NaN or infinity) in one weight of its third tensor; returns it and that key."""
     state = {key: tensor.clone() for key, tensor in state.items()}
@@ -683,9 +692,50 @@ def test_bundle_inference_refuses_non_finite_weights(bundle_name, tmp_path):
         run_workflow(bundle, ["inference"], "infer", overrides)
     assert any(
         isinstance(error, NonFiniteError) and str(error).startswith(f"{bundle / 'models' / 'model.pt'}: refused: tensor '{key}'")
-        for error in (raised.value, raised.value.__cause__, raised.value.__context__)
+        for error in _chain(raised.value)
     ), repr(raised.value)
     assert not list((tmp_path / "workflow").glob("*_mask.png"))
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.yaml"))
     assert isinstance(parser.get_parsed_content("postprocessing").transforms[0], RefuseNonFinited)
+
+
+def test_unwritable_output_is_reported_without_a_traceback_or_partial_files(dcnet_tiny, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import lesionseg.data.writers as writers
+
+    _busi_like_folder(tmp_path / "in")
+    (tmp_path / "notes.txt").write_text("a file")
+    # --output naming a file, or a folder that cannot be created
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "notes.txt") == 2
+    assert f"{tmp_path / 'notes.txt'}: is a file, not a folder" in capsys.readouterr().err
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "notes.txt" / "out") == 2
+    assert f"{tmp_path / 'notes.txt' / 'out'}: cannot create the output folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "a file"
+
+    # the disk fills up after each mask is written: the masks are removed, each image is reported
+    def disk_full(probability, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(writers, "save_probability_png", disk_full)
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--probabilities") == 1
+    captured = capsys.readouterr()
+    for name in ("case (1).png", "case (2).png"):
+        assert f"{tmp_path / 'in' / name}: cannot write its results (No space left on device: " in captured.out
+    assert "Traceback" not in captured.out + captured.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.json"]
+
+
+def test_bundle_inference_refuses_to_write_among_its_images(dcnet_tiny, tmp_path):
+    """`monai.bundle run --config_file configs/inference.yaml --dataset_dir X --output_dir X` wrote
+    <name>_mask.png over the ground truth beside the images."""
+    before = _busi_like_folder(tmp_path / "data")
+    overrides = {**TINY, "dataset_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "data")}
+    with pytest.raises(Exception) as raised:
+        run_workflow(dcnet_tiny, ["inference"], "infer", overrides)
+    assert any(f"{tmp_path / 'data'}: the output folder holds the input" in str(error) for error in _chain(raised.value))
+    assert _files(tmp_path / "data") == before
+    overrides["output_dir"] = str(tmp_path / "results")  # elsewhere it writes as before
+    run_workflow(dcnet_tiny, ["inference"], "infer", overrides)
+    assert sorted(p.name for p in (tmp_path / "results").glob("*_mask.png")) == ["case (1)_mask.png", "case (2)_mask.png"]

@@ -25,6 +25,7 @@ folder are never read as images or ground truth.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import logging
 import math
@@ -396,15 +397,17 @@ def predict_file(
     mask_file = outputs.claim(f"{base}_mask{suffix}")
     probability_file = outputs.claim(f"{base}_prob{suffix}") if probabilities else None
     overlay_files = [outputs.claim(p) for p in _overlay_paths(base, len(stack.slices))]
-    base.parent.mkdir(parents=True, exist_ok=True)
-    if stack.kind == "picture":
-        mask_path = save_mask_png(masks[0], mask_file)
-        if probability_file is not None:
-            save_probability_png(probability[0], probability_file)
-    else:
-        mask_path = save_nifti_like(to_voxels(stack, masks.astype(np.uint8)), stack.affine, mask_file, stack.header)
-        if probability_file is not None:
-            save_nifti_like(to_voxels(stack, probability), stack.affine, probability_file, stack.header)
+    claimed = [mask_file, *([probability_file] if probability_file is not None else []), *overlay_files]
+    with _no_partial_results(path, claimed):
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if stack.kind == "picture":
+            mask_path = save_mask_png(masks[0], mask_file)
+            if probability_file is not None:
+                save_probability_png(probability[0], probability_file)
+        else:
+            mask_path = save_nifti_like(to_voxels(stack, masks.astype(np.uint8)), stack.affine, mask_file, stack.header)
+            if probability_file is not None:
+                save_nifti_like(to_voxels(stack, probability), stack.affine, probability_file, stack.header)
     lesion_pixels = int(masks.sum())
     record: dict[str, Any] = {
         "file": str(path),
@@ -434,10 +437,27 @@ def predict_file(
             for name in ("dice", "iou", "hd95", "hd95_mm"):
                 if name in scores[0]:
                     record[name] = _mean([score[name] for score in scores])
-    _write_overlays(stack, masks, truths, overlay_files)
+    with _no_partial_results(path, claimed):
+        _write_overlays(stack, masks, truths, overlay_files)
     if problem is not None:
         raise problem
     return record
+
+
+@contextlib.contextmanager
+def _no_partial_results(image: Path, files: list[Path]):
+    """Turn a failed write (disk full, read-only folder) into a :class:`DataError` naming ``image`` and the
+    problem, after removing what was written of ``files``, so that no truncated result is left behind."""
+    from lesionseg.data.io import DataError
+
+    try:
+        yield
+    except OSError as error:
+        for written in files:
+            written.unlink(missing_ok=True)
+        raise DataError(
+            image, f"cannot write its results ({error.strerror or error}: {error.filename or files[0].parent}); nothing of it was kept"
+        ) from error
 
 
 def _mean(values: list[float]) -> float | None:
@@ -453,6 +473,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = args.input
         output = args.output.resolve()
+        if output.exists() and not output.is_dir():
+            raise DataError(args.output, "is a file, not a folder; --output is the folder the results go into")
         files = list_inputs(source, args.recursive)
         if not files:
             raise DataError(source, "no image files found (PNG, JPEG, BMP, TIFF, NIfTI, DICOM)")
@@ -477,7 +499,15 @@ def run(args: argparse.Namespace) -> int:
     except (ModelError, DataError, FileNotFoundError, ValueError) as error:
         print(f"lesionseg predict: {error}", file=sys.stderr)
         return 2
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(
+            f"lesionseg predict: {output}: cannot create the output folder ({error.strerror or error}); "
+            "choose a folder you can write to",
+            file=sys.stderr,
+        )
+        return 2
     records: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
     for path in tqdm(files, desc="predict", unit="image", file=sys.stderr):
@@ -507,9 +537,14 @@ def run(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "seconds": round(time.monotonic() - start, 2),
     }
-    if records:
-        write_per_image_csv(records, outputs.claim(output / "predictions.csv"))
-    write_summary_json(summary, outputs.claim(output / "summary.json"))
+    try:
+        if records:
+            write_per_image_csv(records, outputs.claim(output / "predictions.csv"))
+        write_summary_json(summary, outputs.claim(output / "summary.json"))
+    except (OSError, DataError) as error:
+        _print_summary(summary, output)
+        print(f"lesionseg predict: cannot write the tables: {error}", file=sys.stderr)
+        return 1
     _print_summary(summary, output)
     return 1 if failures else 0
 
