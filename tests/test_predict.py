@@ -501,7 +501,7 @@ def _files(folder: Path) -> dict[Path, bytes]:
 @pytest.mark.parametrize(
     "case",
     ["output_is_input", "output_holds_input_folder", "output_is_ground_truth", "output_holds_single_input",
-     "output_inside_input_holds_images"],
+     "output_inside_input_holds_images", "output_is_a_link_to_input"],
 )
 def test_output_folder_holding_inputs_is_refused_and_nothing_written(dcnet_tiny, tmp_path, capsys, case):
     """`--output X --input X` wrote <name>_mask.png predictions over BUSI's ground truth <name>_mask.png."""
@@ -522,9 +522,13 @@ def test_output_folder_holding_inputs_is_refused_and_nothing_written(dcnet_tiny,
         _busi_like_folder(output)
         before = _files(tmp_path)
         extra = ["--recursive"]
+    elif case == "output_is_a_link_to_input":
+        output = tmp_path / "link"
+        output.symlink_to(data, target_is_directory=True)
+        before = _files(tmp_path)
     assert _predict(dcnet_tiny, inputs, output, *extra) == 2
     message = capsys.readouterr().err
-    assert f"lesionseg predict: {output.resolve()}: the output folder " in message, message
+    assert f"lesionseg predict: {output}: the output folder " in message, message
     assert "choose" in message
     assert _files(tmp_path) == before, "predict wrote or changed files although it refused the output folder"
 

@@ -289,7 +289,7 @@ def check_output_folder(output: Path, inputs: list[Path], input_root: Path, trut
     """
     from lesionseg.data.io import DataError
 
-    output = output.resolve()
+    given_output, output = output, output.resolve()
     for given, what in ((input_root, "--input"), (truth, "--ground-truth")):
         if given is None or not given.is_dir():
             continue
@@ -297,7 +297,7 @@ def check_output_folder(output: Path, inputs: list[Path], input_root: Path, trut
         if output == folder or output in folder.parents:
             where = "is" if output == folder else "holds"
             raise DataError(
-                output,
+                given_output,
                 f"the output folder {where} the {what} folder {given}: predictions there would be written among "
                 "(and could replace) the inputs, e.g. BUSI's ground truth <name>_mask.png; "
                 f"choose a new folder, e.g. --output {folder.parent / (folder.name + '_predictions')}",
@@ -305,7 +305,7 @@ def check_output_folder(output: Path, inputs: list[Path], input_root: Path, trut
     for path in inputs:
         if output in path.resolve().parents:
             raise DataError(
-                output,
+                given_output,
                 f"the output folder holds an input, {path}; predict never writes among its inputs: choose a folder "
                 "that holds no images or masks",
             )
@@ -483,7 +483,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(args.ground_truth, f"one ground-truth file for {len(files)} inputs; give a folder of masks")
         inputs = files + (truth.files() if truth is not None else [])
         # before the model is loaded: a refused folder costs nothing
-        check_output_folder(output, inputs, source, args.ground_truth)
+        check_output_folder(args.output, inputs, source, args.ground_truth)
         bases = output_bases(files, source, output)
         existing = existing_outputs(output, bases) if not args.overwrite else []
         if existing:
