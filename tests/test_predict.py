@@ -743,3 +743,11 @@ def test_bundle_inference_refuses_to_write_among_its_images(dcnet_tiny, tmp_path
     overrides["output_dir"] = str(tmp_path / "results")  # elsewhere it writes as before
     run_workflow(dcnet_tiny, ["inference"], "infer", overrides)
     assert sorted(p.name for p in (tmp_path / "results").glob("*_mask.png")) == ["case (1)_mask.png", "case (2)_mask.png"]
+
+
+def test_a_bad_pixel_limit_setting_stops_the_run_once(dcnet_tiny, tmp_path, monkeypatch, capsys):
+    _busi_like_folder(tmp_path / "in")
+    monkeypatch.setenv("LESIONSEG_MAX_PIXELS", "lots")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out") == 2
+    assert "lesionseg predict: LESIONSEG_MAX_PIXELS='lots': must be a positive whole number" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -466,7 +466,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lesionseg.data.io import DataError
+    from lesionseg.data.io import DataError, max_pixels_limit
     from lesionseg.metrics import write_per_image_csv, write_summary_json
 
     start = time.monotonic()
@@ -495,6 +495,7 @@ def run(args: argparse.Namespace) -> int:
             )
         outputs = OutputFiles(inputs, overwrite=args.overwrite)
         check_threshold(args.threshold)
+        max_pixels_limit()  # a bad $LESIONSEG_MAX_PIXELS stops the run here, not at every file
         predictor = load_predictor(args.bundle, args.checkpoint, args.model, parse_overrides(args.override), args.device)
     except (ModelError, DataError, FileNotFoundError, ValueError) as error:
         print(f"lesionseg predict: {error}", file=sys.stderr)
