@@ -122,7 +122,9 @@ def check_threshold(threshold: float, source: str = "--threshold") -> float:
     try:
         value = float(threshold)
     except (TypeError, ValueError):
-        raise ValueError(f"{source}: {threshold!r} is not a number; give a probability between 0 and 1, e.g. 0.5") from None
+        raise ValueError(
+            f"{source}: {threshold!r} is not a number; give a probability between 0 and 1, e.g. 0.5"
+        ) from None
     if not 0.0 < value < 1.0:  # False for NaN too
         raise ValueError(
             f"{source}: {threshold!r} is not a probability strictly between 0 and 1 (a pixel is lesion where its "
@@ -266,7 +268,9 @@ class OutputFiles:
         if resolved in self.protected:
             raise DataError(path, "is an input of this run; predict never writes over its inputs")
         if resolved in self.written:
-            raise DataError(path, "would be written twice in this run (two inputs give the same output name); rename one")
+            raise DataError(
+                path, "would be written twice in this run (two inputs give the same output name); rename one"
+            )
         if path.exists() and not self.overwrite:
             raise DataError(path, "exists already; pass --overwrite to replace it, or choose another --output")
         self.written.add(resolved)
@@ -455,8 +459,9 @@ def _no_partial_results(image: Path, files: list[Path]):
     except OSError as error:
         for written in files:
             written.unlink(missing_ok=True)
+        where = error.filename or files[0].parent
         raise DataError(
-            image, f"cannot write its results ({error.strerror or error}: {error.filename or files[0].parent}); nothing of it was kept"
+            image, f"cannot write its results ({error.strerror or error}: {where}); nothing of it was kept"
         ) from error
 
 
@@ -487,7 +492,8 @@ def run(args: argparse.Namespace) -> int:
         bases = output_bases(files, source, output)
         existing = existing_outputs(output, bases) if not args.overwrite else []
         if existing:
-            shown = ", ".join(str(path) for path in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+            shown = ", ".join(str(path) for path in existing[:3])
+            shown += f" and {len(existing) - 3} more" if len(existing) > 3 else ""
             raise DataError(
                 output,
                 f"holds the results of an earlier run ({shown}); pass --overwrite to replace them, or choose "
@@ -496,7 +502,8 @@ def run(args: argparse.Namespace) -> int:
         outputs = OutputFiles(inputs, overwrite=args.overwrite)
         check_threshold(args.threshold)
         max_pixels_limit()  # a bad $LESIONSEG_MAX_PIXELS stops the run here, not at every file
-        predictor = load_predictor(args.bundle, args.checkpoint, args.model, parse_overrides(args.override), args.device)
+        overrides = parse_overrides(args.override)
+        predictor = load_predictor(args.bundle, args.checkpoint, args.model, overrides, args.device)
     except (ModelError, DataError, FileNotFoundError, ValueError) as error:
         print(f"lesionseg predict: {error}", file=sys.stderr)
         return 2
