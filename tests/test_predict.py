@@ -751,3 +751,22 @@ def test_a_bad_pixel_limit_setting_stops_the_run_once(dcnet_tiny, tmp_path, monk
     assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out") == 2
     assert "lesionseg predict: LESIONSEG_MAX_PIXELS='lots': must be a positive whole number" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bundle_name", BUNDLES)
+@pytest.mark.parametrize("value", [0.0, 1.5, float("nan")])
+def test_bundle_inference_and_evaluation_refuse_a_threshold_outside_zero_one(bundle_name, value):
+    """`--threshold 1.5` on the bundles' inference (or evaluation) gave empty masks with no error."""
+    configs = REPO / "bundles" / bundle_name / "configs"
+    for files, key, built in (
+        ([configs / "inference.yaml"], "threshold", "mask_postprocessing"),
+        ([configs / "train.yaml", configs / "evaluate.yaml"], "eval_threshold", "validate#postprocessing"),
+    ):
+        parser = ConfigParser()
+        parser.read_config([str(f) for f in files])
+        parser[key] = value
+        with pytest.raises(Exception) as raised:
+            parser.get_parsed_content(built)
+        assert any(f"{key}: {value!r} is not a probability strictly between 0 and 1" in str(e) for e in _chain(raised.value))
+        parser[key] = 0.25
+        parser.get_parsed_content(built, lazy=False)

@@ -41,6 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from lesionseg.cli.predictor import ModelError, NonFiniteOutputError, Predictor, load_predictor
+from lesionseg.engines.finite import check_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -109,34 +110,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def check_threshold(threshold: float, source: str = "--threshold") -> float:
-    """``threshold`` as a float when it is a probability strictly between 0 and 1.
-
-    Args:
-        threshold: the probability a pixel must reach to be lesion.
-        source: where the value comes from, for the message (an option or a config id).
-
-    Raises:
-        ValueError: NaN, or not inside (0, 1): 0 would mark every pixel lesion and 1 none, silently.
-    """
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{source}: {threshold!r} is not a number; give a probability between 0 and 1, e.g. 0.5"
-        ) from None
-    if not 0.0 < value < 1.0:  # False for NaN too
-        raise ValueError(
-            f"{source}: {threshold!r} is not a probability strictly between 0 and 1 (a pixel is lesion where its "
-            "probability reaches the threshold, so 0 marks every pixel and 1 none); e.g. 0.5"
-        )
-    return value
-
-
 def probability_threshold(text: str) -> float:
     """``argparse`` type of ``--threshold``: :func:`check_threshold`, refused with argparse's usage message."""
     try:
-        return check_threshold(text)
+        return check_threshold(text, "--threshold")
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--threshold: ")) from None
 

@@ -18,6 +18,7 @@ from lesionseg.engines.finite import (
     RefuseNonFinited,
     check_finite_output,
     check_finite_weights,
+    check_threshold,
 )
 from lesionseg.engines.outputs import PrimaryOutputInferer, primary_output
 
@@ -35,6 +36,7 @@ __all__ = [
     "RefuseNonFinited",
     "check_finite_output",
     "check_finite_weights",
+    "check_threshold",
     "PerImageMetricsWriter",
     "PrimaryOutputInferer",
     "check_preparation",

@@ -1,4 +1,5 @@
-"""Refusing non-finite numbers where they would otherwise pass silently as "no lesion".
+"""Refusing non-finite numbers, and thresholds outside (0, 1), where they would otherwise pass silently as
+"no lesion".
 
 A checkpoint written by a diverged training holds NaN or infinite weights; the network then gives NaN
 logits, ``sigmoid(NaN) >= 0.5`` is false everywhere, and every image reads "no lesion" with no error. The
@@ -23,6 +24,7 @@ __all__ = [
     "RefuseNonFinited",
     "check_finite_output",
     "check_finite_weights",
+    "check_threshold",
     "first_non_finite",
 ]
 
@@ -91,6 +93,30 @@ def check_finite_output(output: torch.Tensor, image: str | os.PathLike) -> None:
             "written for this image. The weights may come from a diverged or barely started training, or the "
             "image may be far outside the training data's range"
         )
+
+
+def check_threshold(threshold: float, source: str = "threshold") -> float:
+    """``threshold`` as a float when it is a probability strictly between 0 and 1.
+
+    Args:
+        threshold: the probability a pixel must reach to be lesion.
+        source: where the value comes from, for the message (an option or a config id).
+
+    Raises:
+        ValueError: NaN, or not inside (0, 1): 0 would mark every pixel lesion and 1 none, silently.
+    """
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{source}: {threshold!r} is not a number; give a probability between 0 and 1, e.g. 0.5"
+        ) from None
+    if not 0.0 < value < 1.0:  # False for NaN too
+        raise ValueError(
+            f"{source}: {threshold!r} is not a probability strictly between 0 and 1 (a pixel is lesion where its "
+            "probability reaches the threshold, so 0 marks every pixel and 1 none); e.g. 0.5"
+        )
+    return value
 
 
 class FiniteCheckpointLoader(CheckpointLoader):
