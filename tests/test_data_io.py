@@ -250,3 +250,31 @@ def test_load_ultrasoundd_composes_and_runs_in_worker_processes(tiny_busi):
     # Invertd restores the original (H, W) through the MONAI metadata, as the bundles' inference does
     restored = Invertd(keys="label", transform=pipeline, orig_keys="image", nearest_interp=True)(sample)
     assert restored["label"].shape == (1, 48, 64)
+
+
+# ------------------------------------------------------------------------------------------ one reader path
+
+
+def test_nifti_reads_alike_for_training_and_predict(tmp_path):
+    """One NIfTI reader: a 2D image, gray or colour (RGB24 voxels), gives the same (H, W) gray levels to the
+    training loader (read_image) and to predict (read_stack); the colour file was refused by the first and read
+    by the second."""
+    import nibabel
+
+    from lesionseg.data import io, volumes
+
+    assert volumes.NIFTI_SUFFIXES is io.NIFTI_SUFFIXES
+    gray = RNG.integers(0, 256, size=(5, 7)).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(gray.T, np.eye(4)), tmp_path / "gray.nii.gz")
+    colour = np.zeros((7, 5), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])  # (W, H) voxels
+    for index, name in enumerate("RGB"):
+        colour[name] = RGB[..., index].T
+    image = nibabel.Nifti1Image(colour, np.eye(4))
+    image.set_data_dtype(colour.dtype)
+    nibabel.save(image, tmp_path / "colour.nii")
+    for name, expected in (("gray.nii.gz", gray), ("colour.nii", luma(RGB))):
+        training = read_image(tmp_path / name)
+        predicting = volumes.read_stack(tmp_path / name).slices
+        assert training.shape == (5, 7) and predicting.shape == (1, 5, 7), name
+        np.testing.assert_allclose(training, expected, atol=1e-4)
+        np.testing.assert_array_equal(predicting[0], training)

@@ -7,6 +7,7 @@ inference workflow, not accuracy.
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -79,13 +80,32 @@ def _predict(bundle: Path | None, inputs: Path, output: Path, *extra: str) -> in
     return main(args)
 
 
+def _probability_range(bundle: Path, images: Path, folder: Path, *extra: str) -> tuple[float, float]:
+    """The least and greatest lesion probability of the tiny random network on ``images`` (a file or folder)."""
+    assert _predict(bundle, images, folder, "--probabilities", *extra) == 0
+    maps = [np.asarray(Image.open(path)) / 65535.0 for path in folder.rglob("*_prob.png")]
+    return min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
+
+
 def _splitting_threshold(bundle: Path, image: Path, folder: Path) -> float:
     """Halfway between the least and greatest lesion probability of the tiny random network on ``image``: a
     threshold that splits its map into lesion and background, so that mask comparisons are not between two
     all-lesion masks."""
-    assert _predict(bundle, image, folder, "--probabilities") == 0
-    probability = np.asarray(Image.open(next(folder.glob("*_prob.png")))) / 65535.0
-    return float(probability.min() + probability.max()) / 2
+    return sum(_probability_range(bundle, image, folder)) / 2
+
+
+def _empty_threshold(bundle: Path, images: Path, folder: Path, *extra: str) -> str:
+    """A threshold (inside (0, 1)) that no probability of the tiny network on ``images`` reaches."""
+    highest = _probability_range(bundle, images, folder, *extra)[1]
+    assert highest < 1 - 1e-4
+    return str((highest + 1) / 2)
+
+
+def _full_threshold(bundle: Path, images: Path, folder: Path) -> str:
+    """A threshold (inside (0, 1)) that every probability of the tiny network on ``images`` reaches."""
+    lowest = _probability_range(bundle, images, folder)[0]
+    assert lowest > 1e-4
+    return str(lowest / 2)
 
 
 def _png(path: Path) -> np.ndarray:
@@ -346,8 +366,9 @@ def test_overlay_outlines_the_ground_truth_and_prediction(dcnet_tiny, tmp_path):
     Image.fromarray(first).save(tmp_path / "truth" / "case (1)_mask.png")
     Image.fromarray(second).save(tmp_path / "truth" / "case (1)_mask_1.png")
     # a threshold no probability reaches: an empty prediction, so only the ground truth is drawn
+    empty = _empty_threshold(dcnet_tiny, tmp_path / "in", tmp_path / "calibration")
     assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "empty", "--ground-truth", str(tmp_path / "truth"),
-                    "--threshold", "1.5") == 0
+                    "--threshold", empty) == 0
     overlay = _png(tmp_path / "empty" / "case (1)_overlay.png")
     outline = find_boundaries(first | second, mode="inner")
     assert np.all(overlay[outline] == LIME)
@@ -357,8 +378,9 @@ def test_overlay_outlines_the_ground_truth_and_prediction(dcnet_tiny, tmp_path):
     assert float(fields["dice"]) == 0.0 and float(fields["iou"]) == 0.0  # a missed lesion
     assert fields["hd95"] == ""  # undefined against an empty prediction (NaN, an empty cell)
     # a threshold every probability reaches: the whole image is the prediction, outlined along its border
+    full = _full_threshold(dcnet_tiny, tmp_path / "in", tmp_path / "calibration_full")
     assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "full", "--ground-truth", str(tmp_path / "truth"),
-                    "--threshold", "0") == 0
+                    "--threshold", full) == 0
     overlay = _png(tmp_path / "full" / "case (1)_overlay.png")
     assert np.all(overlay[0] == YELLOW) and np.all(overlay[:, -1] == YELLOW)
     assert np.all(overlay[outline] == LIME)
@@ -392,8 +414,9 @@ def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
 def test_busi_folder_with_its_own_masks_as_ground_truth(dcnet_tiny, tiny_busi, tmp_path):
     """Images beside their BUSI masks: the masks are not predicted on but matched (1-bit, RGBA, two-file)."""
     # a threshold no probability reaches: only the ground truth is outlined
+    empty = _empty_threshold(dcnet_tiny, tiny_busi, tmp_path / "calibration", "--recursive")
     assert _predict(dcnet_tiny, tiny_busi, tmp_path / "out", "--recursive", "--ground-truth", str(tiny_busi),
-                    "--threshold", "1.5") == 0
+                    "--threshold", empty) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["images"], summary["with_ground_truth"], summary["without_ground_truth"]) == (8, 8, 0)
     assert (tmp_path / "out" / "benign" / "benign (2)_mask.png").is_file()
@@ -441,12 +464,309 @@ def test_itk_reads_dicom_as_pydicom_does(tmp_path, frames):
     np.testing.assert_allclose(fallback.affine[:, 3], reference.affine[:, 3], atol=1e-6)
 
 
-def test_outputs_are_not_read_back_as_inputs(dcnet_tiny, tmp_path):
-    """Writing into the input folder (or a folder inside it) and running again predicts on the images only."""
+def test_outputs_are_not_read_back_as_inputs_or_ground_truth(dcnet_tiny, tiny_busi, tmp_path):
+    """Writing into a folder inside the input folder and running again predicts on the images only, and an
+    earlier run's ``<name>_mask.png`` there is not taken for the ground truth of ``<name>``."""
+    results = tiny_busi / "results"
+    empty = _empty_threshold(dcnet_tiny, tiny_busi, tmp_path / "calibration", "--recursive")
+    args = ("--recursive", "--ground-truth", str(tiny_busi), "--threshold", empty)
+    assert _predict(dcnet_tiny, tiny_busi, results, *args) == 0
+    first = (results / "predictions.csv").read_text()
+    assert _predict(dcnet_tiny, tiny_busi, results, *args, "--overwrite") == 0
+    summary = json.loads((results / "summary.json").read_text())
+    assert (summary["images"], summary["with_ground_truth"]) == (8, 8)
+    # the first run's <name>_mask.png in results/ are not merged into the ground truth of the second
+    assert (results / "predictions.csv").read_text() == first
+    with open(results / "predictions.csv", newline="") as table:
+        truths = [row["ground_truth"] for row in csv.DictReader(table)]
+    assert len(truths) == 8 and not any(str(results) in truth for truth in truths), truths
+    assert not list(tiny_busi.rglob("*_overlay_overlay.png"))
+
+
+def _busi_like_folder(folder: Path) -> dict[Path, bytes]:
+    """Two images with their ground truth ``<name>_mask.png`` beside them; returns every file's bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(("case (1)", "case (2)")):
+        Image.fromarray((_texture((30, 40), index) * 255).astype(np.uint8)).save(folder / f"{name}.png")
+        truth = np.zeros((30, 40), np.uint8)
+        truth[5:15, 10:30] = 255
+        Image.fromarray(truth).save(folder / f"{name}_mask.png")
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["output_is_input", "output_holds_input_folder", "output_is_ground_truth", "output_holds_single_input",
+     "output_inside_input_holds_images", "output_is_a_link_to_input"],
+)
+def test_output_folder_holding_inputs_is_refused_and_nothing_written(dcnet_tiny, tmp_path, capsys, case):
+    """`--output X --input X` wrote <name>_mask.png predictions over BUSI's ground truth <name>_mask.png."""
+    data = tmp_path / "data" / "busi"
+    before = _busi_like_folder(data)
+    inputs, extra, output = data, [], data
+    if case == "output_holds_input_folder":
+        output = tmp_path / "data"
+    elif case == "output_is_ground_truth":
+        (tmp_path / "images").mkdir()
+        shutil.copy(data / "case (1).png", tmp_path / "images" / "case (1).png")
+        before = _files(tmp_path)
+        inputs, extra = tmp_path / "images", ["--ground-truth", str(data)]
+    elif case == "output_holds_single_input":
+        inputs = data / "case (1).png"
+    elif case == "output_inside_input_holds_images":
+        output = data / "more"
+        _busi_like_folder(output)
+        before = _files(tmp_path)
+        extra = ["--recursive"]
+    elif case == "output_is_a_link_to_input":
+        output = tmp_path / "link"
+        output.symlink_to(data, target_is_directory=True)
+        before = _files(tmp_path)
+    assert _predict(dcnet_tiny, inputs, output, *extra) == 2
+    message = capsys.readouterr().err
+    assert f"lesionseg predict: {output}: the output folder " in message, message
+    assert "choose" in message
+    assert _files(tmp_path) == before, "predict wrote or changed files although it refused the output folder"
+
+
+def test_existing_results_are_kept_unless_overwrite(dcnet_tiny, tmp_path, capsys):
+    _busi_like_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    assert _predict(dcnet_tiny, tmp_path / "in", out, "--probabilities") == 0
+    written = _files(out)
+    assert len(written) == 2 + 2 * 3  # predictions.csv, summary.json; mask, prob and overlay per image
+    # results of an earlier run (or any file of those names) are never replaced silently
+    (out / "case (2)_overlay.png").write_bytes(b"someone's file")
+    before = _files(out)
+    assert _predict(dcnet_tiny, tmp_path / "in", out) == 2
+    message = capsys.readouterr().err
+    assert f"{out}: holds the results of an earlier run" in message and "--overwrite" in message
+    assert str(out / "predictions.csv") in message
+    assert _files(out) == before
+    # a folder holding only one of them is refused too
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "case (1)_mask.png").write_bytes(b"keep me")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "other") == 2
+    assert str(tmp_path / "other" / "case (1)_mask.png") in capsys.readouterr().err
+    assert (tmp_path / "other" / "case (1)_mask.png").read_bytes() == b"keep me"
+    # --overwrite replaces them, and still never writes among the inputs
+    assert _predict(dcnet_tiny, tmp_path / "in", out, "--probabilities", "--overwrite") == 0
+    replaced = _files(out)
+    assert replaced.keys() == written.keys()
+    assert all(replaced[path] == written[path] for path in written if path.name != "summary.json")  # timing differs
+    inputs = _files(tmp_path / "in")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "in", "--overwrite") == 2
+    assert "the output folder is the --input folder" in capsys.readouterr().err
+    assert _files(tmp_path / "in") == inputs
+
+
+def test_two_inputs_never_write_the_same_output(dcnet_tiny, tmp_path, capsys):
+    """``a.png`` and ``a.jpg`` are written as ``a_png_*`` and ``a_jpg_*``; ``a_png.bmp`` would be ``a_png_*``
+    too: it is reported, not written over the first."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((20, 30), 100, np.uint8)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(np.full((20, 30), 100, np.uint8)).save(tmp_path / "in" / "a.jpg")
+    Image.fromarray(np.full((25, 35), 100, np.uint8)).save(tmp_path / "in" / "a_png.bmp")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out") == 1
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'out' / 'a_png_mask.png'}: would be written twice in this run" in printed
+    assert Image.open(tmp_path / "out" / "a_png_mask.png").size == (30, 20)  # a.png's, not a_png.bmp's
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1", "nan", "inf", "half"])
+def test_threshold_outside_zero_one_is_refused(dcnet_tiny, tmp_path, capsys, value):
+    """0 marked every pixel lesion and 1.5 none, with exit 0."""
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
+    with pytest.raises(SystemExit) as raised:
+        _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--threshold", value)
+    assert raised.value.code == 2
+    message = capsys.readouterr().err
+    assert "argument --threshold" in message and value in message and "between 0 and 1" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_file_refuses_a_threshold_outside_zero_one(tmp_path):
+    from lesionseg.cli.predict import predict_file
+
+    for value in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            predict_file(tmp_path / "a.png", tmp_path / "a", predictor=None, threshold=value, probabilities=False,
+                         truth_files=[])
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from (MONAI and ignite wrap a workflow's errors)."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _poisoned(state: dict, value: float) -> tuple[dict, str]:
+    """``state`` with ``value`` (NaN or infinity) in one weight of its third tensor; returns it and that key."""
+    state = {key: tensor.clone() for key, tensor in state.items()}
+    key = [k for k, v in state.items() if v.is_floating_point()][2]
+    state[key].view(-1)[0] = value
+    return state, key
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_checkpoint_with_non_finite_weights_is_refused(dcnet_tiny, tmp_path, capsys, value):
+    """NaN weights gave NaN probabilities, read as "no lesion" everywhere, with exit 0."""
+    Image.fromarray((_texture((20, 30), 0) * 255).astype(np.uint8)).save(tmp_path / "image.png")
+    state, key = _poisoned(torch.load(dcnet_tiny / "models" / "model.pt", weights_only=True), value)
+    for name, saved in (("bad.pt", state), ("nested.pt", {"model": state})):
+        torch.save(saved, tmp_path / name)
+        assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--checkpoint", str(tmp_path / name)) == 2
+        message = capsys.readouterr().err
+        assert f"lesionseg predict: {tmp_path / name}: refused: tensor '{key}' holds" in message, message
+        assert not (tmp_path / "out").exists()
+    # the bundle's own models/model.pt
+    bundle = tmp_path / "bundle"
+    shutil.copytree(dcnet_tiny, bundle)
+    torch.save(state, bundle / "models" / "model.pt")
+    assert _predict(bundle, tmp_path / "image.png", tmp_path / "out") == 2
+    assert f"{bundle / 'models' / 'model.pt'}: refused: tensor '{key}'" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings(r"ignore:.torch\.jit\.\w+. is deprecated:DeprecationWarning")
+def test_torchscript_model_with_non_finite_weights_is_refused(dcnet_tiny, tmp_path):
+    """A TorchScript file saved without MONAI's metadata (plain torch.jit.save) loads; with NaN weights it is
+    refused naming the tensor. (MONAI's load_net_with_metadata failed on such a file with a JSONDecodeError.)"""
+    from lesionseg.cli.predictor import ModelError, load_predictor
+
+    network = torch.nn.Conv2d(1, 1, 3, padding=1)
+    torch.jit.save(torch.jit.script(network), tmp_path / "model.ts")
+    predictor = load_predictor(bundle=dcnet_tiny, model=tmp_path / "model.ts", overrides=TINY, device="cpu")
+    assert predictor(np.ones((20, 30), np.float32), "image.png").shape == (20, 30)
+    with torch.no_grad():
+        network.weight[0, 0, 1, 1] = float("nan")
+    torch.jit.save(torch.jit.script(network), tmp_path / "nan.ts")
+    with pytest.raises(ModelError, match=rf"{tmp_path / 'nan.ts'}: refused: tensor 'weight' holds 1 NaN"):
+        load_predictor(bundle=dcnet_tiny, model=tmp_path / "nan.ts", overrides=TINY, device="cpu")
+    (tmp_path / "broken.ts").write_bytes((tmp_path / "model.ts").read_bytes()[:-200])
+    with pytest.raises(ModelError, match=rf"{tmp_path / 'broken.ts'}: not"):
+        load_predictor(bundle=dcnet_tiny, model=tmp_path / "broken.ts", overrides=TINY, device="cpu")
+
+
+class _Overflowing(torch.nn.Module):
+    """A network whose output overflows to infinity (and NaN) on every image."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        logits = batch * 0 + torch.finfo(torch.float32).max
+        logits = logits * 2  # inf
+        return torch.cat([logits[..., :1] - logits[..., :1], logits[..., 1:]], dim=-1)  # nan in one column
+
+
+def test_non_finite_network_output_is_refused_naming_the_image(dcnet_tiny, tmp_path, monkeypatch, capsys):
+    """An image on which the network overflows is reported by name and nothing of it is written."""
+    import lesionseg.cli.predict as predict_module
+    from lesionseg.cli.predictor import NonFiniteOutputError, Predictor, load_predictor
+
+    reference = load_predictor(dcnet_tiny, overrides=TINY, device="cpu")
+    overflowing = Predictor(_Overflowing(), reference.preprocessing, reference.image_key, "cpu")
+    Image.fromarray((_texture((20, 30), 0) * 255).astype(np.uint8)).save(tmp_path / "image.png")
+    with pytest.raises(NonFiniteOutputError, match=rf"^{tmp_path / 'image.png'}: the network's output holds \d+ NaN and \d+ infinite"):
+        overflowing(np.ones((20, 30), np.float32), tmp_path / "image.png")
+    monkeypatch.setattr(predict_module, "load_predictor", lambda *args, **kwargs: overflowing)
+    assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out") == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images"] == 0 and summary["failed"][0]["file"] == str(tmp_path / "image.png")
+    assert "the network's output holds" in summary["failed"][0]["problem"]
+    assert not list((tmp_path / "out").glob("image_*"))
+
+
+@pytest.mark.parametrize("bundle_name", BUNDLES)
+def test_bundle_inference_refuses_non_finite_weights(bundle_name, tmp_path):
+    """The bundles' own inference workflow (`monai.bundle run --config_file configs/inference.yaml`) loads
+    models/model.pt with FiniteCheckpointLoader, and checks the network's output before thresholding it."""
+    from lesionseg.engines import NonFiniteError, RefuseNonFinited
+
+    bundle = _make_tiny_bundle(bundle_name, tmp_path)
+    state, key = _poisoned(torch.load(bundle / "models" / "model.pt", weights_only=True), float("nan"))
+    torch.save(state, bundle / "models" / "model.pt")
     _write_pictures(tmp_path / "in")
-    for _ in range(2):
-        assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "in") == 0
-        assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "in" / "results", "--recursive") == 0
-    for output in (tmp_path / "in", tmp_path / "in" / "results"):
-        assert json.loads((output / "summary.json").read_text())["images"] == 7
-    assert not list((tmp_path / "in").rglob("*_overlay_overlay.png"))
+    overrides = {**TINY, "dataset_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "workflow")}
+    with pytest.raises(Exception) as raised:
+        run_workflow(bundle, ["inference"], "infer", overrides)
+    assert any(
+        isinstance(error, NonFiniteError) and str(error).startswith(f"{bundle / 'models' / 'model.pt'}: refused: tensor '{key}'")
+        for error in _chain(raised.value)
+    ), repr(raised.value)
+    assert not list((tmp_path / "workflow").glob("*_mask.png"))
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    assert isinstance(parser.get_parsed_content("postprocessing").transforms[0], RefuseNonFinited)
+
+
+def test_unwritable_output_is_reported_without_a_traceback_or_partial_files(dcnet_tiny, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import lesionseg.data.writers as writers
+
+    _busi_like_folder(tmp_path / "in")
+    (tmp_path / "notes.txt").write_text("a file")
+    # --output naming a file, or a folder that cannot be created
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "notes.txt") == 2
+    assert f"{tmp_path / 'notes.txt'}: is a file, not a folder" in capsys.readouterr().err
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "notes.txt" / "out") == 2
+    assert f"{tmp_path / 'notes.txt' / 'out'}: cannot create the output folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "a file"
+
+    # the disk fills up after each mask is written: the masks are removed, each image is reported
+    def disk_full(probability, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(writers, "save_probability_png", disk_full)
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--probabilities") == 1
+    captured = capsys.readouterr()
+    for name in ("case (1).png", "case (2).png"):
+        assert f"{tmp_path / 'in' / name}: cannot write its results (No space left on device: " in captured.out
+    assert "Traceback" not in captured.out + captured.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.json"]
+
+
+def test_bundle_inference_refuses_to_write_among_its_images(dcnet_tiny, tmp_path):
+    """`monai.bundle run --config_file configs/inference.yaml --dataset_dir X --output_dir X` wrote
+    <name>_mask.png over the ground truth beside the images."""
+    before = _busi_like_folder(tmp_path / "data")
+    overrides = {**TINY, "dataset_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "data")}
+    with pytest.raises(Exception) as raised:
+        run_workflow(dcnet_tiny, ["inference"], "infer", overrides)
+    assert any(f"{tmp_path / 'data'}: the output folder holds the input" in str(error) for error in _chain(raised.value))
+    assert _files(tmp_path / "data") == before
+    overrides["output_dir"] = str(tmp_path / "results")  # elsewhere it writes as before
+    run_workflow(dcnet_tiny, ["inference"], "infer", overrides)
+    assert sorted(p.name for p in (tmp_path / "results").glob("*_mask.png")) == ["case (1)_mask.png", "case (2)_mask.png"]
+
+
+def test_a_bad_pixel_limit_setting_stops_the_run_once(dcnet_tiny, tmp_path, monkeypatch, capsys):
+    _busi_like_folder(tmp_path / "in")
+    monkeypatch.setenv("LESIONSEG_MAX_PIXELS", "lots")
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out") == 2
+    assert "lesionseg predict: LESIONSEG_MAX_PIXELS='lots': must be a positive whole number" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bundle_name", BUNDLES)
+@pytest.mark.parametrize("value", [0.0, 1.5, float("nan")])
+def test_bundle_inference_and_evaluation_refuse_a_threshold_outside_zero_one(bundle_name, value):
+    """`--threshold 1.5` on the bundles' inference (or evaluation) gave empty masks with no error."""
+    configs = REPO / "bundles" / bundle_name / "configs"
+    for files, key, built in (
+        ([configs / "inference.yaml"], "threshold", "mask_postprocessing"),
+        ([configs / "train.yaml", configs / "evaluate.yaml"], "eval_threshold", "validate#postprocessing"),
+    ):
+        parser = ConfigParser()
+        parser.read_config([str(f) for f in files])
+        parser[key] = value
+        with pytest.raises(Exception) as raised:
+            parser.get_parsed_content(built)
+        assert any(f"{key}: {value!r} is not a probability strictly between 0 and 1" in str(e) for e in _chain(raised.value))
+        parser[key] = 0.25
+        parser.get_parsed_content(built, lazy=False)

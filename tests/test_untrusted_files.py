@@ -10,10 +10,12 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from ignite.engine import Engine
+from PIL import Image
 from monai.handlers import CheckpointLoader
 
 from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint
@@ -74,6 +76,50 @@ def test_resuming_from_a_booby_trapped_state_refuses_it(booby_trapped, tmp_path)
     with pytest.raises(CheckpointError, match="refused"):
         trainer.run([0], max_epochs=1)
     assert not marker.exists()
+
+
+
+def test_checkpoint_loader_refuses_non_finite_weights(tmp_path):
+    """MONAI's CheckpointLoader loads NaN weights silently (the network then reads "no lesion" everywhere);
+    the bundles' FiniteCheckpointLoader refuses them, naming the file and the first bad tensor."""
+    from lesionseg.engines import FiniteCheckpointLoader, NonFiniteError
+
+    state = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)).state_dict()
+    state["1.weight"][0, 1] = float("inf")
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    CheckpointLoader(load_path=str(path), load_dict={"model": nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))})(
+        Engine(lambda engine, batch: None)
+    )  # accepted: the fault this guards against
+    loader = FiniteCheckpointLoader(load_path=str(path), load_dict={"model": nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))})
+    with pytest.raises(NonFiniteError, match=rf"^{path}: refused: tensor '1\.weight' holds 0 NaN and 1 infinite"):
+        loader(Engine(lambda engine, batch: None))
+    state["1.weight"][0, 1] = 0.5
+    torch.save(state, path)
+    loader(Engine(lambda engine, batch: None))  # finite weights load as before
+
+
+@pytest.mark.parametrize("config", ["inference.yaml", "evaluate.yaml"])
+@pytest.mark.parametrize("bundle", ["dcnet_bundle", "taichinet_bundle"])
+def test_bundles_load_weights_and_check_outputs_for_non_finite_values(bundle, config):
+    text = (ROOT / "bundles" / bundle / "configs" / config).read_text()
+    assert "lesionseg.engines.FiniteCheckpointLoader" in text
+    assert not re.search(r"_target_: CheckpointLoader\b", text), "a checkpoint loaded without the finite check"
+    assert "lesionseg.engines.RefuseNonFinited" in text
+
+
+def test_refuse_non_finite_names_the_image():
+    from monai.data import MetaTensor
+
+    from lesionseg.engines import NonFiniteError, RefuseNonFinited
+
+    image = MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": "/data/case (1).png"})
+    check = RefuseNonFinited(keys="pred")
+    check({"image": image, "pred": torch.zeros(1, 4, 4)})
+    pred = torch.zeros(1, 4, 4)
+    pred[0, 1, 2] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"^/data/case \(1\)\.png: the network's output holds 1 NaN and 0 infinite"):
+        check({"image": image, "pred": pred})
 
 
 def _calls(text: str, name: str) -> list[str]:
@@ -194,3 +240,216 @@ def test_safe_extract_refuses_archives_that_unpack_too_large_and_non_archives(tm
         safe_extract(tmp_path / "notes.zip", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="archive not found"):
         safe_extract(tmp_path / "missing.zip", tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------------- data files
+# README's Security promise for data files, for every format and every reader of it: the pixel limit is
+# checked from the header before any pixel is decoded, and NaN or infinite values are refused; each time with
+# an error that names the file.
+
+HUGE = 8000  # a header declaring 8000 x 8000 = 64 million pixels, over the default limit of 25 million
+
+
+def _png_declaring(path: Path, height: int, width: int) -> Path:
+    """A PNG whose header declares ``height`` x ``width`` 8-bit pixels but which holds the data of one."""
+    import struct
+    import zlib
+
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _jpeg_declaring(path: Path, height: int, width: int) -> Path:
+    import struct
+
+    Image.new("L", (8, 8)).save(path, quality=90)
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _bmp_declaring(path: Path, height: int, width: int) -> Path:
+    import struct
+
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[18:26] = struct.pack("<ii", width, height)  # BITMAPINFOHEADER width, height
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _tiff(path: Path, pixels, height: int | None = None, width: int | None = None) -> Path:
+    """A little-endian TIFF of one strip holding ``pixels`` (uint8 or float32 (H, W)), whose header may declare
+    another size."""
+    import struct
+
+    pixels = np.ascontiguousarray(pixels)
+    rows, cols = pixels.shape
+    height, width = height or rows, width or cols
+    bits, sample_format = pixels.dtype.itemsize * 8, 3 if pixels.dtype.kind == "f" else 1
+    payload = pixels.tobytes()
+    entries = [(256, 4, width), (257, 4, height), (258, 3, bits), (259, 3, 1), (262, 3, 1), (273, 4, 0),
+               (277, 3, 1), (278, 4, height), (279, 4, len(payload)), (339, 3, sample_format)]
+    ifd_size = 2 + 12 * len(entries) + 4
+    data_offset = 8 + ifd_size
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        value = data_offset if tag == 273 else value
+        ifd += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + payload)
+    return path
+
+
+def _nifti(path: Path, voxels, shape: tuple[int, ...] | None = None) -> Path:
+    """A NIfTI file of ``voxels`` ((W, H) as MONAI lays out a picture), or a header declaring ``shape`` with the
+    data of ``voxels`` only."""
+    import nibabel
+
+    image = nibabel.Nifti1Image(np.asarray(voxels), np.eye(4))
+    if shape is None:
+        nibabel.save(image, path)
+        return path
+    image.header.set_data_shape(shape)
+    header = image.header.binaryblock + b"\0" * 4  # the 348-byte header and its extension flag
+    data = header + np.asarray(voxels).tobytes()
+    if path.name.endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def _dicom(path: Path, pixels, rows: int | None = None, columns: int | None = None, slope: float | None = None) -> Path:
+    """A DICOM file of 8- or 16-bit ``pixels`` (H, W) whose header may declare another size or a rescale slope."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "US"
+    dataset.Rows, dataset.Columns = rows or pixels.shape[0], columns or pixels.shape[1]
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated = dataset.BitsStored = pixels.dtype.itemsize * 8
+    dataset.HighBit, dataset.PixelRepresentation = dataset.BitsStored - 1, 0
+    if slope is not None:
+        dataset.RescaleSlope, dataset.RescaleIntercept = slope, 0
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _small(shape=(40, 50)):
+    return (np.arange(shape[0] * shape[1]) % 251).astype(np.uint8).reshape(shape)
+
+
+def _readers(name: str):
+    """The project's readers of a file ``name``: the training loader (pictures, 2D NIfTI) and predict's."""
+    from lesionseg.data.io import load_pixels, read_image, read_mask
+    from lesionseg.data.transforms import LoadUltrasound
+    from lesionseg.data.volumes import read_mask_stack, read_stack
+
+    readers = {"read_stack": read_stack, "read_mask_stack": read_mask_stack}
+    if not name.endswith(".dcm"):
+        readers.update(load_pixels=load_pixels, read_image=read_image, read_mask=read_mask, LoadUltrasound=LoadUltrasound())
+    return readers
+
+
+# file name -> writer of a file whose header declares HUGE x HUGE pixels but that holds almost no data
+DECLARING_HUGE = {
+    "image.png": lambda path: _png_declaring(path, HUGE, HUGE),
+    "image.jpg": lambda path: _jpeg_declaring(path, HUGE, HUGE),
+    "image.bmp": lambda path: _bmp_declaring(path, HUGE, HUGE),
+    "image.tif": lambda path: _tiff(path, _small((1, 1)), HUGE, HUGE),
+    "image.nii": lambda path: _nifti(path, _small((1, 1)), (HUGE, HUGE)),
+    "image.nii.gz": lambda path: _nifti(path, _small((1, 1)), (HUGE, HUGE)),
+    "image.dcm": lambda path: _dicom(path, _small((2, 2)), HUGE, HUGE),
+}
+
+
+@pytest.mark.parametrize("name", list(DECLARING_HUGE))
+def test_every_format_and_reader_checks_the_pixel_limit_from_the_header(tmp_path, name):
+    """A small file declaring 8000 x 8000 pixels is refused for its size, before its data is read: a NIfTI or
+    DICOM reader that decoded first allocated the declared size (1.6 GB for a 279 KB NIfTI of float32)."""
+    from lesionseg.data.io import DataError
+
+    path = DECLARING_HUGE[name](tmp_path / name)
+    assert path.stat().st_size < 5000
+    for reader_name, reader in _readers(name).items():
+        with pytest.raises(DataError) as raised:
+            reader(path)
+        message = str(raised.value)
+        assert message.startswith(f"{path}: image is 8000 x 8000 = 64,000,000 pixels, more than the limit of 25,000,000"), (
+            reader_name, message)
+        assert "LESIONSEG_MAX_PIXELS" in message
+
+
+# file name -> writer of a valid 40 x 50 image
+def _picture(path: Path, pixels) -> Path:
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+SMALL = {
+    "image.png": lambda path: _picture(path, _small()),
+    "image.jpg": lambda path: _picture(path, _small()),
+    "image.bmp": lambda path: _picture(path, _small()),
+    "image.tif": lambda path: _tiff(path, _small()),
+    "image.nii": lambda path: _nifti(path, _small().T),
+    "image.nii.gz": lambda path: _nifti(path, _small().T),
+    "image.dcm": lambda path: _dicom(path, _small()),
+}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_every_format_and_reader_obeys_the_pixel_limit_setting(tmp_path, monkeypatch, name):
+    """The limit is the environment's LESIONSEG_MAX_PIXELS for every reader; under it the file reads."""
+    from lesionseg.data.io import DataError
+
+    path = SMALL[name](tmp_path / name)
+    monkeypatch.setenv("LESIONSEG_MAX_PIXELS", "1999")
+    for reader_name, reader in _readers(name).items():
+        with pytest.raises(DataError, match=r"image is .*2,000 pixels, more than the limit of 1,999"):
+            reader(path)
+    monkeypatch.setenv("LESIONSEG_MAX_PIXELS", "2000")
+    for reader_name, reader in _readers(name).items():
+        result = reader(path)
+        shape = (result.slices if reader_name == "read_stack" else np.asarray(result)).shape
+        assert shape[-2:] == (40, 50), (reader_name, shape)
+
+
+# file name -> writer of an image holding NaN and infinity (the formats that can hold them)
+NON_FINITE = {
+    "float.tif": lambda path: _tiff(path, np.array([[0.0, np.nan, 1.0], [np.inf, 2.0, -np.inf]], np.float32)),
+    "float.nii": lambda path: _nifti(path, np.array([[0.0, np.nan, 1.0], [np.inf, 2.0, -np.inf]], np.float32).T),
+    "float.nii.gz": lambda path: _nifti(path, np.array([[0.0, np.nan, 1.0], [np.inf, 2.0, -np.inf]], np.float32).T),
+    # 16-bit pixels times a slope of 1e36 overflow float32: infinity after DICOM's rescaling
+    "overflow.dcm": lambda path: _dicom(path, np.array([[0, 1, 60000], [70, 2, 65535]], np.uint16), slope=1e36),
+}
+
+
+@pytest.mark.parametrize("name", list(NON_FINITE))
+def test_every_format_and_reader_refuses_nan_and_infinity(tmp_path, name):
+    """NaN and infinite values are refused naming the file (predict's NIfTI reader replaced them by 0 and
+    the largest float, silently)."""
+    from lesionseg.data.io import DataError
+
+    path = NON_FINITE[name](tmp_path / name)
+    for reader_name, reader in _readers(name).items():
+        with pytest.raises(DataError) as raised:
+            reader(path)
+        assert str(raised.value).startswith(f"{path}: holds "), (reader_name, str(raised.value))
+        assert "infinite pixel value(s); every pixel must be a finite number" in str(raised.value), reader_name

@@ -25,18 +25,23 @@ from monai.transforms import Compose, Invertd, LoadImaged
 
 from lesionseg.cli.bundle_runner import find_config
 from lesionseg.data.transforms import LoadUltrasoundd, ultrasound_tensor
+from lesionseg.engines.finite import NonFiniteError, check_finite_output, check_finite_weights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelError", "Predictor", "is_torchscript", "load_predictor", "train_command"]
+__all__ = ["ModelError", "NonFiniteOutputError", "Predictor", "is_torchscript", "load_predictor", "train_command"]
 
 #: the TorchScript extra file where MONAI's ``ckpt_export --config_file configs/inference.yaml`` keeps the config
 EMBEDDED_CONFIG = "inference.json"
 
 
 class ModelError(RuntimeError):
-    """The model cannot be set up (no weights, weights that do not fit, a bad bundle); the message says why
-    and what to do."""
+    """The model cannot be set up (no weights, weights that do not fit or are not finite, a bad bundle); the
+    message says why and what to do."""
+
+
+class NonFiniteOutputError(ModelError):
+    """The network gave NaN or infinite output for one image; the message names the image."""
 
 
 def train_command(bundle: Path) -> str:
@@ -86,7 +91,12 @@ class Predictor:
         )
 
     def __call__(self, image: np.ndarray, filename: str | os.PathLike = "") -> np.ndarray:
-        """The lesion probability of every pixel: float32 (H, W) in [0, 1] for a (H, W) image."""
+        """The lesion probability of every pixel: float32 (H, W) in [0, 1] for a (H, W) image.
+
+        Raises:
+            NonFiniteOutputError: naming ``filename``, when the network's output holds NaN or infinity
+                (which would otherwise read as "no lesion").
+        """
         data = self.preprocessing({self.image_key: ultrasound_tensor(image, filename)})
         batch = data[self.image_key].as_tensor()[None].to(self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp):
@@ -96,6 +106,10 @@ class Predictor:
         logits = logits.float()
         if logits.ndim != 4 or logits.shape[0] != 1:
             raise ModelError(f"the network returned shape {tuple(logits.shape)}, expected (1, K, h, w) logits")
+        try:
+            check_finite_output(logits, filename or "an image")
+        except NonFiniteError as error:
+            raise NonFiniteOutputError(str(error)) from None
         probability = torch.sigmoid(logits[0, :1]) if logits.shape[1] == 1 else torch.softmax(logits[0], 0)[1:2]
         # Invertd takes the transform record of `image_key` for a MetaTensor prediction
         data["pred"] = MetaTensor(probability.cpu())
@@ -176,7 +190,15 @@ def _read_state_dict(checkpoint: Path) -> Mapping[str, torch.Tensor]:
         state = state["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{checkpoint}: holds no network state dict (expected the weights, or a 'model' entry)")
+    _check_finite(state, checkpoint)
     return state
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:
+    try:
+        check_finite_weights(state, source)
+    except NonFiniteError as error:
+        raise ModelError(str(error)) from None
 
 
 def _load_weights(network: torch.nn.Module, checkpoint: Path, config_file: Path) -> None:
@@ -190,6 +212,21 @@ def _load_weights(network: torch.nn.Module, checkpoint: Path, config_file: Path)
             "pass the network_def overrides the model was trained with, e.g. "
             "--override 'network_def#features=[16,32,64,128,256]'"
         ) from None
+
+
+def _load_torchscript(model: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, str]]:
+    """The TorchScript network of ``model`` and its embedded inference config (``""`` when absent).
+
+    Not ``monai.data.load_net_with_metadata``: it fails with a bare ``JSONDecodeError`` on a file saved
+    without MONAI's metadata (plain ``torch.jit.save``), which needs none here.
+    """
+    extra = {EMBEDDED_CONFIG: ""}
+    try:
+        network = torch.jit.load(str(model), map_location=device, _extra_files=extra)
+    except Exception as error:  # RuntimeError for damaged archives or ops this PyTorch lacks
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelError(f"{model}: not a loadable TorchScript model ({type(error).__name__}: {first_line})") from error
+    return network, dict(extra)
 
 
 def _resolve_device(device: str | None) -> torch.device:
@@ -222,7 +259,8 @@ def load_predictor(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; by default CUDA when there is one.
 
     Raises:
-        ModelError: no weights (the message gives the training command), weights that do not fit,
+        ModelError: no weights (the message gives the training command), weights that do not fit or hold NaN
+            or infinity (the message names the file and the first bad tensor),
             a missing or unusable config, or an unavailable device.
     """
     overrides = dict(overrides or {})
@@ -242,9 +280,8 @@ def load_predictor(
             raise ModelError(f"{model}: TorchScript model not found")
         if not is_torchscript(model):
             raise ModelError(f"{model}: not a TorchScript model; weights for a bundle go with --bundle DIR --checkpoint")
-        from monai.data import load_net_with_metadata
-
-        network, _, extra = load_net_with_metadata(str(model), map_location=torch_device, more_extra_files=[EMBEDDED_CONFIG])
+        network, extra = _load_torchscript(model, torch_device)
+        _check_finite(network.state_dict(), model)
         if bundle is not None:
             parser, source = _bundle_parser(Path(bundle).resolve(), overrides)
         elif extra.get(EMBEDDED_CONFIG):

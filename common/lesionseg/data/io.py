@@ -12,6 +12,10 @@ Memory stays bounded: an image of more than :data:`MAX_PIXELS` pixels (25 millio
 as float32, 80 times a BUSI image) is refused from its header, before it is decoded. Raise the limit with
 the ``max_pixels`` argument or, for bundles and the command line, the environment variable
 ``LESIONSEG_MAX_PIXELS``.
+
+These rules hold for every reader of the project: :mod:`lesionseg.data.volumes` (multi-slice NIfTI and
+DICOM, for ``lesionseg predict``) reads NIfTI with :func:`read_nifti` and checks files, sizes and values
+with :func:`check_file`, :func:`check_size` and :func:`check_finite`.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ __all__ = [
     "DataError",
     "MAX_PIXELS",
     "NIFTI_SUFFIXES",
+    "check_file",
+    "check_finite",
+    "check_size",
     "max_pixels_limit",
     "load_pixels",
+    "read_nifti",
     "to_grayscale",
     "to_foreground",
     "read_image",
@@ -115,6 +123,47 @@ def max_pixels_limit(max_pixels: int | None = None) -> int:
     return limit
 
 
+def check_file(path: PathLike) -> Path:
+    """The checks made before any file is opened: it exists, is a file, is not empty and can be read.
+
+    Raises:
+        DataError: naming ``path`` and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a folder, expected an image file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file (0 bytes); copy or export it again")
+    if not os.access(path, os.R_OK):
+        raise DataError(path, "cannot read the file (permission denied); check its permissions (chmod +r)")
+    return path
+
+
+def check_size(path: PathLike, shape: Sequence[int], max_pixels: int | None = None) -> None:
+    """Refuse an image (or volume) of ``shape`` with more pixels (voxels) than the limit, from its header.
+
+    Args:
+        path: the file, named in the message.
+        shape: the sizes its header gives, e.g. ``(H, W)`` or ``(x, y, z)``.
+        max_pixels: the limit; ``None``: :func:`max_pixels_limit`.
+
+    Raises:
+        DataError: naming ``path``, the size and how to raise the limit.
+    """
+    _check_size(Path(path), shape, max_pixels_limit(max_pixels))
+
+
+def check_finite(path: PathLike, pixels: np.ndarray) -> None:
+    """Refuse float pixels that hold NaN or infinity (integer pixels always pass).
+
+    Raises:
+        DataError: naming ``path`` and how many values are NaN and infinite.
+    """
+    _check_finite(Path(path), np.asarray(pixels))
+
+
 def _check_size(path: Path, shape: Sequence[int], limit: int) -> None:
     pixels = math.prod(int(n) for n in shape)
     if pixels > limit:
@@ -144,16 +193,34 @@ def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _load_nifti(path: Path, limit: int) -> np.ndarray:
+def read_nifti(path: PathLike, max_pixels: int | None = None) -> tuple[np.ndarray, object]:
+    """Read a NIfTI file's voxels, with the rules of every reader of the project.
+
+    The shape is checked against the pixel limit from the header, before any voxel is read (a small
+    ``.nii.gz`` may declare 8000 x 8000 voxels); values are scaled by the header's slope and intercept
+    (as nibabel does), then must be finite.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        max_pixels: the limit on the number of voxels; ``None``: :func:`max_pixels_limit`.
+
+    Returns:
+        ``(voxels, image)``: the voxels in the file's ``(x, y[, z, ...])`` layout, float32 for float data,
+        uint8 for bool, else their integer type; colour voxels (RGB24, RGBA32) with a last axis of 3 colour
+        channels. ``image`` is the nibabel image (header, affine).
+
+    Raises:
+        DataError: naming ``path``: missing, empty, unreadable, truncated or corrupt, more voxels than the
+            limit, an unsupported data type, or NaN or infinite values.
+    """
     import nibabel
 
+    path = check_file(path)
+    limit = max_pixels_limit(max_pixels)
     try:
         image = nibabel.load(path)
-        shape = tuple(int(n) for n in image.shape)
-        squeezed = tuple(n for n in shape if n != 1) or (1, 1)
-        if len(squeezed) > 2:
-            raise DataError(path, f"NIfTI volume of shape {shape}; expected a 2D image (H x W, or W x H x 1)")
-        _check_size(path, shape, limit)
+        # the header's shape, before the data is read
+        _check_size(path, image.shape, limit)
         data = np.asanyarray(image.dataobj)
     except DataError:
         raise
@@ -161,19 +228,34 @@ def _load_nifti(path: Path, limit: int) -> np.ndarray:
         raise DataError(
             path, f"truncated or corrupt NIfTI file ({type(error).__name__}: {error}); copy or export it again"
         ) from error
-    if len(squeezed) == 2:
-        plane = squeezed
-    else:  # one row or column, or a single pixel: keep which axis it lies along
-        plane = (squeezed[0], 1) if shape[0] != 1 else (1, squeezed[0] if squeezed else 1)
-    data = np.asarray(data).reshape(plane)
+    data = np.asarray(data)
+    if data.dtype.names:  # RGB24 / RGBA32 voxels: a structured dtype with R, G, B(, A) fields
+        data = np.stack([data[name] for name in data.dtype.names[:3]], axis=-1)
     if data.dtype.kind == "f" and data.dtype != np.float32:
         data = data.astype(np.float32)
     elif data.dtype.kind == "b":
         data = data.astype(np.uint8)
     elif data.dtype.kind not in "uif":
         raise DataError(path, f"unsupported NIfTI data type {data.dtype}; expected integer or float pixels")
+    _check_finite(path, data)
+    return data, image
+
+
+def _load_nifti(path: Path, limit: int) -> np.ndarray:
+    """A 2D NIfTI image as ``(H, W)`` (or ``(H, W, 3)`` for colour voxels)."""
+    data, image = read_nifti(path, limit)
+    shape = tuple(int(n) for n in image.shape)
+    squeezed = tuple(n for n in shape if n != 1) or (1, 1)
+    if len(squeezed) > 2:
+        raise DataError(path, f"NIfTI volume of shape {shape}; expected a 2D image (H x W, or W x H x 1)")
+    if len(squeezed) == 2:
+        plane = squeezed
+    else:  # one row or column, or a single pixel: keep which axis it lies along
+        plane = (squeezed[0], 1) if shape[0] != 1 else (1, squeezed[0] if squeezed else 1)
+    channels = data.shape[len(shape) :]
+    data = data.reshape(plane + channels)
     # NIfTI's first axis is x (the width), as MONAI reads it: (W, H) -> (H, W)
-    return np.ascontiguousarray(data.T)
+    return np.ascontiguousarray(np.swapaxes(data, 0, 1))
 
 
 def load_pixels(path: PathLike, max_pixels: int | None = None) -> np.ndarray:
@@ -182,7 +264,8 @@ def load_pixels(path: PathLike, max_pixels: int | None = None) -> np.ndarray:
     The result is ``(H, W)`` for single-channel files (1-bit as 0/255 uint8, 8-bit uint8, 16-bit uint16,
     32-bit int32 or float32) and ``(H, W, C)`` for gray+alpha (C=2), RGB (C=3) and RGBA (C=4). Palette
     images are expanded to the colours of their palette (RGB, or RGBA when the palette has transparency).
-    A 2D NIfTI file (``.nii``, ``.nii.gz``) gives ``(H, W)`` in its own integer type or float32.
+    A 2D NIfTI file (``.nii``, ``.nii.gz``, see :func:`read_nifti`) gives ``(H, W)`` in its own integer type
+    or float32, or ``(H, W, 3)`` for colour voxels.
 
     Args:
         path: PNG, JPEG, BMP or TIFF file (anything PIL decodes), or a 2D NIfTI file.
@@ -196,18 +279,9 @@ def load_pixels(path: PathLike, max_pixels: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     limit = max_pixels_limit(max_pixels)
-    if not path.exists():
-        raise DataError(path, "file not found")
-    if path.is_dir():
-        raise DataError(path, "is a folder, expected an image file")
-    if path.stat().st_size == 0:
-        raise DataError(path, "empty file (0 bytes); copy or export it again")
-    if not os.access(path, os.R_OK):
-        raise DataError(path, "cannot read the file (permission denied); check its permissions (chmod +r)")
+    check_file(path)
     if _is_nifti(path):
-        pixels = _load_nifti(path, limit)
-        _check_finite(path, pixels)
-        return pixels
+        return _load_nifti(path, limit)
     try:
         with warnings.catch_warnings():
             # the pixel limit below replaces PIL's decompression-bomb warning

@@ -12,6 +12,12 @@ its columns), so slice ``k`` is ``volume[:, :, k].T``. :func:`to_voxels` is the 
 mapping, so a mask written with :func:`lesionseg.data.writers.save_nifti_like` has the source's shape and
 affine voxel for voxel. DICOM results are written as NIfTI in the same ``(x, y, frame)`` layout, with an
 affine from the DICOM geometry (see :func:`dicom_affine`).
+
+Every format follows the rules of :mod:`lesionseg.data.io`: the file is checked before it is opened
+(:func:`~lesionseg.data.io.check_file`), its size against the pixel limit from its header before any pixel is
+decoded (:func:`~lesionseg.data.io.check_size`; for a volume, all its voxels), and NaN or infinite values
+are refused (:func:`~lesionseg.data.io.check_finite`). NIfTI is read by :func:`lesionseg.data.io.read_nifti`
+for both 2D training images and volumes.
 """
 
 from __future__ import annotations
@@ -22,7 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionseg.data.io import DataError, PathLike, load_pixels, read_mask, to_grayscale
+from lesionseg.data.io import (
+    NIFTI_SUFFIXES,
+    DataError,
+    PathLike,
+    check_file,
+    check_finite,
+    check_size,
+    load_pixels,
+    max_pixels_limit,
+    read_mask,
+    read_nifti,
+    to_grayscale,
+)
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -39,7 +57,6 @@ __all__ = [
 
 #: 2D picture formats, read with :func:`lesionseg.data.io.load_pixels`
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 #: LPS (DICOM, ITK) to RAS (NIfTI) world coordinates
@@ -105,40 +122,38 @@ def file_kind(path: PathLike) -> str | None:
     return None
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DataError(path, "file not found")
-    if path.is_dir():
-        raise DataError(path, "is a folder, expected an image file")
-    if path.stat().st_size == 0:
-        raise DataError(path, "empty file (0 bytes)")
-
-
-def read_stack(path: PathLike) -> ImageStack:
+def read_stack(path: PathLike, max_pixels: int | None = None) -> ImageStack:
     """Read an image file of any supported format as an :class:`ImageStack`.
 
     Args:
         path: a PNG, JPEG, BMP, TIFF, NIfTI or DICOM file.
+        max_pixels: refuse files with more pixels (all slices together) than this, from their header;
+            ``None``: :func:`lesionseg.data.io.max_pixels_limit`.
 
     Raises:
-        DataError: naming ``path``: missing, empty, truncated or corrupt file, an unknown format, more than
-            three non-singleton dimensions, or DICOM without pydicom or ITK installed.
+        DataError: naming ``path``: missing, empty, unreadable, truncated or corrupt file, an unknown format,
+            more pixels than the limit, NaN or infinite values, more than three non-singleton dimensions, or
+            DICOM without pydicom or ITK installed.
     """
-    path = Path(path)
-    _check_file(path)
+    path = check_file(path)
+    limit = max_pixels_limit(max_pixels)
     kind = file_kind(path)
     if kind == "picture":
-        return ImageStack(path, kind, to_grayscale(load_pixels(path))[None])
-    if kind == "nifti":
-        return _read_nifti(path)
-    if kind == "dicom":
-        return _read_dicom(path)
-    raise DataError(
-        path,
-        "unknown image format; expected "
-        + ", ".join(PICTURE_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES)
-        + " (or a DICOM file with the DICM preamble)",
-    )
+        stack = ImageStack(path, kind, to_grayscale(load_pixels(path, limit))[None])
+    elif kind == "nifti":
+        stack = _read_nifti(path, limit)
+    elif kind == "dicom":
+        stack = _read_dicom(path, limit)
+    else:
+        raise DataError(
+            path,
+            "unknown image format; expected "
+            + ", ".join(PICTURE_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES)
+            + " (or a DICOM file with the DICM preamble)",
+        )
+    # after colour conversion and DICOM's rescaling too (a huge RescaleSlope overflows float32)
+    check_finite(path, stack.slices)
+    return stack
 
 
 def read_mask_stack(path: PathLike | list[PathLike]) -> np.ndarray:
@@ -181,18 +196,13 @@ def _volume_slices(path: Path, volume: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(volume.transpose(2, 1, 0))
 
 
-def _read_nifti(path: Path) -> ImageStack:
+def _read_nifti(path: Path, limit: int | None = None) -> ImageStack:
     import nibabel as nib
 
-    try:
-        image = nib.load(str(path))
-        volume = np.asanyarray(image.dataobj)
-    except Exception as error:  # nibabel fails with ImageFileError, EOFError, zlib.error, OSError...
-        raise DataError(path, f"not a readable NIfTI file ({type(error).__name__}: {error})") from error
-    if volume.dtype.names:  # RGB24 / RGBA32 voxels: a structured dtype with R, G, B fields
-        colour = np.stack([volume[name] for name in volume.dtype.names[:3]], axis=-1)
-        volume = to_grayscale(colour.reshape(-1, 1, colour.shape[-1])).reshape(volume.shape)
-    slices = np.nan_to_num(_volume_slices(path, np.asarray(volume)).astype(np.float32))
+    volume, image = read_nifti(path, limit)
+    if image.get_data_dtype().names:  # colour voxels: a last axis of R, G, B
+        volume = to_grayscale(volume.reshape(-1, 1, volume.shape[-1])).reshape(volume.shape[:-1])
+    slices = _volume_slices(path, volume).astype(np.float32)
     zooms = tuple(float(z) for z in image.header.get_zooms()[:2])
     spacing = (zooms[1], zooms[0]) if len(zooms) == 2 else None
     header = image.header if isinstance(image, nib.Nifti1Image) else None
@@ -251,14 +261,20 @@ def _dicom_spacing(dataset) -> tuple[tuple[float, float] | None, float]:
     return spacing, slice_spacing
 
 
-def _read_dicom(path: Path) -> ImageStack:
+def _read_dicom(path: Path, limit: int | None = None) -> ImageStack:
     try:
         import pydicom
     except ImportError:
-        return _read_with_itk(path)
+        return _read_with_itk(path, limit)
     try:
+        # the header alone first: its size is checked before the pixel data is read or decoded
+        header = pydicom.dcmread(str(path), stop_before_pixels=True)
+        frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+        check_size(path, (frames, int(header.Rows), int(header.Columns))[frames == 1 :], limit)
         dataset = pydicom.dcmread(str(path))
         pixels = dataset.pixel_array  # pydicom converts YBR colour to RGB
+    except DataError:
+        raise
     except Exception as error:  # InvalidDicomError, missing pixel data, decoder errors...
         raise DataError(path, f"not a readable DICOM image ({type(error).__name__}: {error})") from error
     frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
@@ -290,7 +306,20 @@ def _read_dicom(path: Path) -> ImageStack:
     return ImageStack(path, "dicom", slices.astype(np.float32), affine, voxel_shape, spacing)
 
 
-def _read_with_itk(path: Path) -> ImageStack:
+def _itk_shape(itk, path: Path) -> tuple[int, ...]:
+    """The image size ITK reads from ``path``'s header, without reading its pixels."""
+    read_mode = getattr(getattr(itk, "CommonEnums", None), "IOFileMode_ReadMode", None)
+    if read_mode is None:  # ITK before 5.1
+        read_mode = itk.ImageIOFactory.ReadMode
+    image_io = itk.ImageIOFactory.CreateImageIO(str(path), read_mode)
+    if image_io is None:
+        raise ValueError("no ITK reader recognises the file")
+    image_io.SetFileName(str(path))
+    image_io.ReadImageInformation()
+    return tuple(int(image_io.GetDimensions(axis)) for axis in range(image_io.GetNumberOfDimensions()))
+
+
+def _read_with_itk(path: Path, limit: int | None = None) -> ImageStack:
     """DICOM through ITK, for machines without pydicom."""
     try:
         import itk
@@ -299,7 +328,10 @@ def _read_with_itk(path: Path) -> ImageStack:
             path, "reading DICOM needs pydicom or itk, and neither is installed (pip install pydicom)"
         ) from None
     try:
+        check_size(path, _itk_shape(itk, path), limit)
         image = itk.imread(str(path))
+    except DataError:
+        raise
     except Exception as error:
         raise DataError(path, f"not a readable DICOM image ({type(error).__name__}: {error})") from error
     pixels = np.asarray(itk.array_from_image(image))  # (frames, rows, columns[, components]) or (rows, columns[, c])

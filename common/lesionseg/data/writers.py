@@ -113,6 +113,9 @@ class SaveMaskd(MapTransform):
     ``overlay=True`` it also writes ``<stem>_overlay.png``: the source image with the predicted outline in
     yellow and, when ``label_key`` is present, the ground-truth outline in green.
 
+    It never writes among its inputs: an ``output_dir`` that is the folder of the source image (or of its
+    label) is refused, since ``<stem>_mask.png`` there is BUSI's ground truth for ``<stem>.png``.
+
     Args:
         keys: the prediction key (one key).
         output_dir: folder to write into (created when missing).
@@ -139,8 +142,21 @@ class SaveMaskd(MapTransform):
         self.overlay = overlay
         self.label_key = label_key
 
+    def _check_not_among_inputs(self, data: Mapping[Hashable, object]) -> None:
+        output_dir = self.output_dir.resolve()
+        for key in (self.source_key, self.label_key):
+            meta = getattr(data.get(key), "meta", None) or data.get(f"{key}_meta_dict") or {}
+            filename = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
+            if filename and isinstance(filename, (str, Path)) and Path(filename).resolve().parent == output_dir:
+                raise ValueError(
+                    f"{self.output_dir}: the output folder holds the input {filename}; the predicted masks "
+                    "(<name>_mask.png) would be written among the inputs and could replace their ground truth: "
+                    "choose another output_dir"
+                )
+
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
+        self._check_not_among_inputs(d)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         stem = _source_stem(d, self.source_key)
         for key in self.key_iterator(d):

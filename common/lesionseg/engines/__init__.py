@@ -18,6 +18,14 @@ from lesionseg.engines.easy_hard import (
     run_preparation,
 )
 from lesionseg.engines.evaluation import PerImageMetricsWriter
+from lesionseg.engines.finite import (
+    FiniteCheckpointLoader,
+    NonFiniteError,
+    RefuseNonFinited,
+    check_finite_output,
+    check_finite_weights,
+    check_threshold,
+)
 from lesionseg.engines.outputs import PrimaryOutputInferer, primary_output
 
 __all__ = [
@@ -30,6 +38,12 @@ __all__ = [
     "save_atomically",
     "EasyHardPreparation",
     "EasyToHardHandler",
+    "FiniteCheckpointLoader",
+    "NonFiniteError",
+    "RefuseNonFinited",
+    "check_finite_output",
+    "check_finite_weights",
+    "check_threshold",
     "PerImageMetricsWriter",
     "PrimaryOutputInferer",
     "check_preparation",
