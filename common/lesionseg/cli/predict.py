@@ -88,6 +88,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "'<stem>_mask.*' (BUSI's '_mask_1'... merged), '_label', '_seg' or '_gt'; outlined in green",
     )
     parser.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cuda when there is one)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        help="precision of the network's forward pass: fp32, bf16, fp16 (CUDA only) or auto (bf16 where the device "
+        "runs it natively, see the README); default: the bundle's `precision` setting (fp32 today)",
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="probability a lesion pixel reaches (default: 0.5)")
     parser.set_defaults(func=run)
 
@@ -282,7 +288,9 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.monotonic()
     try:
-        predictor = load_predictor(args.bundle, args.checkpoint, args.model, parse_overrides(args.override), args.device)
+        predictor = load_predictor(
+            args.bundle, args.checkpoint, args.model, parse_overrides(args.override), args.device, args.precision
+        )
         source = args.input
         output = args.output.resolve()
         files = list_inputs(source, args.recursive, output)

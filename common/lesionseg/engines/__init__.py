@@ -13,8 +13,12 @@ from lesionseg.engines.easy_hard import (
 )
 from lesionseg.engines.evaluation import PerImageMetricsWriter
 from lesionseg.engines.outputs import PrimaryOutputInferer, primary_output
+from lesionseg.engines.precision import AutocastInferer, Precision, resolve_precision
 
 __all__ = [
+    "AutocastInferer",
+    "Precision",
+    "resolve_precision",
     "ConfigError",
     "check_training_config",
     "CheckpointError",
