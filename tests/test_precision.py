@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,31 @@ def test_predict_precision_option(dcnet_tiny, tmp_path, capsys, caplog):
     assert not (tmp_path / "fp16").exists()
     with pytest.raises(SystemExit):
         main([*args, "--output", str(tmp_path / "x"), "--precision", "half"])
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_fp16_training_uses_monai_gradient_scaler_with_its_autocast_off_and_a_float32_loss(bundle):
+    """fp16 (CUDA only, so emulated here with a Precision made for the CPU): the trainer gets amp=True for MONAI's
+    GradScaler and amp_kwargs that switch MONAI's own autocast (which would take the loss in) off."""
+    from monai.engines import SupervisedTrainer
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.yaml"))
+    parser["precision_policy"] = "$lesionseg.engines.Precision('fp16', 'cpu')"
+    amp, amp_kwargs = parser.get_parsed_content("train#trainer#amp"), parser.get_parsed_content("train#trainer#amp_kwargs")
+    assert amp is True and amp_kwargs == {"enabled": False}
+    net = _Recorder()
+    data = [{"image": torch.rand(2, 1, 8, 8), "label": (torch.rand(2, 1, 8, 8) > 0.5).float()}]
+    with warnings.catch_warnings():  # MONAI's GradScaler is disabled without CUDA, and says so
+        warnings.simplefilter("ignore")
+        trainer = SupervisedTrainer(
+            device=torch.device("cpu"), max_epochs=1, train_data_loader=data, network=net,
+            optimizer=torch.optim.Adam(net.parameters()), loss_function=lambda pred, label: torch.nn.functional.
+            binary_cross_entropy_with_logits(pred[0], label), inferer=parser.get_parsed_content("train#inferer"),
+            amp=amp, amp_kwargs=amp_kwargs, decollate=False,
+        )
+    losses = []
+    trainer.add_event_handler(IterationEvents.LOSS_COMPLETED, lambda engine: losses.append(engine.state.output["loss"]))
+    trainer.run()
+    assert trainer.scaler is not None
+    assert net.dtypes == [torch.float16] and losses[0].dtype == torch.float32
