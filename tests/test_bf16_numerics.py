@@ -63,16 +63,17 @@ def test_bf16_training_losses_and_masks_match_fp32(name):
     Each layer rounds its inputs and weights (2u relative) and accumulates in float32; over L layers the
     roundings are independent and add like a random walk, sqrt(L) of them. The loss, computed in float32
     from float32 logits, changes by at most the logits' relative change for these losses (Dice, BCE and
-    Eq. 26 have |z ∂L/∂z| ≲ L at the logits of the first steps). From the second step on the weights differ
+    Eq. 26 have |z ∂ℓ/∂z| ≲ ℓ for a loss ℓ at the logits of the first steps). From the second step on the weights differ
     too: Adam moves every weight by about the learning rate whatever the gradient's size, so a weight whose
     gradient sign differs between the precisions (gradients near 0) ends up 2·lr apart per step. At the
-    bundles' learning rates (DC-Net 3e-4, TaiChiNet 1e-4) five steps stay within τ (measured: 1.5 % and
-    0.2 %); at 1e-3 DC-Net's losses part by 5 % within four steps, the trajectories then diverge as any
+    bundles' learning rates (DC-Net 3e-4, TaiChiNet 1e-4) five steps stay within τ (measured: 1.0 % and
+    0.08 %); at 1e-3 DC-Net's losses part by 5 % within four steps, the trajectories then diverge as any
     two runs of a chaotic optimisation do, and are compared by accuracy, not step by step.
 
-    Prediction: after 60 fp32 steps (the last 55 at 1e-3, to get a network that segments) the network segments held-out phantoms in eval mode in fp32 and bf16
-    (the bundles' AutocastInferer). A pixel flips only where its fp32 logit lies within bf16's logit error
-    (a few per cent of the logits' range, as above) of the threshold; the logits cross the threshold at the
+    Prediction: after 60 fp32 steps (the last 55 at 1e-3, to get a network that segments) the network
+    segments held-out phantoms in eval mode in fp32 and bf16 (the bundles' AutocastInferer). A pixel
+    flips only where its fp32 logit lies within bf16's logit error (a few per cent of the logits' range, as
+    above) of the threshold; the logits cross the threshold at the
     lesion borders, so flips stay in a band one pixel wide along them (checked), and the masks agree to
     Dice ≥ 0.95: a one-pixel band is 4/d of a lesion d pixels across, and only part of it flips (measured
     Dice 0.978 for DC-Net, 0.989 for TaiChiNet).
@@ -159,7 +160,8 @@ def test_ccf_correlation_in_bf16_at_full_width_and_256(channels, size):
         assert correlation.abs().max() < FLOAT16_MAX
         assert torch.equal(correlation != 0, correlation_bf16 != 0), "entries underflowed to 0 in bfloat16"
         error = (correlation_bf16.float() - correlation).abs()
-        assert (error <= 3 * U * correlation.abs()).all(), f"scale {scale}: max |ΔM|/|M| = {(error / correlation.abs()).max()}"
+        worst = (error / correlation.abs()).max()
+        assert (error <= 3 * U * correlation.abs()).all(), f"scale {scale}: max |ΔM|/|M| = {worst} > 3u"
         assert ((weights_bf16.float() - weights).abs() <= weights_bound).all(), f"scale {scale}: ω beyond its bound"
 
 
@@ -169,8 +171,8 @@ def test_c2_attention_in_bf16_at_full_width_and_256():
     The scores s·Q Kᵀ (s = 1/sqrt(N)) come from bf16-rounded Q and K (each the rounded output of a 1x1
     convolution of rounded features: 3u), so |Δscore| ≤ 6u · s Σ|q||k| = 6u · S. A softmax weight changes by
     the factor exp(±2 |Δscore|) at most, and the attended values V (3u) by as much: the attention output's
-    relative error is about exp(12u · S) - 1 + 3u or less (V's rows add without much cancellation). For BatchNorm + ReLU-like features S ≈ 10 and the bound
-    is 27 %, the measured error about 0.5 %. Larger features (x4, x16) saturate the softmax towards one
+    relative error is about exp(12u · S) - 1 + 3u or less (V's rows add without much cancellation). For
+    BatchNorm + ReLU-like features S ≈ 10 and the bound is 27 %, the measured error about 0.5 %. Larger features (x4, x16) saturate the softmax towards one
     channel in fp32 already; the outputs stay finite and close (measured ≤ 3 %), which is checked against
     the looser 5 %.
     """
