@@ -328,3 +328,41 @@ def test_fp16_training_uses_monai_gradient_scaler_with_its_autocast_off_and_a_fl
     trainer.run()
     assert trainer.scaler is not None
     assert net.dtypes == [torch.float16] and losses[0].dtype == torch.float32
+
+
+class _DeepSupervision(torch.nn.Module):
+    """Two 'heads' as BasicUNetPlusPlus(deep_supervision=True) returns them in eval mode, recording the dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.dtypes: list[torch.dtype] = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.dtypes.append(y.dtype)
+        return [y, -y]
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_easy_hard_mining_runs_in_the_precision(phantoms, tmp_path, precision, dtype):
+    from ignite.engine import Engine
+    from monai.transforms import Compose, EnsureTyped, Resized, ScaleIntensityd
+
+    from lesionseg.data.splits import datalist_section
+    from lesionseg.data.transforms import LoadUltrasoundd
+    from lesionseg.engines.easy_hard import EasyHardPreparation
+
+    training = datalist_section(phantoms, "training", val_fraction=0.2, seed=0)
+    network = _DeepSupervision()
+    preprocessing = Compose([
+        LoadUltrasoundd(keys=["image", "label"]),
+        Resized(keys=["image", "label"], spatial_size=(32, 32), mode=["area", "nearest-exact"]),
+        ScaleIntensityd(keys="image"),
+        EnsureTyped(keys=["image", "label"], dtype=torch.float32),
+    ])
+    preparation = EasyHardPreparation(Engine(lambda engine, batch: None), training, tmp_path / "parts", preprocessing,
+                                      network=network, batch_size=4, precision=precision)
+    (tmp_path / "parts").mkdir()  # as run() makes it before training and mining
+    preparation._mine()
+    assert network.dtypes and set(network.dtypes) == {dtype}

@@ -288,11 +288,11 @@ class EasyHardPreparation:
         batch_size: images per forward pass when mining.
         num_workers: data-loading processes when mining.
         amp: float16 autocast when mining on CUDA (when ``precision`` is not given).
-        precision: the precision of the mining forward pass, a :class:`lesionseg.engines.Precision` or a
-            setting (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"auto"``); replaces ``amp``.
         force: retrain and rewrite even when reusable parts exist.
         recipe: settings to record with the parts (epochs, size...); on reuse a different recipe is
             reported, not acted on.
+        precision: the precision of the mining forward pass, a :class:`lesionseg.engines.Precision` or a
+            setting (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"auto"``); replaces ``amp``.
 
     Raises:
         ValueError: ``training_data`` is empty, or ``prepare_dir`` lies inside the dataset.
@@ -315,8 +315,8 @@ class EasyHardPreparation:
         num_workers: int = 0,
         amp: bool = False,
         force: bool = False,
-        precision: Precision | str | None = None,
         recipe: Mapping[str, Any] | None = None,
+        precision: Precision | str | None = None,
     ) -> None:
         if len(training_data) == 0:
             raise ValueError("training_data is empty: the preparation needs the training section's images")
