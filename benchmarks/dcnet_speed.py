@@ -23,9 +23,15 @@ heap and the resident set holds memory no tensor uses (it creeps up from step to
 threshold every block of 128 KiB or more goes back to the system when freed, so the peak resident set
 follows the live memory, as CUDA's counter does. ``--default-malloc`` measures without it.
 
+Precision: ``--precision`` (fp32, bf16, fp16 on CUDA, auto; :func:`lesionseg.engines.resolve_precision`) runs
+both networks' forward passes under autocast, as the bundles do, with the loss on float32 outputs; fp16
+training steps use a gradient scaler. The report starts with the CPU model and its AMX and AVX-512-BF16
+flags, on which the bf16 ratios depend.
+
 Usage::
 
     python benchmarks/dcnet_speed.py                       # 256x256, batch 4, fp32, 2 CPU threads
+    python benchmarks/dcnet_speed.py --precision bf16 --channels-last --fused-adam
     python benchmarks/dcnet_speed.py --device cuda --iters 20
 """
 
@@ -69,30 +75,55 @@ def _to(net, args: argparse.Namespace):
     return net.to(args.device, memory_format=memory_format)
 
 
-def _step_function(net, mode: str, image, target, fused_adam: bool = False) -> Callable[[], None]:
+def _step_function(net, mode: str, image, target, fused_adam: bool = False, precision=None) -> Callable[[], None]:
+    """One step of ``mode``; the forward pass under ``precision``'s autocast (a resolved
+    :class:`lesionseg.engines.Precision`, ``None``: float32), the loss on float32 outputs."""
     import torch
 
+    from lesionseg.engines.precision import Precision, to_float32
+
+    precision = precision or Precision("fp32", image.device.type)
     if mode == "infer":
         net.eval()
 
         def infer() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), precision.autocast(image.device.type):
                 net(image)
 
         return infer
     net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-4, fused=fused_adam or None)
+    scaler = torch.amp.GradScaler("cuda") if precision.grad_scaling else None
     targets = (target, target, 1.0 - target)  # lesion, foreground and background saliency (DC-Net)
 
     def train() -> None:
         optimizer.zero_grad(set_to_none=True)
-        outputs = net(image)
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        with precision.autocast(image.device.type):
+            outputs = net(image)
+        outputs = to_float32(outputs if isinstance(outputs, tuple) else (outputs,))
         loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(o, t) for o, t in zip(outputs, targets))
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     return train
+
+
+def _precision(args: argparse.Namespace):
+    from lesionseg.engines.precision import resolve_precision
+
+    return resolve_precision(args.precision, args.device)
+
+
+def cpu_report() -> str:
+    """The CPU model and its bfloat16 flags, e.g. ``CPU Intel(R) Xeon(R) ...: AMX-BF16 yes, AVX512-BF16 yes ...``."""
+    from lesionseg.engines.precision import cpu_features
+
+    return f"CPU {cpu_features().describe()}"
 
 
 def _inputs(args: argparse.Namespace):
@@ -110,7 +141,10 @@ def time_both(args: argparse.Namespace, mode: str) -> dict:
     """Step times (seconds) of both networks, alternating, in this process."""
     torch, device, image, target = _inputs(args)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    steps = {name: _step_function(_to(_build(name), args), mode, image, target, args.fused_adam) for name in NETWORKS}
+    precision = _precision(args)
+    steps = {
+        name: _step_function(_to(_build(name), args), mode, image, target, args.fused_adam, precision) for name in NETWORKS
+    }
     for _ in range(args.warmup):
         for step in steps.values():
             step()
@@ -136,7 +170,7 @@ def peak_memory(args: argparse.Namespace, name: str, mode: str) -> dict:
     else:
         base = _current_rss_bytes()
     net = _to(_build(name), args)
-    step = _step_function(net, mode, image, target, args.fused_adam)
+    step = _step_function(net, mode, image, target, args.fused_adam, _precision(args))
     for _ in range(2):
         step()
     if cuda:
@@ -155,6 +189,7 @@ def _subprocess(args: argparse.Namespace, worker: str, fixed_mmap_threshold: boo
     options += ["--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads)]
     options += ["--fused-adam"] if args.fused_adam else []
     options += ["--channels-last"] if args.channels_last else []
+    options += ["--precision", args.precision]
     command = [sys.executable, __file__, "--worker", worker, *options]
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -174,10 +209,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--channels-last", action="store_true", help="both networks in channels-last memory format (as the DC-Net bundle runs)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default="fp32",
+        help="forward passes under autocast in this precision (fp16: CUDA only; auto: bf16 where native); default fp32",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.size % 16 or args.size < 32:
         parser.error(f"--size must be a multiple of 16 and at least 32 (DC-Net's input contract), got {args.size}")
+    try:
+        resolved = _precision(args).name
+    except ValueError as error:
+        parser.error(str(error))
 
     if args.worker:
         kind, *rest = args.worker.split(":")
@@ -201,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     malloc = "" if args.device.startswith("cuda") else ", CPU memory " + ("glibc defaults" if not fixed else "live")
+    print(cpu_report())
     print(
-        f"size {args.size}x{args.size}, batch {args.batch}, fp32, {args.threads} threads, device {args.device}, "
+        f"size {args.size}x{args.size}, batch {args.batch}, {resolved} (--precision {args.precision}), "
+        f"{args.threads} threads, device {args.device}, "
         f"{args.warmup} warm-up + {args.iters} timed steps x {args.repeats}, torch {version}{malloc}"
         f"{', fused Adam' if args.fused_adam else ''}{', channels-last' if args.channels_last else ''}"
     )

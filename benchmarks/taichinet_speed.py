@@ -29,9 +29,16 @@ allocation including oneDNN's scratch buffers that Python-level tracers miss) mi
 size just before the network is built. On CUDA: ``torch.cuda.max_memory_allocated`` minus
 ``torch.cuda.memory_allocated`` before the network is built.
 
+Precision and layout: ``--precision`` (fp32, bf16, fp16 on CUDA, auto; :func:`lesionseg.engines.resolve_precision`)
+runs both networks' forward passes under autocast, as the bundles do, with the loss on float32 outputs (fp16
+training with a gradient scaler); ``--channels-last`` runs both in channels-last memory format, as the TaiChiNet
+bundle does. The report starts with the CPU model and its AMX and AVX-512-BF16 flags, on which the bf16
+ratios depend.
+
 Usage::
 
     python benchmarks/taichinet_speed.py                   # 224x224, batch 16, fp32, 2 CPU threads
+    python benchmarks/taichinet_speed.py --precision bf16 --channels-last
     python benchmarks/taichinet_speed.py --batch 4 --iters 5
     python benchmarks/taichinet_speed.py --device cuda --iters 20
 """
@@ -68,35 +75,68 @@ def _build(name: str):
     return UNetPath(spatial_dims=2, in_channels=1, out_channels=1)
 
 
-def _step_function(net, mode: str, images, masks):
-    """One training step (forward, BCE on every output, backward, Adam) or one inference forward."""
+def _step_function(net, mode: str, images, masks, precision=None):
+    """One training step (forward, BCE on every output, backward, Adam) or one inference forward; the forward
+    pass under ``precision``'s autocast (a resolved :class:`lesionseg.engines.Precision`, ``None``: float32),
+    the loss on float32 outputs."""
     import torch
     import torch.nn.functional as F
 
+    from lesionseg.engines.precision import Precision, to_float32
+
+    device_type = images.device.type
+    precision = precision or Precision("fp32", device_type)
     if mode == "infer":
         net.eval()
 
         def infer() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), precision.autocast(device_type):
                 net(images)
 
         return infer
 
     net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda") if precision.grad_scaling else None
 
     def train() -> None:
-        outputs = net(images)
+        with precision.autocast(device_type):
+            outputs = net(images)
+        outputs = to_float32(outputs)
         if isinstance(outputs, tuple):  # TaiChiNet: (positive, negative)
             loss = F.binary_cross_entropy_with_logits(outputs[0], masks)
             loss = loss + F.binary_cross_entropy_with_logits(outputs[1], 1 - masks)
         else:
             loss = F.binary_cross_entropy_with_logits(outputs, masks)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     return train
+
+
+def _network(name: str, device: str, channels_last: bool):
+    import torch
+
+    return _build(name).to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _precision(name: str, device: str):
+    from lesionseg.engines.precision import resolve_precision
+
+    return resolve_precision(name, device)
+
+
+def cpu_report() -> str:
+    """The CPU model and its bfloat16 flags, e.g. ``CPU Intel(R) Xeon(R) ...: AMX-BF16 yes, AVX512-BF16 yes ...``."""
+    from lesionseg.engines.precision import cpu_features
+
+    return f"CPU {cpu_features().describe()}"
 
 
 def _inputs(size: int, batch: int, device: str, threads: int):
@@ -123,7 +163,10 @@ def _timed(step, cuda: bool) -> tuple[float, float]:
     return end - start, (end_cpu.user - start_cpu.user) + (end_cpu.system - start_cpu.system)
 
 
-def measure_memory(name: str, mode: str, size: int, batch: int, warmup: int, device: str, threads: int) -> dict:
+def measure_memory(
+    name: str, mode: str, size: int, batch: int, warmup: int, device: str, threads: int,
+    precision: str = "fp32", channels_last: bool = False,
+) -> dict:
     """Peak memory of one (network, mode) pair, alone in this (fresh) process."""
     import torch
 
@@ -135,8 +178,8 @@ def measure_memory(name: str, mode: str, size: int, batch: int, warmup: int, dev
         torch.cuda.reset_peak_memory_stats()
     else:
         baseline = _current_rss_bytes()
-    net = _build(name).to(device)
-    step = _step_function(net, mode, images, masks)
+    net = _network(name, device, channels_last)
+    step = _step_function(net, mode, images, masks, _precision(precision, device))
     for _ in range(warmup + 1):
         step()
     if cuda:
@@ -151,10 +194,16 @@ def measure_memory(name: str, mode: str, size: int, batch: int, warmup: int, dev
     }
 
 
-def measure_speed(mode: str, size: int, batch: int, iters: int, warmup: int, device: str, threads: int) -> dict:
+def measure_speed(
+    mode: str, size: int, batch: int, iters: int, warmup: int, device: str, threads: int,
+    precision: str = "fp32", channels_last: bool = False,
+) -> dict:
     """Median wall and CPU seconds per image of both networks, their steps alternating in this process."""
     images, masks = _inputs(size, batch, device, threads)
-    steps = {name: _step_function(_build(name).to(device), mode, images, masks) for name in NETWORKS}
+    resolved = _precision(precision, device)
+    steps = {
+        name: _step_function(_network(name, device, channels_last), mode, images, masks, resolved) for name in NETWORKS
+    }
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -184,6 +233,8 @@ def _run_worker(args: argparse.Namespace, worker: str) -> dict:
         worker,
         *("--size", str(args.size), "--batch", str(args.batch), "--iters", str(args.iters)),
         *("--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads)),
+        *("--precision", args.precision),
+        *(["--channels-last"] if args.channels_last else []),
     ]
     env = {**os.environ, **REUSE_FREED_MEMORY} if args.reuse_freed_memory else None
     finished = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -210,25 +261,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse-freed-memory", action="store_true", help="run the workers with glibc reusing freed memory"
     )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default="fp32",
+        help="forward passes under autocast in this precision (fp16: CUDA only; auto: bf16 where native); default fp32",
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="both networks in channels-last memory format (as the bundle runs)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # "memory:NETWORK:MODE" or "speed:MODE"
     args = parser.parse_args(argv)
     if args.size % 16 != 0:
         parser.error(f"--size must be a multiple of 16, got {args.size}")
+    try:
+        resolved = _precision(args.precision, args.device).name
+    except ValueError as error:
+        parser.error(str(error))
 
     if args.worker:
         kind, *rest = args.worker.split(":")
         if kind == "memory":
-            result = measure_memory(*rest, args.size, args.batch, args.warmup, args.device, args.threads)
+            result = measure_memory(*rest, args.size, args.batch, args.warmup, args.device, args.threads,
+                                    args.precision, args.channels_last)
         else:
-            result = measure_speed(*rest, args.size, args.batch, args.iters, args.warmup, args.device, args.threads)
+            result = measure_speed(*rest, args.size, args.batch, args.iters, args.warmup, args.device, args.threads,
+                                   args.precision, args.channels_last)
         print(json.dumps(result))
         return 0
 
     memory = {(name, mode): _run_worker(args, f"memory:{name}:{mode}") for mode in MODES for name in NETWORKS}
     speed = {mode: _run_worker(args, f"speed:{mode}") for mode in MODES}
 
+    print(cpu_report())
     print(
-        f"{args.size}x{args.size}, batch {args.batch}, fp32, device {args.device}, {args.threads} CPU threads; "
+        f"{args.size}x{args.size}, batch {args.batch}, {resolved} (--precision {args.precision})"
+        f"{', channels-last' if args.channels_last else ''}, device {args.device}, {args.threads} CPU threads; "
         f"speed: median of {args.iters} alternating steps after {args.warmup} warm-up"
         + ("; glibc reusing freed memory" if args.reuse_freed_memory else "")
     )

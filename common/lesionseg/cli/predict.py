@@ -98,6 +98,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cuda when there is one)")
     parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        help="precision of the network's forward pass: fp32, bf16, fp16 (CUDA only) or auto (bf16 where the device "
+        "runs it natively, see the README); default: the bundle's `precision` setting (fp32 today)",
+    )
+    parser.add_argument(
         "--threshold",
         type=probability_threshold,
         default=0.5,
@@ -475,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
         check_threshold(args.threshold)
         max_pixels_limit()  # a bad $LESIONSEG_MAX_PIXELS stops the run here, not at every file
         overrides = parse_overrides(args.override)
-        predictor = load_predictor(args.bundle, args.checkpoint, args.model, overrides, args.device)
+        predictor = load_predictor(args.bundle, args.checkpoint, args.model, overrides, args.device, args.precision)
     except (ModelError, DataError, FileNotFoundError, ValueError) as error:
         print(f"lesionseg predict: {error}", file=sys.stderr)
         return 2

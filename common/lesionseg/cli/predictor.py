@@ -26,6 +26,7 @@ from monai.transforms import Compose, Invertd, LoadImaged
 from lesionseg.cli.bundle_runner import find_config
 from lesionseg.data.transforms import LoadUltrasoundd, ultrasound_tensor
 from lesionseg.engines.finite import NonFiniteError, check_finite_output, check_finite_weights
+from lesionseg.engines.precision import Precision, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ class Predictor:
         preprocessing: the bundle's transforms after its loader, applied to ``{image_key: (1, H, W)}``.
         image_key: the key the preprocessing transforms.
         device: where the network runs.
-        amp: run the network under CUDA autocast.
+        amp: run the network under autocast in the device's default low precision (``precision`` replaces it).
+        precision: the precision of the forward pass (:func:`lesionseg.engines.resolve_precision`); the
+            probabilities are computed in float32 from its outputs.
     """
 
     def __init__(
@@ -80,12 +83,14 @@ class Predictor:
         image_key: str = "image",
         device: torch.device | str = "cpu",
         amp: bool = False,
+        precision: Precision | None = None,
     ) -> None:
         self.network = network.eval()
         self.preprocessing = preprocessing
         self.image_key = image_key
         self.device = torch.device(device)
         self.amp = amp
+        self.precision = precision
         self._invert = Invertd(
             keys="pred", transform=preprocessing, orig_keys=image_key, nearest_interp=False, to_tensor=True
         )
@@ -99,7 +104,11 @@ class Predictor:
         """
         data = self.preprocessing({self.image_key: ultrasound_tensor(image, filename)})
         batch = data[self.image_key].as_tensor()[None].to(self.device)
-        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp):
+        if self.precision is not None:
+            autocast = self.precision.autocast(self.device.type)
+        else:
+            autocast = torch.autocast(self.device.type, enabled=self.amp)
+        with torch.inference_mode(), autocast:
             logits = self.network(batch)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
@@ -238,12 +247,28 @@ def _resolve_device(device: str | None) -> torch.device:
     return device
 
 
+def _resolve_precision(
+    precision: str | None, parser: ConfigParser, source: str | Path, device: torch.device
+) -> Precision:
+    """``precision``, else the config's ``precision`` setting, else fp32, resolved for ``device``."""
+    where = "--precision"
+    if precision is None and "precision" in parser:
+        precision, where = _parse(parser, "precision", source), f"{source}: precision"
+    elif precision is None:
+        precision = "fp32"
+    try:
+        return resolve_precision(precision, device)
+    except ValueError as error:
+        raise ModelError(f"{where}: {error}") from None
+
+
 def load_predictor(
     bundle: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
     model: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
     device: str | None = None,
+    precision: str | None = None,
 ) -> Predictor:
     """Set up a :class:`Predictor` from a bundle, a checkpoint and/or an exported TorchScript model.
 
@@ -257,11 +282,13 @@ def load_predictor(
             config the file carries (``inference.json``, as ``ckpt_export --config_file`` embeds it).
         overrides: config ids and values applied before parsing, e.g. ``{"network_def#features": [...]}``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; by default CUDA when there is one.
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"auto"``; by default the config's
+            ``precision`` setting, else fp32.
 
     Raises:
         ModelError: no weights (the message gives the training command), weights that do not fit or hold NaN
-            or infinity (the message names the file and the first bad tensor),
-            a missing or unusable config, or an unavailable device.
+            or infinity (the message names the file and the first bad tensor), a missing or unusable config, or
+            an unavailable device or precision.
     """
     overrides = dict(overrides or {})
     if bundle is not None and Path(bundle).is_file():
@@ -295,7 +322,8 @@ def load_predictor(
             )
         preprocessing, image_key = _preprocessing(parser, str(source))
         logger.info("TorchScript model %s, preprocessing from %s", model, source)
-        return Predictor(network.to(torch_device), preprocessing, image_key, torch_device, torch_device.type == "cuda")
+        resolved = _resolve_precision(precision, parser, source, torch_device)
+        return Predictor(network.to(torch_device), preprocessing, image_key, torch_device, precision=resolved)
 
     bundle = Path(bundle).resolve()
     if not bundle.is_dir():
@@ -320,4 +348,5 @@ def load_predictor(
     _load_weights(network, weights, config_file)
     preprocessing, image_key = _preprocessing(parser, str(config_file))
     logger.info("%s with weights %s on %s", type(network).__name__, weights, torch_device)
-    return Predictor(network.to(torch_device), preprocessing, image_key, torch_device, torch_device.type == "cuda")
+    resolved = _resolve_precision(precision, parser, config_file, torch_device)
+    return Predictor(network.to(torch_device), preprocessing, image_key, torch_device, precision=resolved)

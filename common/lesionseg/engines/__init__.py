@@ -27,8 +27,12 @@ from lesionseg.engines.finite import (
     check_threshold,
 )
 from lesionseg.engines.outputs import PrimaryOutputInferer, primary_output
+from lesionseg.engines.precision import AutocastInferer, Precision, resolve_precision
 
 __all__ = [
+    "AutocastInferer",
+    "Precision",
+    "resolve_precision",
     "ConfigError",
     "check_training_config",
     "CheckpointError",

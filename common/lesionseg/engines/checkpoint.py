@@ -68,7 +68,7 @@ RESUME_RULES: dict[str, str] = {
     "flip_prob": "apply",
     "aug_prob": "apply",
     "step2_start_epoch": "apply",
-    "amp": "apply",
+    "precision": "apply",
 }
 
 # item keys whose paths identify a training or validation image in the dataset fingerprint

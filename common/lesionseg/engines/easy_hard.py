@@ -40,6 +40,7 @@ from PIL import Image
 
 from lesionseg.data.io import DataError, PathLike, read_mask
 from lesionseg.data.readers import read_datalist
+from lesionseg.engines.precision import Precision, resolve_precision
 
 __all__ = [
     "DATALIST_FILENAME",
@@ -286,10 +287,12 @@ class EasyHardPreparation:
         hard_output: index of Out(4) in the outputs (-1: X^{0,4}).
         batch_size: images per forward pass when mining.
         num_workers: data-loading processes when mining.
-        amp: mixed precision when mining (CUDA).
+        amp: float16 autocast when mining on CUDA (when ``precision`` is not given).
         force: retrain and rewrite even when reusable parts exist.
         recipe: settings to record with the parts (epochs, size...); on reuse a different recipe is
             reported, not acted on.
+        precision: the precision of the mining forward pass, a :class:`lesionseg.engines.Precision` or a
+            setting (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"auto"``); replaces ``amp``.
 
     Raises:
         ValueError: ``training_data`` is empty, or ``prepare_dir`` lies inside the dataset.
@@ -313,6 +316,7 @@ class EasyHardPreparation:
         amp: bool = False,
         force: bool = False,
         recipe: Mapping[str, Any] | None = None,
+        precision: Precision | str | None = None,
     ) -> None:
         if len(training_data) == 0:
             raise ValueError("training_data is empty: the preparation needs the training section's images")
@@ -332,6 +336,7 @@ class EasyHardPreparation:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.amp = amp
+        self.precision = precision
         self.force = force
         self.recipe = dict(recipe or {})
         self._check_location()
@@ -418,7 +423,11 @@ class EasyHardPreparation:
         with torch.no_grad():
             for batch in loader:
                 images = batch["image"].to(device)
-                with torch.autocast(device.type, enabled=self.amp):
+                if self.precision is None:
+                    autocast = torch.autocast(device.type, enabled=self.amp)
+                else:
+                    autocast = resolve_precision(self.precision, device).autocast(device.type)
+                with autocast:
                     outputs = self.network(images)
                 if not isinstance(outputs, (list, tuple)) or len(outputs) < 2:
                     raise TypeError(
