@@ -15,6 +15,7 @@ from lesionseg.engines.training_log import epoch_curves, epoch_log_attacher
 from lesionseg.metrics import read_summary_json
 from lesionseg.metrics.plots import plot_training_curves
 from lesionseg.metrics.tables import format_table
+from lesionseg.utils.files import replacing, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def _overlay_sheet(predictions_dir: Path, output_png: Path, num: int = 8) -> Non
         picture = Image.open(path).convert("RGB")
         picture.thumbnail((tile, tile))
         sheet.paste(picture, ((index % columns) * tile, (index // columns) * tile))
-    sheet.save(output_png)
+    with replacing(output_png) as temporary:
+        sheet.save(temporary)
 
 
 def _lesion_means(summary: dict) -> dict[str, float]:
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     output = args.output.resolve()
     data_dir = output / "phantoms"
-    if not data_dir.exists():
+    if not (data_dir / "phantoms.json").is_file():  # the manifest is written last: a complete dataset
         write_phantom_dataset(data_dir, num_images=args.num_images, seed=args.seed)
     else:
         logger.info("reusing the phantoms in %s", data_dir)
@@ -114,13 +116,14 @@ def run(args: argparse.Namespace) -> int:
     )
     evaluation = read_summary_json(eval_dir / "summary.json")
     table = _results_table(evaluation)
-    (output / "results.md").write_text(
+    write_text_atomically(
+        output / "results.md",
         f"# lesionseg demo: DC-Net on {args.num_images} phantoms\n\n{args.epochs} epochs at {args.image_size}x"
         f"{args.image_size}, features {list(args.features)}, Adam {args.learning_rate}, seed {args.seed}; "
-        f"validation images, metrics at each image's own size (mean ± std over images).\n\n{table}"
+        f"validation images, metrics at each image's own size (mean ± std over images).\n\n{table}",
     )
     summary = {"validation": _lesion_means(evaluation), "minutes": round((time.monotonic() - start) / 60, 1)}
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(output / "summary.json", json.dumps(summary, indent=2))
     print(f"\ndemo finished in {summary['minutes']} min; validation images (mean ± std over images):\n\n{table}")
     print(f"  results:      {output / 'results.md'}")
     print(f"  curves:       {output / 'training_curves.png'} (training loss, validation Dice per epoch)")

@@ -51,6 +51,9 @@ def _counts_table(datalist: dict[str, list[dict]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.source.is_file() and args.output.resolve() == args.source.resolve():
+        print(f"error: {args.output}: is the datalist being split; write the split to another file", file=sys.stderr)
+        return 1
     try:
         datalist = make_datalist(
             args.source,
