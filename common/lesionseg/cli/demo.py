@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lesionseg.cli.bundle_runner import run_workflow
+from lesionseg.cli.bundle_runner import find_config, run_workflow
 from lesionseg.engines.training_log import epoch_curves, epoch_log_attacher
 from lesionseg.metrics import read_summary_json
 from lesionseg.metrics.plots import plot_training_curves
@@ -20,6 +20,18 @@ from lesionseg.utils.files import replacing, write_text_atomically
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE = Path("bundles") / "dcnet_bundle"
+#: the fewest phantoms whose validation fifth (the bundle's val_fraction, stratified by class) holds an image
+MIN_IMAGES = 5
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"need a whole number >= {minimum}, got {text}")
+        return value
+
+    return parse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: %(default)s)")
-    parser.add_argument("--num-images", type=int, default=60, help="phantoms to generate (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
+    parser.add_argument(
+        "--num-images",
+        type=_at_least(MIN_IMAGES),
+        default=60,
+        help=f"phantoms to generate, at least {MIN_IMAGES} (default: %(default)s)",
+    )
+    parser.add_argument("--epochs", type=_at_least(1), default=20, help="training epochs (default: %(default)s)")
     parser.add_argument(
         "--learning-rate",
         type=float,
@@ -88,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from lesionseg.data.phantoms import write_phantom_dataset
 
     start = time.monotonic()
+    for config in ("train", "evaluate"):  # a wrong --bundle fails now, not after the phantoms are written
+        find_config(args.bundle, config)
     output = args.output.resolve()
     data_dir = output / "phantoms"
     if not (data_dir / "phantoms.json").is_file():  # the manifest is written last: a complete dataset

@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
         if args.normal_fraction is not None:
             config = dataclasses.replace(config, normal_fraction=args.normal_fraction)
         if args.size is not None:
-            config = dataclasses.replace(config, height=args.size[0], width=args.size[1])
+            try:
+                config = dataclasses.replace(config, height=args.size[0], width=args.size[1])
+            except ValueError as error:  # the library names its field; say which option it came from
+                raise ValueError(f"--size {args.size[0]} {args.size[1]}: {error}") from None
         output = write_phantom_dataset(
             args.output_dir, num_images=args.num, seed=args.seed, config=config, overwrite=args.overwrite
         )
