@@ -185,3 +185,24 @@ def test_a_read_error_is_one_line_too(tmp_path, monkeypatch, capsys):
     assert _one_line(capsys.readouterr().err) == (
         f"lesionseg check-data: {source}: Permission denied (check the permissions of the file and its folder)"
     )
+
+
+def test_epoch_log_on_a_full_disk_leaves_no_broken_line(tmp_path, monkeypatch):
+    """A run that resumes after the disk was full appends clean lines: the log stays readable."""
+    from ignite.engine import Engine
+
+    from lesionseg.engines.training_log import EpochLog, read_epoch_log
+
+    path = tmp_path / "train" / "epochs.jsonl"
+    trainer = Engine(lambda engine, batch: [{"loss": 0.5}])
+    EpochLog(path).attach(trainer)
+    trainer.run([0], max_epochs=1)
+    with monkeypatch.context() as patch:
+        _failing_disk(patch, tmp_path, budget=10)
+        with pytest.raises(OSError, match="No space left"):
+            trainer.run([0], max_epochs=2)
+    resumed = Engine(lambda engine, batch: [{"loss": 0.25}])  # once there is space again, as a resumed run
+    EpochLog(path).attach(resumed)
+    resumed.load_state_dict({"epoch": 2, "max_epochs": 3, "epoch_length": 1})
+    resumed.run([0])
+    assert [record["epoch"] for record in read_epoch_log(path)] == [1, 3]
