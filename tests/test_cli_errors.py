@@ -61,3 +61,14 @@ def test_demo_checks_its_arguments_and_bundle_before_writing_anything(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err == f"lesionseg demo: {tmp_path / 'no_bundle'}: no configs/train.yaml or configs/train.json (is this a MONAI bundle?)"
     assert not output.exists(), "nothing may be written before the bundle is found"
+
+
+def test_phantoms_contact_sheet_never_replaces_a_file_unless_overwrite(tmp_path, capsys):
+    picture = tmp_path / "scan.png"
+    picture.write_bytes(b"someone's picture")
+    argv = ["phantoms", str(tmp_path / "out"), "--num", "2", "--size", "32", "32", "--contact-sheet", str(picture)]
+    assert main(argv) == 1
+    assert _error(capsys) == f"error: {picture}: exists; choose another file or pass --overwrite"
+    assert picture.read_bytes() == b"someone's picture" and not (tmp_path / "out").exists()
+    assert main([*argv, "--overwrite"]) == 0
+    assert picture.read_bytes().startswith(b"\x89PNG")

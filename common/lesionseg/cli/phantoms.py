@@ -50,12 +50,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=_fraction,
         help=f"fraction of lesion-free images (default: {PhantomConfig.normal_fraction})",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace phantoms already in OUTPUT_DIR")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the phantoms a previous run wrote to OUTPUT_DIR (never other images), and the contact sheet",
+    )
     parser.add_argument("--contact-sheet", type=Path, metavar="PNG", help="also draw 16 of them with outlines")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.contact_sheet is not None and args.contact_sheet.exists() and not args.overwrite:
+        print(f"error: {args.contact_sheet}: exists; choose another file or pass --overwrite", file=sys.stderr)
+        return 1
     try:
         config = PhantomConfig()
         if args.normal_fraction is not None:
