@@ -206,3 +206,11 @@ def test_epoch_log_on_a_full_disk_leaves_no_broken_line(tmp_path, monkeypatch):
     resumed.load_state_dict({"epoch": 2, "max_epochs": 3, "epoch_length": 1})
     resumed.run([0])
     assert [record["epoch"] for record in read_epoch_log(path)] == [1, 3]
+
+
+def test_examples_in_the_helpers_docstrings_run():
+    import doctest
+
+    from lesionseg.utils import files
+
+    assert doctest.testmod(files, raise_on_error=False).failed == 0
