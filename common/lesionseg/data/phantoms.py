@@ -930,10 +930,10 @@ def _move_into_place(staging: Path, output_dir: Path) -> None:
     manifest holds the whole new dataset.
     """
     previous = set(_previous_dataset(output_dir))
-    new = _previous_dataset(staging)
-    for path in new:
+    for kind in KINDS:  # every class folder, as the dataset's layout has them, even an empty one
+        (output_dir / kind).mkdir(exist_ok=True)
+    for path in _previous_dataset(staging):
         target = output_dir / path.relative_to(staging)
-        target.parent.mkdir(exist_ok=True)
         os.replace(path, target)
         previous.discard(target)
     for path in previous:
