@@ -218,3 +218,13 @@ def test_export_zip_never_replaces_an_existing_archive(tmp_path):
         export_bundle(BUNDLES["dcnet"], tmp_path / "zoo" / "breast_us_dcnet", make_zip=True)
     assert archive.read_bytes() == b"someone else's archive"
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["breast_us_dcnet.zip"]
+
+
+def test_export_names_a_broken_metadata_file(tmp_path, capsys):
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=None)
+    (source / "configs" / "metadata.json").write_text('{"version": "0.1",')
+    out = tmp_path / "zoo" / "breast_us_dcnet"
+    assert main(["export-bundle", "--bundle", str(source), "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lesionseg export-bundle: {source / 'configs' / 'metadata.json'}: not a valid bundle metadata file"), err
+    assert not out.exists() and list(out.parent.iterdir()) == []

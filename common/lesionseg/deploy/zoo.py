@@ -138,8 +138,14 @@ def vendored_requirements(files: Iterable[Path], package: str = VENDORED_PACKAGE
     return dict(sorted(requirements.items()))
 
 
-def _rewrite_metadata(path: Path, requirements: dict[str, str]) -> None:
-    metadata = json.loads(path.read_text(encoding="utf-8"))
+def _rewrite_metadata(path: Path, requirements: dict[str, str], source: Path) -> None:
+    """Rewrite the export's ``metadata.json`` at ``path``, copied from ``source`` (named in errors)."""
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metadata, dict):
+            raise ValueError(f"a JSON object was expected, found {type(metadata).__name__}")
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{source}: not a valid bundle metadata file ({error})") from None
     required = dict(metadata.get("required_packages_version", {}))
     required.pop("lesionseg", None)
     # the version the bundle was written for wins where both name a package
@@ -322,7 +328,7 @@ def _export_into(
     _copy_bundle_files(bundle, output, package)
     vendored = _vendor(output / package, package)
     requirements = vendored_requirements(vendored, package)
-    _rewrite_metadata(output / "configs" / "metadata.json", requirements)
+    _rewrite_metadata(output / "configs" / "metadata.json", requirements, bundle / "configs" / "metadata.json")
     large = _write_large_files(bundle, output, weights_url)
     readme = output / "docs" / "README.md"
     if readme.is_file():
