@@ -214,3 +214,15 @@ def test_examples_in_the_helpers_docstrings_run():
     from lesionseg.utils import files
 
     assert doctest.testmod(files, raise_on_error=False).failed == 0
+
+
+def test_replacing_keeps_the_suffix_writers_choose_the_format_by(tmp_path):
+    import nibabel
+    import numpy as np
+
+    target = tmp_path / ("a long case name " * 12 + "_mask.nii.gz")
+    with replacing(target) as temporary:
+        assert temporary.name.endswith(".nii.gz") and len(temporary.name) < 255
+        nibabel.save(nibabel.Nifti1Image(np.zeros((2, 3), np.uint8), np.eye(4)), temporary)
+    assert nibabel.load(target).shape == (2, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]

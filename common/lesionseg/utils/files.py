@@ -39,9 +39,9 @@ _ADVICE = {
 def replacing(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error it replaces ``path``.
 
-    The temporary name is ``.<name>.<random><suffix>`` (the suffix is kept, so writers that pick the format
-    from it, such as PIL's ``Image.save`` or matplotlib's ``savefig``, work unchanged). The file gets the
-    usual permissions (``0o666`` less the umask). The folder is created.
+    The temporary name is ``.<name>.<random><suffix>`` (the suffix, ``.nii.gz`` whole, is kept, so writers
+    that pick the format from it, such as PIL's ``Image.save``, matplotlib's ``savefig`` or ``nibabel.save``,
+    work unchanged). The file gets the usual permissions (``0o666`` less the umask). The folder is created.
 
     Example:
         >>> import tempfile, pathlib
@@ -57,7 +57,9 @@ def replacing(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+        # the name is cut short so that the temporary one stays within the file system's 255 bytes
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=suffix)
         os.close(descriptor)
     except OSError as error:
         raise with_filename(error, path) from error
