@@ -226,3 +226,12 @@ def test_replacing_keeps_the_suffix_writers_choose_the_format_by(tmp_path):
         nibabel.save(nibabel.Nifti1Image(np.zeros((2, 3), np.uint8), np.eye(4)), temporary)
     assert nibabel.load(target).shape == (2, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_replacing_passes_an_error_without_errno_through_unchanged(tmp_path):
+    error = FileNotFoundError("model.pt: not found")
+    with pytest.raises(FileNotFoundError) as raised:
+        with replacing(tmp_path / "out.json"):
+            raise error
+    assert raised.value is error and raised.value.__cause__ is None
+    assert list(tmp_path.iterdir()) == []

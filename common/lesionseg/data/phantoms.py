@@ -42,7 +42,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from lesionseg import __version__
-from lesionseg.utils.files import replacing, with_filename
+from lesionseg.utils.files import replacing, reraise_naming
 
 __all__ = ["KINDS", "PhantomConfig", "Phantom", "make_phantom", "write_phantom_dataset", "contact_sheet"]
 
@@ -283,7 +283,7 @@ def write_phantom_dataset(
         if created:
             shutil.rmtree(output_dir, ignore_errors=True)
         if isinstance(error, OSError):  # the staging folder is gone: name the folder the user asked for
-            raise with_filename(error, output_dir) from error
+            reraise_naming(error, output_dir)
         raise
     for leftover in output_dir.glob(f"{_STAGING_PREFIX}*.tmp"):  # of this run and of killed ones
         shutil.rmtree(leftover, ignore_errors=True)

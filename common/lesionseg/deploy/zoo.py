@@ -48,7 +48,7 @@ from pathlib import Path
 import yaml
 
 import lesionseg
-from lesionseg.utils.files import replacing, with_filename
+from lesionseg.utils.files import replacing, reraise_naming
 
 __all__ = ["MAX_FILE_BYTES", "VENDORED_PACKAGE", "BundleLinkError", "export_bundle", "vendored_requirements"]
 
@@ -292,7 +292,7 @@ def export_bundle(
         os.replace(staging, output)  # atomic; an empty output folder is replaced as well
         staging = None
     except OSError as error:
-        raise with_filename(error, output) from error
+        reraise_naming(error, output)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

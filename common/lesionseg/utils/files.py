@@ -20,8 +20,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
-__all__ = ["replacing", "write_text_atomically", "describe_os_error", "with_filename"]
+__all__ = ["replacing", "write_text_atomically", "describe_os_error", "with_filename", "reraise_naming"]
 
 PathLike = str | os.PathLike
 
@@ -62,7 +63,7 @@ def replacing(path: PathLike) -> Iterator[Path]:
         descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=suffix)
         os.close(descriptor)
     except OSError as error:
-        raise with_filename(error, path) from error
+        reraise_naming(error, path)
     temporary = Path(name)
     try:
         yield temporary
@@ -72,7 +73,7 @@ def replacing(path: PathLike) -> Iterator[Path]:
         os.replace(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise with_filename(error, path) from error
+        reraise_naming(error, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -89,11 +90,20 @@ def write_text_atomically(path: PathLike, text: str, encoding: str = "utf-8") ->
 def with_filename(error: OSError, path: PathLike) -> OSError:
     """The same kind of ``OSError`` with ``path`` as its file name, e.g. the target of a temporary file.
 
-    An error without ``errno`` (raised with a message only) is returned as it is.
+    An error without ``errno`` (raised with a message only) is returned as it is: re-raise it with ``raise``
+    then, as :func:`reraise_naming` does.
     """
     if error.errno is None:
         return error
     return type(error)(error.errno, error.strerror or os.strerror(error.errno), str(path))
+
+
+def reraise_naming(error: OSError, path: PathLike) -> NoReturn:
+    """Raise :func:`with_filename` of ``error`` (chained to it), or ``error`` itself when it has no errno."""
+    named = with_filename(error, path)
+    if named is error:
+        raise error
+    raise named from error
 
 
 def describe_os_error(error: OSError) -> str:
