@@ -47,12 +47,13 @@ NETWORKS = {"dcnet": (256, 256), "taichinet": (224, 224)}
 def _build(name: str, checkpoint: str | None, size: tuple[int, int]):
     import torch
 
+    from lesionseg.engines import load_checkpoint
     from lesionseg.networks.nets import DCNet, TaiChiNet
 
     torch.manual_seed(0)
     net = DCNet() if name == "dcnet" else TaiChiNet()
     if checkpoint:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint)
         net.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
     else:
         norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

@@ -150,3 +150,81 @@ def test_exported_bundle_passes_zoo_checks_without_lesionseg(name, tmp_path):
     assert report["torchscript_output_shape"] == [1, 1, 32, 48]
     assert len(report["masks"]) == 8
     assert "models/model.pt" in report["files"] and "models/verify_model.ts" in report["files"]
+
+
+def _exported_files(out: Path) -> set[str]:
+    """The export's files, less the vendored code."""
+    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.relative_to(out).parts[0] != "scripts"}
+
+
+def test_export_copies_only_what_defines_the_bundle(tmp_path, caplog):
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=1024)
+    definition = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file() and "models" not in p.parts}
+    strays = [
+        "training_state.pt", "train.log", "nohup.out", "model.ts", "model.onnx", "models/training_state.pt",
+        "models/model.ts", "eval/per_image.csv", "eval/events.out.tfevents.1", "configs/train.yaml.bak",
+        "configs/.train.yaml.swp", "configs/__pycache__/x.pyc", "docs/.cache/x", "cache/data.npz", ".git/config",
+    ]
+    for stray in strays:
+        (source / stray).parent.mkdir(parents=True, exist_ok=True)
+        (source / stray).write_bytes(b"stray")
+    (source / "docs" / "card.md").symlink_to("README.md")  # a link inside the bundle: copied as the file
+    out = tmp_path / "zoo" / "breast_us_dcnet"
+    with caplog.at_level("WARNING", logger="lesionseg.deploy.zoo"):
+        export_bundle(source, out)
+    assert _exported_files(out) == definition | {"large_files.yml", "docs/card.md"}
+    assert not (out / "docs" / "card.md").is_symlink()
+    assert (out / "docs" / "card.md").read_text() == (source / "docs" / "README.md").read_text()
+    assert "training_state.pt (not part of a bundle's definition)" in caplog.text
+    assert "train.yaml.bak (not part of a bundle's definition)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "link, target_kind",
+    [("docs/notes.md", "file"), ("configs/extra.yaml", "file"), ("docs/figures", "folder"), ("LICENSE", "file")],
+)
+def test_export_refuses_a_link_out_of_the_bundle(tmp_path, capsys, link, target_kind):
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=None)
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "id_rsa.md").write_text("SECRET KEY")
+    link_path = source / link
+    link_path.unlink(missing_ok=True)
+    link_path.symlink_to(private / "id_rsa.md" if target_kind == "file" else private)
+    out = tmp_path / "zoo" / "breast_us_dcnet"
+    assert main(["export-bundle", "--bundle", str(source), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{link_path}: symbolic link to {private}" in err and "outside the bundle" in err, err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_export_leaves_out_stray_links_without_following_them(tmp_path):
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=None)
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "secret.txt").write_text("SECRET KEY")
+    (source / "data").symlink_to(private)  # e.g. a dataset linked into the bundle folder
+    (source / "eval").symlink_to(private)
+    out = export_bundle(source, tmp_path / "zoo" / "breast_us_dcnet")
+    assert not any("SECRET KEY" in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file())
+    assert not (out / "data").exists() and not (out / "eval").exists()
+
+
+def test_export_zip_never_replaces_an_existing_archive(tmp_path):
+    (tmp_path / "zoo").mkdir()
+    archive = tmp_path / "zoo" / "breast_us_dcnet.zip"
+    archive.write_bytes(b"someone else's archive")
+    with pytest.raises(FileExistsError, match="breast_us_dcnet.zip exists"):
+        export_bundle(BUNDLES["dcnet"], tmp_path / "zoo" / "breast_us_dcnet", make_zip=True)
+    assert archive.read_bytes() == b"someone else's archive"
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["breast_us_dcnet.zip"]
+
+
+def test_export_names_a_broken_metadata_file(tmp_path, capsys):
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=None)
+    (source / "configs" / "metadata.json").write_text('{"version": "0.1",')
+    out = tmp_path / "zoo" / "breast_us_dcnet"
+    assert main(["export-bundle", "--bundle", str(source), "--output", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lesionseg export-bundle: {source / 'configs' / 'metadata.json'}: not a valid bundle metadata file"), err
+    assert not out.exists() and list(out.parent.iterdir()) == []

@@ -210,3 +210,39 @@ def test_cli_rejects_bad_numbers(tmp_path, capsys):
     assert "--normal-fraction" in capsys.readouterr().err
     assert main(["phantoms", str(tmp_path / "x"), "--size", "8", "8"]) == 1
     assert "height" in capsys.readouterr().err
+
+
+def test_cli_error_for_a_used_folder_names_the_flag_not_the_argument(tmp_path, capsys):
+    """Through the command line the fix is ``--overwrite``, which the message must say (not only overwrite=True)."""
+    output = tmp_path / "phantoms"
+    argv = ["phantoms", str(output), "--num", "2", "--size", "40", "48"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert str(output) in err and "--overwrite" in err, err
+
+
+def test_overwrite_never_deletes_a_folder_of_real_images(tiny_busi, capsys):
+    """``--overwrite`` replaces a phantom dataset (its phantoms.json says so); BUSI-layout images without that
+    manifest may be real data and are kept."""
+    before = {p: p.read_bytes() for p in tiny_busi.rglob("*") if p.is_file()}
+    assert any(p.name.endswith("_mask.png") for p in before)
+    assert main(["phantoms", str(tiny_busi), "--num", "2", "--size", "40", "48", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert str(tiny_busi) in err and "no phantom dataset" in err, err
+    assert {p: p.read_bytes() for p in tiny_busi.rglob("*") if p.is_file()} == before
+
+
+def test_overwrite_replaces_a_previous_phantom_dataset_whole(tmp_path):
+    output = tmp_path / "out"
+    write_phantom_dataset(output, num_images=6, seed=0, size=SMALL, progress=False)
+    write_phantom_dataset(output, num_images=2, seed=1, size=SMALL, overwrite=True, progress=False)
+    fresh = write_phantom_dataset(tmp_path / "fresh", num_images=2, seed=1, size=SMALL, progress=False)
+    files = {str(p.relative_to(output)): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    assert files == {str(p.relative_to(fresh)): p.read_bytes() for p in fresh.rglob("*") if p.is_file()}
+
+
+def test_every_class_folder_is_written_even_an_empty_one(tmp_path):
+    output = write_phantom_dataset(tmp_path / "out", num_images=2, seed=0, size=SMALL, normal_fraction=0.0, progress=False)
+    assert sorted(p.name for p in output.iterdir()) == ["benign", "malignant", "normal", "phantoms.json"]

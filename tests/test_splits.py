@@ -314,4 +314,4 @@ def test_split_command_writes_a_relative_datalist(tiny_busi, tmp_path, capsys):
     folds = make_datalist(tiny_busi, test_fraction=0.25, num_folds=3, fold=2)
     assert {name: read_datalist(output, name) for name in folds} == folds
     assert run_split([tiny_busi, "-o", output, "--folds", "3"]) == 1
-    assert "num_folds and fold go together" in capsys.readouterr().err
+    assert "--folds and --fold go together" in capsys.readouterr().err

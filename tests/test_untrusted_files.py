@@ -3,10 +3,12 @@ unpack only inside their destination (lesionseg.utils.archives)."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import io
 import re
 import tarfile
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from PIL import Image
 from monai.handlers import CheckpointLoader
 
 from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint
+from lesionseg.engines.checkpoint_loader import WeightsOnlyCheckpointLoader
+from lesionseg.engines.finite import FiniteCheckpointLoader
 from lesionseg.utils import UnsafeArchiveError, safe_extract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -453,3 +457,133 @@ def test_every_format_and_reader_refuses_nan_and_infinity(tmp_path, name):
             reader(path)
         assert str(raised.value).startswith(f"{path}: holds "), (reader_name, str(raised.value))
         assert "infinite pixel value(s); every pixel must be a finite number" in str(raised.value), reader_name
+
+
+def _zip_with_a_bad_last_member(path: Path) -> Path:
+    """A zip whose members all pass the checks, but whose last one fails its CRC when it is unpacked."""
+    _zip(path, {"b/configs/train.yaml": b"a: 1\n", "b/docs/README.md": b"card", "b/models/model.pt": b"WEIGHTS" * 50})
+    data = bytearray(path.read_bytes())
+    data[data.index(b"WEIGHTS")] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_safe_extract_writes_nothing_when_the_last_member_is_damaged(tmp_path):
+    archive = _zip_with_a_bad_last_member(tmp_path / "bundle.zip")
+    with pytest.raises(ValueError) as raised:
+        safe_extract(archive, tmp_path / "new")
+    assert str(raised.value).startswith(f"{archive}: damaged archive") and "nothing was unpacked" in str(raised.value)
+    assert not (tmp_path / "new").exists()
+    # into a folder that exists: it keeps exactly what it held
+    existing = tmp_path / "existing"
+    (existing / "b").mkdir(parents=True)
+    (existing / "b" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="damaged archive"):
+        safe_extract(archive, existing)
+    assert sorted(p.relative_to(existing).as_posix() for p in existing.rglob("*")) == ["b", "b/notes.txt"]
+
+
+def test_safe_extract_writes_nothing_when_the_disk_fills_on_the_last_member(tmp_path, monkeypatch):
+    members = [_member("b/"), _member("b/first.txt"), _member("b/last.txt")]
+    members[0].type = tarfile.DIRTYPE
+    archive = _tar(tmp_path / "bundle.tar.gz", members, {"b/first.txt": b"1", "b/last.txt": b"2"})
+    real_extract = tarfile.TarFile._extract_member
+
+    def disk_full_on_last(self, member, target, *args, **kwargs):
+        if member.name == "b/last.txt":
+            Path(target).write_bytes(b"")  # a part of it, as a full disk leaves
+            raise OSError(28, "No space left on device")
+        return real_extract(self, member, target, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "_extract_member", disk_full_on_last)
+    with pytest.raises(OSError, match="No space left"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_safe_extract_never_replaces_a_file_already_there(tmp_path):
+    archive = _zip(tmp_path / "bundle.zip", {"b/new.txt": b"new", "b/configs/train.yaml": b"theirs"})
+    destination = tmp_path / "out"
+    (destination / "b" / "configs").mkdir(parents=True)
+    (destination / "b" / "configs" / "train.yaml").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"member 'b/configs/train.yaml' would replace the existing"):
+        safe_extract(archive, destination)
+    assert (destination / "b" / "configs" / "train.yaml").read_text() == "mine"
+    assert not (destination / "b" / "new.txt").exists()
+    # into existing folders, beside other files, is fine
+    written = safe_extract(_zip(tmp_path / "other.zip", {"b/configs/other.yaml": b"x"}), destination)
+    assert written == [destination / "b" / "configs" / "other.yaml"] and written[0].read_bytes() == b"x"
+    assert sorted(p.name for p in destination.rglob("*") if p.name.startswith(".")) == []
+
+
+# ------------------------------------------------------------------------------ code-carrying checkpoints
+
+
+def _advises_an_unsafe_load(error: BaseException) -> bool:
+    """Whether the error or its printed traceback tells the user to load with weights_only=False."""
+    text = "".join(traceback.format_exception(error))
+    return "weights_only=False" in text or "`weights_only` set to `False`" in text
+
+
+def test_refusal_of_pickled_code_says_why_and_never_advises_weights_only_false(booby_trapped):
+    path, marker = booby_trapped
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: refused") and "(it would call getattr)" in message
+    assert "run their code with your permissions" in message and "lesionseg refuses" in message
+    # neither the message nor the traceback (no chained PyTorch error) tells the user to load it unsafely
+    assert not _advises_an_unsafe_load(raised.value)
+    assert not marker.exists()
+
+
+def test_bundle_handler_refuses_pickled_code_with_the_projects_message(booby_trapped):
+    path, marker = booby_trapped
+    loader = WeightsOnlyCheckpointLoader(load_path=str(path), load_dict={"model": nn.Linear(2, 1)})
+    with pytest.raises(CheckpointError) as raised:
+        loader(Engine(lambda engine, batch: None))
+    assert str(raised.value).startswith(f"{path}: refused") and "lesionseg refuses" in str(raised.value)
+    assert not _advises_an_unsafe_load(raised.value)
+    assert not marker.exists()
+    # a good checkpoint loads as with MONAI's handler
+    good, network = path.with_name("good.pt"), nn.Linear(2, 1)
+    torch.save(network.state_dict(), good)
+    target = nn.Linear(2, 1)
+    WeightsOnlyCheckpointLoader(load_path=str(good), load_dict={"model": target})(Engine(lambda e, b: None))
+    assert torch.equal(target.weight, network.weight)
+
+
+def test_predict_refuses_a_code_carrying_checkpoint_with_the_projects_message(booby_trapped):
+    from lesionseg.cli.predictor import ModelError, load_predictor
+
+    path, marker = booby_trapped
+    with pytest.raises(ModelError) as raised:
+        load_predictor(
+            bundle=ROOT / "bundles" / "dcnet_bundle",
+            checkpoint=path,
+            overrides={"network_def#features": [2, 4, 8, 16, 32]},
+            device="cpu",
+        )
+    assert str(raised.value).startswith(f"{path}: refused") and "lesionseg refuses" in str(raised.value)
+    assert not _advises_an_unsafe_load(raised.value)
+    assert not marker.exists()
+
+
+def test_every_checkpoint_load_goes_through_the_projects_loader():
+    """One loader: no torch.load in the package or the benchmarks outside lesionseg.engines.checkpoint, and
+    the bundles' configs load through its handler, not MONAI's CheckpointLoader with PyTorch's messages."""
+    loader = ROOT / "common" / "lesionseg" / "engines" / "checkpoint.py"
+    loads = {}
+    for folder in ("common", "benchmarks"):
+        for source in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                function = node.func if isinstance(node, ast.Call) else None
+                if isinstance(function, ast.Attribute) and function.attr == "load" and ast.unparse(function.value) == "torch":
+                    loads.setdefault(source, []).append(node.lineno)
+    assert list(loads) == [loader] and len(loads[loader]) == 1, f"torch.load outside load_checkpoint: {loads}"
+    for config in (ROOT / "bundles").rglob("*.yaml"):
+        for target in re.findall(r"_target_:\s*(\S+)", config.read_text()):
+            # the bundles' loader: weights_only with the project's errors, and NaN weights refused
+            ours = "lesionseg.engines.FiniteCheckpointLoader"
+            assert not target.endswith("CheckpointLoader") or target == ours, f"{config}: {target}"
+    assert issubclass(FiniteCheckpointLoader, WeightsOnlyCheckpointLoader)

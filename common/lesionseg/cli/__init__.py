@@ -3,6 +3,10 @@
 Each subcommand lives in its own module of this package and exposes two functions:
 ``add_parser(subparsers)`` registers it (with a help text) and ``run(args) -> int`` carries it out and
 returns the exit code. Register a new module in :data:`SUBCOMMANDS`.
+
+:func:`main` turns an ``OSError`` that a subcommand lets through (disk full, read-only or forbidden output
+folder, an unreadable file) into one line naming the file and the problem, exit code 1; ``-v`` logs the
+traceback as well.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import sys
 
 from lesionseg import __version__
+from lesionseg.utils.files import describe_os_error
 
 #: subcommand modules, in the order ``--help`` lists them
 SUBCOMMANDS = ("demo", "phantoms", "check_data", "split", "predict", "crossval", "export_bundle")
@@ -46,3 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        logging.getLogger(__name__).debug("%s failed", args.command, exc_info=True)
+        print(f"lesionseg {args.command}: {describe_os_error(error)}", file=sys.stderr)
+        return 1

@@ -10,15 +10,28 @@ from pathlib import Path
 
 from PIL import Image
 
-from lesionseg.cli.bundle_runner import run_workflow
+from lesionseg.cli.bundle_runner import find_config, run_workflow
 from lesionseg.engines.training_log import epoch_curves, epoch_log_attacher
 from lesionseg.metrics import read_summary_json
 from lesionseg.metrics.plots import plot_training_curves
 from lesionseg.metrics.tables import format_table
+from lesionseg.utils.files import replacing, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE = Path("bundles") / "dcnet_bundle"
+#: the fewest phantoms whose validation fifth (the bundle's val_fraction, stratified by class) holds an image
+MIN_IMAGES = 5
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"need a whole number >= {minimum}, got {text}")
+        return value
+
+    return parse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", type=Path, default=Path("demo_output"), help="output folder (default: %(default)s)")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: %(default)s)")
-    parser.add_argument("--num-images", type=int, default=60, help="phantoms to generate (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
+    parser.add_argument(
+        "--num-images",
+        type=_at_least(MIN_IMAGES),
+        default=60,
+        help=f"phantoms to generate, at least {MIN_IMAGES} (default: %(default)s)",
+    )
+    parser.add_argument("--epochs", type=_at_least(1), default=20, help="training epochs (default: %(default)s)")
     parser.add_argument(
         "--learning-rate",
         type=float,
@@ -67,7 +85,8 @@ def _overlay_sheet(predictions_dir: Path, output_png: Path, num: int = 8) -> Non
         picture = Image.open(path).convert("RGB")
         picture.thumbnail((tile, tile))
         sheet.paste(picture, ((index % columns) * tile, (index // columns) * tile))
-    sheet.save(output_png)
+    with replacing(output_png) as temporary:
+        sheet.save(temporary)
 
 
 def _lesion_means(summary: dict) -> dict[str, float]:
@@ -86,9 +105,11 @@ def run(args: argparse.Namespace) -> int:
     from lesionseg.data.phantoms import write_phantom_dataset
 
     start = time.monotonic()
+    for config in ("train", "evaluate"):  # a wrong --bundle fails now, not after the phantoms are written
+        find_config(args.bundle, config)
     output = args.output.resolve()
     data_dir = output / "phantoms"
-    if not data_dir.exists():
+    if not (data_dir / "phantoms.json").is_file():  # the manifest is written last: a complete dataset
         write_phantom_dataset(data_dir, num_images=args.num_images, seed=args.seed)
     else:
         logger.info("reusing the phantoms in %s", data_dir)
@@ -114,13 +135,14 @@ def run(args: argparse.Namespace) -> int:
     )
     evaluation = read_summary_json(eval_dir / "summary.json")
     table = _results_table(evaluation)
-    (output / "results.md").write_text(
+    write_text_atomically(
+        output / "results.md",
         f"# lesionseg demo: DC-Net on {args.num_images} phantoms\n\n{args.epochs} epochs at {args.image_size}x"
         f"{args.image_size}, features {list(args.features)}, Adam {args.learning_rate}, seed {args.seed}; "
-        f"validation images, metrics at each image's own size (mean ± std over images).\n\n{table}"
+        f"validation images, metrics at each image's own size (mean ± std over images).\n\n{table}",
     )
     summary = {"validation": _lesion_means(evaluation), "minutes": round((time.monotonic() - start) / 60, 1)}
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(output / "summary.json", json.dumps(summary, indent=2))
     print(f"\ndemo finished in {summary['minutes']} min; validation images (mean ± std over images):\n\n{table}")
     print(f"  results:      {output / 'results.md'}")
     print(f"  curves:       {output / 'training_curves.png'} (training loss, validation Dice per epoch)")

@@ -50,18 +50,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=_fraction,
         help=f"fraction of lesion-free images (default: {PhantomConfig.normal_fraction})",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace phantoms already in OUTPUT_DIR")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the phantoms a previous run wrote to OUTPUT_DIR (never other images), and the contact sheet",
+    )
     parser.add_argument("--contact-sheet", type=Path, metavar="PNG", help="also draw 16 of them with outlines")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.contact_sheet is not None and args.contact_sheet.exists() and not args.overwrite:
+        print(f"error: {args.contact_sheet}: exists; choose another file or pass --overwrite", file=sys.stderr)
+        return 1
     try:
         config = PhantomConfig()
         if args.normal_fraction is not None:
             config = dataclasses.replace(config, normal_fraction=args.normal_fraction)
         if args.size is not None:
-            config = dataclasses.replace(config, height=args.size[0], width=args.size[1])
+            try:
+                config = dataclasses.replace(config, height=args.size[0], width=args.size[1])
+            except ValueError as error:  # the library names its field; say which option it came from
+                raise ValueError(f"--size {args.size[0]} {args.size[1]}: {error}") from None
         output = write_phantom_dataset(
             args.output_dir, num_images=args.num, seed=args.seed, config=config, overwrite=args.overwrite
         )

@@ -25,6 +25,7 @@ from monai.transforms import Compose, Invertd, LoadImaged
 
 from lesionseg.cli.bundle_runner import find_config
 from lesionseg.data.transforms import LoadUltrasoundd, ultrasound_tensor
+from lesionseg.engines.checkpoint import CheckpointError, load_checkpoint
 from lesionseg.engines.finite import NonFiniteError, check_finite_output, check_finite_weights
 from lesionseg.engines.precision import Precision, resolve_precision
 
@@ -191,9 +192,9 @@ def _read_state_dict(checkpoint: Path) -> Mapping[str, torch.Tensor]:
     if is_torchscript(checkpoint):
         raise ModelError(f"{checkpoint}: is a TorchScript model, not a checkpoint; pass it with --model")
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ModelError(f"{checkpoint}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+        state = load_checkpoint(checkpoint, map_location="cpu")
+    except CheckpointError as error:  # names the file; refuses pickled code without PyTorch's weights_only advice
+        raise ModelError(str(error)) from None
     # MONAI's CheckpointSaver writes the network's state dict, or {"model": state dict, ...} with several objects
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]

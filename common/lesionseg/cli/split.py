@@ -50,7 +50,29 @@ def _counts_table(datalist: dict[str, list[dict]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, in the command line's words (the library names its parameters)."""
+    if (args.folds is None) != (args.fold is None):
+        return "--folds and --fold go together: --folds K --fold k trains on K-1 folds and validates on fold k"
+    if args.folds is not None and args.folds < 2:
+        return f"--folds: need at least 2 folds, got {args.folds}"
+    if args.folds is not None and not 0 <= args.fold < args.folds:
+        return f"--fold: need 0 to {args.folds - 1} with --folds {args.folds}, got {args.fold}"
+    for option, value in (("--val-fraction", args.val_fraction), ("--test-fraction", args.test_fraction)):
+        if not 0.0 <= value < 1.0:  # NaN fails too
+            return f"{option}: need a fraction in [0, 1), got {value}"
+    if args.folds is None and args.val_fraction + args.test_fraction >= 1.0:
+        return f"--val-fraction {args.val_fraction} and --test-fraction {args.test_fraction} leave no training data"
+    if args.source.is_file() and args.output.resolve() == args.source.resolve():
+        return f"{args.output}: is the datalist being split; write the split to another file"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    problem = _argument_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     try:
         datalist = make_datalist(
             args.source,

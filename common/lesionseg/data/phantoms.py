@@ -27,7 +27,10 @@ import dataclasses
 import glob
 import json
 import math
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from lesionseg import __version__
+from lesionseg.utils.files import replacing, reraise_naming
 
 __all__ = ["KINDS", "PhantomConfig", "Phantom", "make_phantom", "write_phantom_dataset", "contact_sheet"]
 
@@ -46,6 +50,8 @@ __all__ = ["KINDS", "PhantomConfig", "Phantom", "make_phantom", "write_phantom_d
 KINDS = ("benign", "malignant", "normal")
 
 _MANIFEST = "phantoms.json"
+#: name prefix of the hidden folder a dataset is written to before it is moved into place
+_STAGING_PREFIX = ".phantoms."
 _CASE_IMAGE = re.compile(r"^.+ \(\d+\)\.png$")
 
 
@@ -227,16 +233,22 @@ def write_phantom_dataset(
         config: generator settings (:class:`PhantomConfig` defaults when None).
         size: fixed ``(height, width)``, overriding the size ranges of ``config``.
         normal_fraction: fraction of normal images, overriding ``config.normal_fraction``.
-        overwrite: write into a non-empty folder, first deleting the BUSI-layout PNG files and the
-            manifest a previous run left there (other files are kept).
+        overwrite: replace the phantom dataset a previous run wrote to ``output_dir``: its BUSI-layout PNG
+            files and manifest are replaced or deleted, other files are kept. A folder without this
+            generator's ``phantoms.json`` is refused even then (it may hold real images).
         progress: show a progress bar on an interactive terminal.
+
+    The dataset is first written to a hidden folder inside ``output_dir`` and moved into place once it is
+    complete, so a failed run (disk full, interrupted) leaves the previous dataset, or nothing, as it was.
 
     Returns:
         ``output_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
-        FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
+        FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False, or it holds no phantom
+            dataset of this generator.
         ValueError: ``num_images`` < 1, or a bad size or fraction.
+        OSError: writing failed (e.g. no space left); ``filename`` is ``output_dir``.
     """
     output_dir = Path(output_dir)
     if num_images < 1:
@@ -250,11 +262,36 @@ def write_phantom_dataset(
         config = dataclasses.replace(config, normal_fraction=float(normal_fraction))
     if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"{output_dir}: exists and is not a folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()):
+    if output_dir.is_dir() and any(p for p in output_dir.iterdir() if not _is_staging(p)):
         if not overwrite:
-            raise FileExistsError(f"{output_dir}: folder is not empty; choose another or pass overwrite=True")
-        _remove_previous_dataset(output_dir)
+            raise FileExistsError(
+                f"{output_dir}: folder is not empty; choose another, or replace the phantoms a previous run "
+                "wrote there with overwrite=True (on the command line: --overwrite)"
+            )
+        _check_previous_dataset(output_dir)
 
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, suffix=".tmp", dir=output_dir))
+        _write_dataset(staging, num_images, seed, config, progress)
+        _move_into_place(staging, output_dir)
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        if isinstance(error, OSError):  # the staging folder is gone: name the folder the user asked for
+            reraise_naming(error, output_dir)
+        raise
+    for leftover in output_dir.glob(f"{_STAGING_PREFIX}*.tmp"):  # of this run and of killed ones
+        shutil.rmtree(leftover, ignore_errors=True)
+    return output_dir
+
+
+def _write_dataset(output_dir: Path, num_images: int, seed: int, config: PhantomConfig, progress: bool) -> dict:
+    """Write the images, masks and manifest of :func:`write_phantom_dataset` to the empty ``output_dir``."""
     seed_sequence = np.random.SeedSequence(seed)
     dataset_rng = np.random.default_rng(seed_sequence)
     kinds = _class_list(num_images, config)
@@ -289,7 +326,7 @@ def write_phantom_dataset(
         "config": dataclasses.asdict(config),
     }
     (output_dir / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return output_dir
+    return manifest
 
 
 def contact_sheet(
@@ -353,8 +390,8 @@ def contact_sheet(
         if mask.any():
             ax.contour(mask, levels=[0.5], colors=["lime"], linewidths=0.9)
         ax.set_title(f"{image_path.stem}  {image.shape[1]}x{image.shape[0]}", fontsize=8)
-    output_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output_png)
+    with replacing(output_png) as temporary:  # a failed write keeps an earlier sheet whole
+        figure.savefig(temporary, format=output_png.suffix.lstrip(".") or "png")
     return output_png
 
 
@@ -857,14 +894,51 @@ def _draw_curves(
 # files
 
 
-def _remove_previous_dataset(output_dir: Path) -> None:
-    """Delete the files a previous :func:`write_phantom_dataset` could have written, and nothing else."""
+def _is_staging(path: Path) -> bool:
+    """A hidden folder :func:`write_phantom_dataset` writes into before moving the files into place."""
+    return path.name.startswith(_STAGING_PREFIX) and path.name.endswith(".tmp") and path.is_dir()
+
+
+def _check_previous_dataset(output_dir: Path) -> None:
+    """Refuse to overwrite a folder that does not hold this generator's manifest: its PNGs may be real data."""
+    manifest = output_dir / _MANIFEST
+    try:
+        generator = json.loads(manifest.read_text()).get("generator")
+    except (OSError, ValueError, AttributeError):
+        generator = None
+    if generator != "lesionseg.data.phantoms":
+        raise FileExistsError(
+            f"{output_dir}: holds no phantom dataset written by lesionseg (no {_MANIFEST} of the generator); "
+            "overwrite (--overwrite) replaces only phantoms, so that real images in BUSI layout are never "
+            "deleted: choose an empty or new folder"
+        )
+
+
+def _previous_dataset(output_dir: Path) -> list[Path]:
+    """The files a previous :func:`write_phantom_dataset` could have written, and nothing else."""
+    files = []
     for kind in KINDS:
-        for path in (output_dir / kind).glob(f"{kind} (*).png"):
-            path.unlink()
-        for path in (output_dir / kind).glob(f"{kind} (*)_mask*.png"):
-            path.unlink()
-    (output_dir / _MANIFEST).unlink(missing_ok=True)
+        files += (output_dir / kind).glob(f"{kind} (*).png")
+        files += (output_dir / kind).glob(f"{kind} (*)_mask*.png")
+    return sorted(set(files))
+
+
+def _move_into_place(staging: Path, output_dir: Path) -> None:
+    """Rename the complete dataset in ``staging`` into ``output_dir``, then delete what is left of an older one.
+
+    Renames within one file system cannot run out of space; the manifest goes last, so a folder with the new
+    manifest holds the whole new dataset.
+    """
+    previous = set(_previous_dataset(output_dir))
+    for kind in KINDS:  # every class folder, as the dataset's layout has them, even an empty one
+        (output_dir / kind).mkdir(exist_ok=True)
+    for path in _previous_dataset(staging):
+        target = output_dir / path.relative_to(staging)
+        os.replace(path, target)
+        previous.discard(target)
+    for path in previous:
+        path.unlink(missing_ok=True)
+    os.replace(staging / _MANIFEST, output_dir / _MANIFEST)
 
 
 def _read_case(image_path: Path) -> tuple[np.ndarray, np.ndarray]:

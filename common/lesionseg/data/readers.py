@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lesionseg.data.io import DataError, PathLike, read_json
+from lesionseg.utils.files import write_text_atomically
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -372,10 +373,7 @@ def write_datalist(path: PathLike, sections: Mapping[str, Sequence[Mapping]], de
             {key: relative(value) if key in ("image", "label") else value for key, value in item.items()}
             for item in items
         ]
-    with open(path, "w") as file:
-        json.dump(content, file, indent=2)
-        file.write("\n")
-    return path
+    return write_text_atomically(path, json.dumps(content, indent=2) + "\n")  # an old datalist stays whole on failure
 
 
 def detect_layout(source: PathLike) -> tuple[str, Path]:

@@ -5,8 +5,15 @@ configs reach as ``scripts.x.y`` (MONAI puts the bundle root on ``sys.path`` whe
 tests append it themselves, and ``python -m monai.bundle`` run from the bundle root finds it as the current
 folder). :func:`export_bundle` makes such a bundle from one of this project's bundles:
 
-- ``configs/``, ``docs/`` and the bundle's top-level files (``LICENSE``) are copied; what a run writes into the
-  bundle (``models/``, ``eval/``, ``easy_hard/``, caches) is not;
+- only what defines a bundle is copied: the configs (``configs/**/*.yaml|yml|json|conf``), the model card and
+  its pictures (``docs/**/*.md|txt|png|jpg|jpeg|svg|gif``) and the licence files at the top
+  (``LICENSE*``, ``NOTICE*``). What a run writes into the bundle (``models/``, ``eval/``, ``easy_hard/``,
+  ``training_state.pt``, logs, exported ``.ts``/``.onnx`` models, caches) and any other stray file is left
+  out, with a warning for each stray file;
+- a symbolic link among those files is copied as the file it points to when that lies inside the bundle; one
+  pointing outside the bundle makes the export fail with an error naming the link (its target could be any
+  private file, which would then be published). A symbolic link among the left-out files is not followed.
+  ``models/model.pt`` is only read for its MD5 (below), so it may be a link to weights stored elsewhere;
 - ``scripts/`` is the ``lesionseg`` package, less its command line (``cli``) and this export code
   (``deploy``), with every ``lesionseg.`` import rewritten to ``scripts.``; the configs' ``lesionseg.``
   dotted paths and ``$import lesionseg`` lines are rewritten the same way;
@@ -16,6 +23,10 @@ folder). :func:`export_bundle` makes such a bundle from one of this project's bu
   ``large_files.yml`` (path, URL, MD5), which ``python -m monai.bundle download_large_files`` and the zoo's
   CI read. The URL is where the weights will be uploaded (``weights_url``); no file of the export may
   exceed the zoo's 25 MB.
+
+The export is built in a hidden folder beside ``output`` and renamed to ``output`` once it is complete and
+checked, so a failed export (an error above, a full disk) leaves no folder behind; ``--zip`` never replaces an
+existing archive.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ import importlib.metadata
 import json
 import logging
 import re
+import os
 import shutil
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,8 +48,9 @@ from pathlib import Path
 import yaml
 
 import lesionseg
+from lesionseg.utils.files import replacing, reraise_naming
 
-__all__ = ["MAX_FILE_BYTES", "VENDORED_PACKAGE", "export_bundle", "vendored_requirements"]
+__all__ = ["MAX_FILE_BYTES", "VENDORED_PACKAGE", "BundleLinkError", "export_bundle", "vendored_requirements"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +62,12 @@ VENDORED_PACKAGE = "scripts"
 _NOT_VENDORED = {"cli", "deploy", "__main__.py", "__pycache__"}
 #: the folders a bundle's runs write into (checkpoints, logs and predictions, TaiChiNet's easy/hard parts)
 _RUN_OUTPUTS = {"models", "eval", "easy_hard", "scripts", "__pycache__"}
+#: the files that define a bundle: by folder, the file name suffixes; at the top, the file name prefixes
+_BUNDLE_FILES = {
+    "configs": (".yaml", ".yml", ".json", ".conf"),
+    "docs": (".md", ".txt", ".png", ".jpg", ".jpeg", ".svg", ".gif"),
+}
+_TOP_LEVEL_PREFIXES = ("LICENSE", "NOTICE")
 #: what a model card needs when the weights are not uploaded yet
 WEIGHTS_URL_PLACEHOLDER = "https://example.invalid/upload-models-model.pt-and-put-its-url-here"
 
@@ -118,8 +138,14 @@ def vendored_requirements(files: Iterable[Path], package: str = VENDORED_PACKAGE
     return dict(sorted(requirements.items()))
 
 
-def _rewrite_metadata(path: Path, requirements: dict[str, str]) -> None:
-    metadata = json.loads(path.read_text(encoding="utf-8"))
+def _rewrite_metadata(path: Path, requirements: dict[str, str], source: Path) -> None:
+    """Rewrite the export's ``metadata.json`` at ``path``, copied from ``source`` (named in errors)."""
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metadata, dict):
+            raise ValueError(f"a JSON object was expected, found {type(metadata).__name__}")
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{source}: not a valid bundle metadata file ({error})") from None
     required = dict(metadata.get("required_packages_version", {}))
     required.pop("lesionseg", None)
     # the version the bundle was written for wins where both name a package
@@ -127,16 +153,62 @@ def _rewrite_metadata(path: Path, requirements: dict[str, str]) -> None:
     path.write_text(json.dumps(metadata, indent=4) + "\n", encoding="utf-8")
 
 
-def _copy_bundle_files(bundle: Path, output: Path, package: str) -> None:
+class BundleLinkError(ValueError):
+    """A symbolic link in a bundle that points outside it (or nowhere); the message names the link."""
+
+
+def _inside(bundle: Path, path: Path) -> Path:
+    """``path`` with its links resolved, which must lie inside ``bundle``."""
+    resolved = path.resolve()
+    if resolved != bundle and bundle not in resolved.parents:
+        raise BundleLinkError(
+            f"{path}: symbolic link to {resolved}, outside the bundle {bundle}; refusing to export it (its "
+            "target would be published with the bundle). Copy the file into the bundle if it belongs there."
+        )
+    if not resolved.exists():
+        raise BundleLinkError(f"{path}: symbolic link to {resolved}, which does not exist")
+    return resolved
+
+
+def _bundle_files(bundle: Path) -> list[tuple[Path, Path]]:
+    """(source file with links resolved, path relative to the bundle) of every file the export copies.
+
+    Raises:
+        BundleLinkError: one of them, or a folder above it, is a link pointing outside ``bundle``.
+    """
+    files = []
     for item in sorted(bundle.iterdir()):
-        if item.name.startswith(".") or item.name in _RUN_OUTPUTS:
-            continue
-        if item.is_file():
-            shutil.copy2(item, output / item.name)
-        elif item.name in ("configs", "docs"):
-            shutil.copytree(item, output / item.name, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+        if item.is_file() and not item.name.startswith(".") and item.name.startswith(_TOP_LEVEL_PREFIXES):
+            files.append((_inside(bundle, item), Path(item.name)))
+        elif item.name in _BUNDLE_FILES and item.is_dir():
+            folder = _inside(bundle, item)
+            for root, dirs, names in os.walk(folder):  # links to folders are listed in dirs, not followed
+                root_path = Path(root)
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+                for name in sorted(dirs):
+                    if (root_path / name).is_symlink():
+                        _inside(bundle, root_path / name)  # outside: refused; inside: it is there already
+                        logger.warning("left out %s (a linked folder; link the files instead)", root_path / name)
+                for name in sorted(names):
+                    path = root_path / name
+                    relative = Path(item.name) / path.relative_to(folder)
+                    if name.startswith(".") or not name.lower().endswith(_BUNDLE_FILES[item.name]):
+                        logger.warning("left out %s (not part of a bundle's definition)", bundle / relative)
+                        continue
+                    files.append((_inside(bundle, path), relative))
+        elif item.name in _RUN_OUTPUTS or item.name.startswith("."):
+            logger.info("left out %s (written by runs, not part of a bundle's definition)", item)
         else:
-            logger.info("left out %s (not part of a bundle's definition)", item)
+            logger.warning("left out %s (not part of a bundle's definition)", item)
+    return files
+
+
+def _copy_bundle_files(bundle: Path, output: Path, package: str) -> None:
+    for source, relative in _bundle_files(bundle):
+        target = output / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)  # the content: a link inside the bundle becomes a plain file
+        shutil.copystat(source, target)
     for config in sorted((output / "configs").iterdir()):
         if config.suffix in (".yaml", ".yml", ".json"):
             config.write_text(_rewrite(config.read_text(encoding="utf-8"), package), encoding="utf-8")
@@ -162,13 +234,13 @@ def _write_large_files(bundle: Path, output: Path, weights_url: str | None) -> l
     return [entry["path"]]
 
 
-def _zip(folder: Path) -> Path:
-    """``<folder>.zip`` holding ``<folder name>/...``, the layout of the model zoo's bundle archives."""
-    archive = folder.with_name(folder.name + ".zip")
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as stream:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                stream.write(path, Path(folder.name) / path.relative_to(folder))
+def _zip(folder: Path, archive: Path) -> Path:
+    """``archive`` holding ``<folder name>/...``, the layout of the model zoo's bundle archives."""
+    with replacing(archive) as temporary:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as stream:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    stream.write(path, Path(folder.name) / path.relative_to(folder))
     return archive
 
 
@@ -193,8 +265,10 @@ def export_bundle(
 
     Raises:
         FileNotFoundError: ``bundle`` is not a bundle folder.
-        FileExistsError: ``output`` exists and is not empty.
+        FileExistsError: ``output`` exists and is not empty, or ``make_zip`` and ``<output>.zip`` exists.
+        BundleLinkError: a file of the bundle's definition is a link pointing outside it (a ``ValueError``).
         ValueError: a file of the export exceeds :data:`MAX_FILE_BYTES`.
+        OSError: writing failed (e.g. no space left), naming ``output``; nothing is left behind.
     """
     bundle, output = Path(bundle).resolve(), Path(output).resolve()
     for required in ("configs/metadata.json",):
@@ -206,12 +280,55 @@ def export_bundle(
         raise FileExistsError(f"{output} exists and is not an empty folder; choose a new one")
     if output == bundle or bundle in output.parents:
         raise ValueError(f"{output} is inside the bundle {bundle}; write the export elsewhere")
-    output.mkdir(parents=True, exist_ok=True)
+    archive = output.with_name(output.name + ".zip")
+    if make_zip and os.path.lexists(archive):
+        raise FileExistsError(f"{archive} exists; choose a new output name or move the old archive away")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; the export gets the usual permissions
+        large, vendored, requirements = _export_into(bundle, staging, weights_url, package)
+        os.replace(staging, output)  # atomic; an empty output folder is replaced as well
+        staging = None
+    except OSError as error:
+        reraise_naming(error, output)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info(
+        "exported %s to %s: %d vendored modules in %s/, large files %s",
+        bundle.name,
+        output,
+        len(vendored),
+        package,
+        large or "none",
+    )
+    if make_zip:
+        _zip(output, archive)
+        logger.info("wrote %s", archive)
+        return archive
+    return output
 
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _export_into(
+    bundle: Path, output: Path, weights_url: str | None, package: str
+) -> tuple[list[str], list[Path], dict[str, str]]:
+    """Write the export of ``bundle`` to the empty folder ``output`` and check it (see :func:`export_bundle`).
+
+    Returns:
+        the large files listed, the vendored modules and the third-party requirements.
+    """
     _copy_bundle_files(bundle, output, package)
     vendored = _vendor(output / package, package)
     requirements = vendored_requirements(vendored, package)
-    _rewrite_metadata(output / "configs" / "metadata.json", requirements)
+    _rewrite_metadata(output / "configs" / "metadata.json", requirements, bundle / "configs" / "metadata.json")
     large = _write_large_files(bundle, output, weights_url)
     readme = output / "docs" / "README.md"
     if readme.is_file():
@@ -224,19 +341,7 @@ def export_bundle(
                 "`large_files.yml` lists.\n"
             )
 
-    too_large = [p for p in output.rglob("*") if p.is_file() and p.stat().st_size > MAX_FILE_BYTES]
+    too_large = [p.relative_to(output) for p in output.rglob("*") if p.is_file() and p.stat().st_size > MAX_FILE_BYTES]
     if too_large:
-        raise ValueError(f"{output}: files over the model zoo's 25 MB: {[str(p) for p in too_large]}")
-    logger.info(
-        "exported %s to %s: %d vendored modules in %s/, large files %s",
-        bundle.name,
-        output,
-        len(vendored),
-        package,
-        large or "none",
-    )
-    if make_zip:
-        archive = _zip(output)
-        logger.info("wrote %s", archive)
-        return archive
-    return output
+        raise ValueError(f"{bundle}: files over the model zoo's 25 MB in its export: {[str(p) for p in too_large]}")
+    return large, vendored, requirements

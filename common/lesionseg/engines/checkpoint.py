@@ -192,8 +192,10 @@ def save_atomically(obj: Any, path: PathLike) -> Path:
 def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file and say what to do.
 
-    ``weights_only=True`` unpickles tensors, numbers, strings and containers only: a file that carries
-    pickled code (a class or function to call while loading) is refused instead of run.
+    Every checkpoint of the project is read through this function (the bundles' configs through
+    :class:`lesionseg.engines.checkpoint_loader.WeightsOnlyCheckpointLoader`, with the same errors).
+    ``weights_only=True`` unpickles tensors, numbers, strings and containers only: a file that carries pickled
+    code (a class or function to call while loading) is refused instead of run.
 
     Raises:
         CheckpointError: the file is missing, truncated, not a checkpoint, or carries pickled code.
@@ -204,17 +206,30 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
-        text = str(error)
-        if "Weights only load failed" in text or "weights_only" in text:
-            raise CheckpointError(
-                f"{path}: refused: the file holds pickled Python objects other than tensors and plain containers "
-                "(code that would run while loading). Load only checkpoints from sources you trust; a checkpoint "
-                "written by these bundles is a plain state dict and loads with weights_only=True."
-            ) from error
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {text.splitlines()[0] if text else ''}); "
-            "it may be truncated or not a checkpoint at all: delete it (or restore it) and run again"
-        ) from error
+        raise _load_error(path, error) from None
+
+
+def _load_error(path: Path, error: BaseException) -> CheckpointError:
+    """The :class:`CheckpointError` for what ``torch.load(path, weights_only=True)`` raised.
+
+    PyTorch's own message for a file with pickled code advises loading it with ``weights_only=False``, which
+    would run that code: the project refuses such files instead, so its message is replaced, not chained.
+    """
+    text = str(error)
+    if "Weights only load failed" in text or "weights_only" in text:
+        found = text.partition("Unsupported global: GLOBAL ")[2].split(" ", 1)[0]
+        return CheckpointError(
+            f"{path}: refused: the file holds pickled Python objects other than tensors and plain containers"
+            + (f" (it would call {found})" if found else "")
+            + ". Unpickling them would run their code with your permissions, so lesionseg refuses such "
+            "checkpoints instead of loading them (weights only, see the Security section of its README). "
+            "Load only checkpoints from sources you trust; the checkpoints these bundles write are plain state dicts."
+        )
+    detail = text.splitlines()[0] if text else ""
+    return CheckpointError(
+        f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {detail}); "
+        "it may be truncated or not a checkpoint at all: delete it (or restore it) and run again"
+    )
 
 
 class TrainingCheckpoint:

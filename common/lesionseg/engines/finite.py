@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
-from monai.handlers import CheckpointLoader
 from monai.transforms import MapTransform
+
+from lesionseg.engines.checkpoint_loader import WeightsOnlyCheckpointLoader
 
 __all__ = [
     "NonFiniteError",
@@ -119,9 +120,10 @@ def check_threshold(threshold: float, source: str = "threshold") -> float:
     return value
 
 
-class FiniteCheckpointLoader(CheckpointLoader):
-    """MONAI's :class:`~monai.handlers.CheckpointLoader` (``weights_only=True``) that then refuses NaN or
-    infinite weights, naming ``load_path`` and the first bad tensor, before the engine runs.
+class FiniteCheckpointLoader(WeightsOnlyCheckpointLoader):
+    """The bundles' checkpoint loader: MONAI's :class:`~monai.handlers.CheckpointLoader` (``weights_only=True``)
+    with the project's errors for a damaged or code-carrying file (:class:`WeightsOnlyCheckpointLoader`), that
+    then refuses NaN or infinite weights, naming ``load_path`` and the first bad tensor, before the engine runs.
 
     Takes the arguments of :class:`~monai.handlers.CheckpointLoader`.
 

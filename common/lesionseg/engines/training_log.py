@@ -69,8 +69,14 @@ class EpochLog:
             record.update({name: _number(value) for name, value in self.validator.state.metrics.items()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-        with self.path.open("a") as file:
-            file.write(json.dumps(finite) + "\n")
+        line = (json.dumps(finite) + "\n").encode()
+        with open(self.path, "ab", buffering=0) as file:
+            start = file.seek(0, os.SEEK_END)
+            try:
+                file.write(line)
+            except OSError:  # a full disk: cut the part of the line off, so a later epoch starts a clean line
+                os.ftruncate(file.fileno(), start)
+                raise
 
 
 def epoch_log_attacher(path: str | os.PathLike):

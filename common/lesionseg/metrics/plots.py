@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from lesionseg.utils.files import replacing
+
 from .tables import METRIC_LABELS
 
 __all__ = ["plot_training_curves", "plot_per_case_boxes"]
@@ -141,6 +143,6 @@ def plot_per_case_boxes(
 
 def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    with replacing(path) as temporary:  # a failed write keeps an earlier picture whole
+        figure.savefig(temporary, format=path.suffix.lstrip(".") or "png")
     return path

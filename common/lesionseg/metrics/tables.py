@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lesionseg.utils.files import replacing, write_text_atomically
+
 from .per_image import OVERLAP_METRICS
 from .summary import METRICS
 
@@ -130,9 +132,8 @@ def write_per_image_csv(records: Sequence[Mapping[str, Any]], path: str | Path) 
     if len(records) == 0:
         raise ValueError(f"records is empty: nothing to write to {path}.")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(key for record in records for key in record))
-    with path.open("w", newline="") as file:
+    with replacing(path) as temporary, temporary.open("w", newline="") as file:  # no half-written table
         writer = csv.writer(file)
         writer.writerow(fields)
         for record in records:
@@ -151,10 +152,7 @@ def write_summary_json(summary: Mapping[str, Any], path: str | Path) -> Path:
     Returns:
         the path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_value(summary), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_text_atomically(path, json.dumps(_json_value(summary), indent=2, allow_nan=False) + "\n")
 
 
 def read_per_image_csv(path: str | Path) -> list[dict[str, Any]]:
