@@ -15,7 +15,7 @@ import sys
 from lesionseg import __version__
 
 #: subcommand modules, in the order ``--help`` lists them
-SUBCOMMANDS = ("demo", "phantoms", "check_data", "split", "predict", "crossval", "export_bundle")
+SUBCOMMANDS = ("demo", "phantoms", "download", "check_data", "split", "predict", "crossval", "export_bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:
