@@ -334,8 +334,9 @@ def download_busi(
         save_groups(
             temporary,
             groups,
-            description=f"Groups of near-duplicate images in {BUSI_FOLDER}, found by lesionseg.data.splits.find_groups "
-            f"(thumbnail correlation) after lesionseg download busi from {url}. Keep each group on one side of any split.",
+            description=f"Groups of near-duplicate images in {BUSI_FOLDER}, found by "
+            f"lesionseg.data.splits.find_groups (thumbnail correlation) after lesionseg download busi from {url}. "
+            "Keep each group on one side of any split.",
         )
         os.replace(temporary, groups_file)
         written = groups_file

@@ -40,9 +40,9 @@ class EasyToHardHandler:
     is built: at ``STARTED`` (once per handler) it calls ``prepare()``, which returns the preparation's
     datalist (:func:`lesionseg.engines.easy_hard.run_preparation`), and gives each item of the training
     dataset its ``easy`` and ``hard`` masks (:func:`lesionseg.engines.easy_hard.with_parts`, then
-    ``dataset.set_data``, which a ``CacheDataset`` caches again). The random generators (Python, NumPy,
-    PyTorch) are restored afterwards: training starts from the same random state whether the parts had to
-    be made or were reused.
+    ``dataset.set_data``, which a ``CacheDataset`` caches again, or ``dataset.data``). The random
+    generators (Python, NumPy, PyTorch) are restored afterwards: training starts from the same random state
+    whether the parts had to be made or were reused.
 
     Args:
         loss: the loss whose ``step`` to set; ``None`` uses the engine's ``loss_function`` (MONAI's
@@ -51,8 +51,8 @@ class EasyToHardHandler:
         name: name of the ``logging.Logger`` to log the switch to; ``None`` uses ``engine.logger``.
         prepare: ``None`` (the items already have their parts, or none are needed), or a function without
             arguments that makes or finds the parts and returns the path of their datalist.
-        dataset: the training dataset to give the parts to (it needs ``data`` and ``set_data``, as MONAI's
-            datasets have); ``None`` uses ``engine.data_loader.dataset``.
+        dataset: the training dataset to give the parts to (a MONAI ``Dataset``: its ``data`` is replaced,
+            with ``set_data`` where it has one); ``None`` uses ``engine.data_loader.dataset``.
 
     Raises:
         ValueError: ``step2_start_epoch`` is not a positive integer or ``None``.
@@ -162,6 +162,10 @@ class EasyToHardHandler:
             finally:
                 random.setstate(states[0])
                 np.random.set_state(states[1])
-        dataset.set_data(with_parts(dataset.data, datalist))
+        items = with_parts(dataset.data, datalist)
+        if hasattr(dataset, "set_data"):
+            dataset.set_data(items)  # a CacheDataset caches them again
+        else:
+            dataset.data = items
         self._prepared = True
         self.logger.info(f"easy-to-hard: {len(dataset.data)} training items with their easy/hard parts from {datalist}")
