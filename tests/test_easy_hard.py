@@ -31,6 +31,7 @@ from lesionseg.engines.easy_hard import (
     easy_hard_parts,
     read_prepared_datalist,
     require_preparation,
+    with_parts,
 )
 from lesionseg.losses import TaiChiNetLoss
 
@@ -300,3 +301,55 @@ def test_handler_needs_a_loss_with_steps():
     EasyToHardHandler(torch.nn.MSELoss(), step2_start_epoch=2).attach(trainer)
     with pytest.raises(TypeError, match="'step' attribute"):
         trainer.run([0], max_epochs=1)
+
+
+def _prepared_datalist(folder: Path, images: list[str]) -> Path:
+    """A preparation's datalist for ``images``, as EasyHardPreparation writes it (paths relative to it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    training = [
+        {"image": f"../data/{n}.png", "label": f"../data/{n}_mask.png", **{k: f"{k}/{n}.png" for k in ("easy", "hard")}}
+        for n in images
+    ]
+    (folder / DATALIST_FILENAME).write_text(json.dumps({"training": training, "validation": []}))
+    return folder / DATALIST_FILENAME
+
+
+def test_handler_prepares_when_the_run_starts_and_keeps_the_random_state(tmp_path):
+    """The parts are made at STARTED (not when the handler is built), once, and the items gain them; the
+    preparation's seeding and drawing leave the trainer's random state as it was."""
+    items = [{"image": str(tmp_path / "data" / f"{name}.png"), "label": str(tmp_path / "data" / f"{name}_mask.png")}
+             for name in ("b", "a")]  # fmt: skip
+    dataset = Dataset(items)
+    calls = []
+
+    def prepare():
+        calls.append(True)
+        torch.manual_seed(123), np.random.seed(123)  # as the preparation's set_determinism, then its training
+        torch.rand(5), np.random.rand(5)
+        return _prepared_datalist(tmp_path / "parts", ["a", "b"])
+
+    loss = TaiChiNetLoss()
+    draws = []
+    trainer = Engine(lambda engine, batch: draws.append((torch.rand(1).item(), np.random.rand())))
+    trainer.loss_function = loss
+    handler = EasyToHardHandler(step2_start_epoch=None, prepare=prepare, dataset=dataset)
+    handler.attach(trainer)
+    assert calls == [] and "easy" not in dataset.data[0]
+    torch.manual_seed(0), np.random.seed(0)
+    trainer.run([0], max_epochs=1)
+    trainer.run([0], max_epochs=2)  # a second run of the same trainer does not prepare again
+    assert calls == [True]
+    assert [Path(item["easy"]) for item in dataset.data] == [tmp_path / "parts" / "easy" / f"{n}.png" for n in "ba"]
+    assert [Path(item["hard"]) for item in dataset.data] == [tmp_path / "parts" / "hard" / f"{n}.png" for n in "ba"]
+    torch.manual_seed(0), np.random.seed(0)
+    assert draws[0] == (torch.rand(1).item(), np.random.rand()), "the preparation changed the training's random state"
+
+
+def test_parts_for_other_images_are_refused(tmp_path):
+    datalist = _prepared_datalist(tmp_path / "parts", ["a"])
+    items = [{"image": str(tmp_path / "data" / "z.png"), "label": str(tmp_path / "data" / "z_mask.png")}]
+    with pytest.raises(ValueError) as error:
+        with_parts(items, datalist)
+    assert str(datalist) in str(error.value) and "z.png" in str(error.value) and "force" in str(error.value)
+    with pytest.raises(TypeError, match="prepare"):
+        EasyToHardHandler(TaiChiNetLoss(), prepare="configs/prepare.yaml")

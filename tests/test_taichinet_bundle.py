@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from bundle_testing import check_evaluation_files, make_workflow, run_zoo_pattern
+from ignite.engine import Events
 from monai.bundle import verify_metadata, verify_net_in_out
 from PIL import Image
 
@@ -89,12 +90,43 @@ def test_train_prepares_then_runs_both_steps_on_the_parts(trained):
     root, _, workflow = trained
     # the preparation ran first, into prepare_dir
     assert (root / "easy_hard" / DATALIST_FILENAME).is_file()
-    assert all("easy" in item and "hard" in item for item in workflow.train_dataset_data)
+    assert all("easy" in item and "hard" in item for item in workflow.train_dataset.data)
     # the last iteration was in step 2 on three-channel targets (G_p, E_p, H_p): only then is there a hard part
     loss = workflow.parser.get_parsed_content("loss")
     assert loss.step == 2
     assert set(loss.last_terms) == {"positive", "negative", "hard_part", "mutual"}
     assert workflow.trainer.state.epoch == 2
+
+
+@pytest.mark.slow
+def test_building_and_checking_train_trains_nothing_and_run_prepares_first(data, tmp_path):
+    """initialize() and check_properties() (the zoo's checks, MONAI Label's parsing) make no easy/hard parts:
+    the U-Net++ is trained by `run`, before the first epoch."""
+    workflow = _workflow(
+        ["train"],
+        "train",
+        **TINY,
+        max_epochs=1,
+        dataset_dir=str(data),
+        prepare_dir=str(tmp_path / "easy_hard"),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "train"),
+        prepare_overrides=TINY_PREPARATION,
+    )
+    workflow.initialize()
+    assert not workflow.check_properties()
+    assert not (tmp_path / "easy_hard").exists(), "building or checking the workflow ran the preparation"
+    assert not any("easy" in item for item in workflow.train_dataset.data)
+    first_epoch_parts = []
+    datalist = tmp_path / "easy_hard" / DATALIST_FILENAME
+    workflow.trainer.add_event_handler(Events.EPOCH_STARTED, lambda _: first_epoch_parts.append(datalist.is_file()))
+    workflow.run()
+    workflow.finalize()
+    assert first_epoch_parts == [True], "the parts must exist before the first epoch"
+    prepared = read_prepared_datalist(datalist, "training")
+    parts = {item["image"]: (item["easy"], item["hard"]) for item in prepared}
+    assert {item["image"]: (item["easy"], item["hard"]) for item in workflow.train_dataset.data} == parts
+    assert workflow.trainer.state.epoch == 1
 
 
 @pytest.mark.slow

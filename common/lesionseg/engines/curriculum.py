@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+import random
+from collections.abc import Callable
+from os import PathLike
+from typing import Any, Protocol
 
+import numpy as np
+import torch
 from ignite.engine import Engine, Events
 
 __all__ = ["EasyToHardHandler"]
@@ -31,11 +36,23 @@ class EasyToHardHandler:
     continues in the right step, whatever step a fresh loss object starts in. The paper does not say when to
     switch; the bundle's default is the second half of the epochs.
 
+    With ``prepare``, the easy and hard parts are made (or found) when the run starts, not when the workflow
+    is built: at ``STARTED`` (once per handler) it calls ``prepare()``, which returns the preparation's
+    datalist (:func:`lesionseg.engines.easy_hard.run_preparation`), and gives each item of the training
+    dataset its ``easy`` and ``hard`` masks (:func:`lesionseg.engines.easy_hard.with_parts`, then
+    ``dataset.set_data``, which a ``CacheDataset`` caches again, or ``dataset.data``). The random
+    generators (Python, NumPy, PyTorch) are restored afterwards: training starts from the same random state
+    whether the parts had to be made or were reused.
+
     Args:
         loss: the loss whose ``step`` to set; ``None`` uses the engine's ``loss_function`` (MONAI's
             ``SupervisedTrainer``).
         step2_start_epoch: first epoch (1-based) of step 2; ``None`` never switches (the loss stays in step 1).
         name: name of the ``logging.Logger`` to log the switch to; ``None`` uses ``engine.logger``.
+        prepare: ``None`` (the items already have their parts, or none are needed), or a function without
+            arguments that makes or finds the parts and returns the path of their datalist.
+        dataset: the training dataset to give the parts to (a MONAI ``Dataset``: its ``data`` is replaced,
+            with ``set_data`` where it has one); ``None`` uses ``engine.data_loader.dataset``.
 
     Raises:
         ValueError: ``step2_start_epoch`` is not a positive integer or ``None``.
@@ -54,7 +71,12 @@ class EasyToHardHandler:
     """
 
     def __init__(
-        self, loss: SteppedLoss | None = None, step2_start_epoch: int | None = None, name: str | None = None
+        self,
+        loss: SteppedLoss | None = None,
+        step2_start_epoch: int | None = None,
+        name: str | None = None,
+        prepare: Callable[[], str | PathLike] | None = None,
+        dataset: Any = None,
     ) -> None:
         if step2_start_epoch is not None and (
             isinstance(step2_start_epoch, bool) or not isinstance(step2_start_epoch, int) or step2_start_epoch < 1
@@ -64,6 +86,11 @@ class EasyToHardHandler:
         self.step2_start_epoch = step2_start_epoch
         self.logger = logging.getLogger(name)
         self._name = name
+        if prepare is not None and not callable(prepare):
+            raise TypeError(f"prepare must be a function returning the parts' datalist, got {prepare!r}")
+        self.prepare = prepare
+        self.dataset = dataset
+        self._prepared = False
 
     def step_for_epoch(self, epoch: int) -> int:
         """The easy-to-hard step of a (1-based) epoch."""
@@ -90,8 +117,10 @@ class EasyToHardHandler:
         return loss
 
     def started(self, engine: Engine) -> None:
-        """Log the schedule when the run starts (or resumes)."""
+        """Make or find the easy/hard parts (with ``prepare``) and log the schedule when the run starts (or resumes)."""
         self._loss(engine)
+        if self.prepare is not None and not self._prepared:
+            self._give_parts(engine)
         start, max_epochs = self.step2_start_epoch, engine.state.max_epochs
         if start is None:
             self.logger.info("easy-to-hard: no step 2 scheduled, the loss stays in step 1")
@@ -118,3 +147,25 @@ class EasyToHardHandler:
         if loss.step != step:
             loss.step = step
             self.logger.info(f"epoch {engine.state.epoch}: easy-to-hard step {step} ({_STEP_TARGETS[step]})")
+
+    def _give_parts(self, engine: Engine) -> None:
+        # imported here: easy_hard imports MONAI's bundle machinery, which the schedule alone does not need
+        from lesionseg.engines.easy_hard import with_parts
+
+        dataset = self.dataset if self.dataset is not None else engine.data_loader.dataset
+        states = random.getstate(), np.random.get_state()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        # the preparation seeds and draws from the global generators; the training's draws stay as they were
+        with torch.random.fork_rng(devices=devices):
+            try:
+                datalist = self.prepare()
+            finally:
+                random.setstate(states[0])
+                np.random.set_state(states[1])
+        items = with_parts(dataset.data, datalist)
+        if hasattr(dataset, "set_data"):
+            dataset.set_data(items)  # a CacheDataset caches them again
+        else:
+            dataset.data = items
+        self._prepared = True
+        self.logger.info(f"easy-to-hard: {len(dataset.data)} training items with their easy/hard parts from {datalist}")

@@ -47,6 +47,7 @@ __all__ = [
     "WEIGHTS_FILENAME",
     "easy_hard_parts",
     "read_prepared_datalist",
+    "with_parts",
     "check_preparation",
     "require_preparation",
     "run_preparation",
@@ -118,6 +119,35 @@ def read_prepared_datalist(path: PathLike, section: str = "training") -> list[di
                     raise DataError(path, f"{section}[{index}][{key!r}] must be a path, got {item[key]!r}")
                 item[key] = os.path.normpath(path.parent / item[key])
     return items
+
+
+def with_parts(items: Sequence[Mapping], datalist: PathLike) -> list[dict]:
+    """The training items with the ``easy`` and ``hard`` masks a preparation's datalist gives their images.
+
+    Items are matched by their image file (resolved), so their order and other keys are kept.
+
+    Args:
+        items: the training data dicts (``image``, ``label``...), e.g. a training dataset's ``data``.
+        datalist: the preparation's datalist (:func:`read_prepared_datalist` reads its training section).
+
+    Raises:
+        ValueError: naming the datalist and the image, when an item's image has no parts in it (the parts were
+            made for another training section: redo them with ``force``).
+    """
+    datalist = Path(datalist)
+    parts = {}
+    for prepared in read_prepared_datalist(datalist, "training"):
+        parts[str(Path(prepared["image"]).resolve())] = {key: prepared[key] for key in PART_KEYS if key in prepared}
+    merged = []
+    for item in items:
+        found = parts.get(str(Path(item["image"]).resolve()))
+        if not found or set(found) != set(PART_KEYS):
+            raise ValueError(
+                f"{datalist}: no easy/hard parts for the training image {item['image']}; the parts were made for "
+                "another training section (make them again with force=True)"
+            )
+        merged.append({**item, **found})
+    return merged
 
 
 def _signature(items: Sequence[Mapping]) -> list[tuple[str, tuple[str, ...]]]:
