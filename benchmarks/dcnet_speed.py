@@ -93,7 +93,8 @@ def _step_function(net, mode: str, image, target, fused_adam: bool = False, prec
         return infer
     net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-4, fused=fused_adam or None)
-    scaler = torch.amp.GradScaler("cuda") if precision.grad_scaling else None
+    # a disabled scaler passes the loss and the step through unchanged (fp32, bf16)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.grad_scaling)
     targets = (target, target, 1.0 - target)  # lesion, foreground and background saliency (DC-Net)
 
     def train() -> None:
@@ -102,13 +103,9 @@ def _step_function(net, mode: str, image, target, fused_adam: bool = False, prec
             outputs = net(image)
         outputs = to_float32(outputs if isinstance(outputs, tuple) else (outputs,))
         loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(o, t) for o, t in zip(outputs, targets))
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     return train
 

@@ -97,7 +97,8 @@ def _step_function(net, mode: str, images, masks, precision=None):
 
     net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda") if precision.grad_scaling else None
+    # a disabled scaler passes the loss and the step through unchanged (fp32, bf16)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.grad_scaling)
 
     def train() -> None:
         with precision.autocast(device_type):
@@ -109,13 +110,9 @@ def _step_function(net, mode: str, images, masks, precision=None):
         else:
             loss = F.binary_cross_entropy_with_logits(outputs, masks)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     return train
 
