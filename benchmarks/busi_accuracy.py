@@ -58,8 +58,9 @@ Paper protocol (``--preset paper``):
 Resuming: results, checkpoints and logs stay under ``OUTPUT/<model>/``. A model whose evaluation finished
 (``record.json``) is not rerun (delete its folder to redo it); one interrupted in training resumes from its
 last finished epoch (the bundles' ``training_state.pt``; TaiChiNet's easy/hard parts are reused), so running
-the same command again continues an interrupted comparison where it stopped. The wall time of a model is that
-of the session that finished it.
+the same command again continues an interrupted comparison where it stopped. The wall time of a model adds
+the finished epochs of interrupted sessions (``OUTPUT/<model>/epoch_seconds.jsonl``) to the session that
+finished it (an epoch cut off by the interruption is not counted).
 
 External test set: ``--test-dir DIR`` evaluates every finished model on a separate labelled folder (any
 layout ``lesionseg`` reads; every labelled image, ``--eval_section all``, with no class filter: the table's
@@ -259,11 +260,43 @@ def precision_used(bundle: Path, overrides: dict[str, Any]) -> str:
     return resolve_precision(setting, "cuda:0" if torch.cuda.is_available() else "cpu").name
 
 
+def epoch_timer_attacher(path: Path):
+    """A ``before_run`` for :func:`lesionseg.cli.bundle_runner.run_workflow` that appends
+    ``{"epoch": e, "seconds": s}`` to ``path`` after each training epoch (after its validation and checkpoint):
+    ``s`` is the time since the previous epoch of this session, or since the workflow was ready to run for its
+    first epoch (TaiChiNet's easy/hard preparation included). The file outlives an interrupted session, so the
+    time of a model trained over several sessions adds up (:func:`earlier_seconds`).
+    """
+
+    def attach(workflow) -> None:
+        from ignite.engine import Events
+
+        last = [time.perf_counter()]
+
+        def completed(engine) -> None:
+            now = time.perf_counter()
+            with open(path, "a") as file:
+                file.write(json.dumps({"epoch": int(engine.state.epoch), "seconds": now - last[0]}) + "\n")
+            last[0] = now
+
+        workflow.trainer.add_event_handler(Events.EPOCH_COMPLETED, completed)
+
+    return attach
+
+
+def earlier_seconds(path: Path) -> float:
+    """The training seconds :func:`epoch_timer_attacher` logged to ``path`` (0 without the file)."""
+    if not path.is_file():
+        return 0.0
+    return sum(json.loads(line)["seconds"] for line in path.read_text().splitlines() if line.strip())
+
+
 def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one model through its bundle; its record (wall time, summary) as a dict.
 
     A model with a ``record.json`` is not rerun; an interrupted training resumes from its last epoch (the
-    bundle's ``training_state.pt``).
+    bundle's ``training_state.pt``). The record's times add the finished epochs of earlier sessions
+    (``epoch_seconds.jsonl``) to this session's time.
     """
     from lesionseg.cli.bundle_runner import run_workflow
     from lesionseg.engines.training_log import epoch_log_attacher
@@ -277,18 +310,28 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
     bundle = REPO / "bundles" / bundle_name
     overrides = model_overrides(name, args, datalist, extra)
 
+    timing = folder / "epoch_seconds.jsonl"
+    earlier = earlier_seconds(timing)  # epochs finished by interrupted sessions
+    if earlier:
+        logging.info("%s: resuming; %.1f min of training in earlier sessions", name, earlier / 60)
+
+    def before_run(workflow) -> None:
+        epoch_log_attacher(folder / "epochs.jsonl")(workflow)
+        epoch_timer_attacher(timing)(workflow)
+
     start = time.perf_counter()
     logging.info("%s: training %d epochs at %dx%d through %s", name, args.epochs, args.size, args.size, bundle_name)
-    run_workflow(bundle, ["train"], "train", overrides, before_run=epoch_log_attacher(folder / "epochs.jsonl"))
-    trained = time.perf_counter() - start
+    run_workflow(bundle, ["train"], "train", overrides, before_run=before_run)
+    trained = time.perf_counter() - start + earlier
     evaluation = dict(overrides, output_dir=str(folder / "evaluation"), eval_section="validation")
     run_workflow(bundle, ["train", "evaluate"], None, evaluation)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start + earlier
     summary = json.loads((folder / "evaluation" / "summary.json").read_text())
     record = {
         "model": name,
         "train_seconds": trained,
         "wall_seconds": wall,
+        "earlier_sessions_seconds": earlier,
         "precision": precision_used(bundle, overrides),
         "overrides": extra,
         "summary": summary,

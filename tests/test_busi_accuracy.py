@@ -183,3 +183,9 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
     assert busi_accuracy.main([*argv, "--epochs", "2", "--models", "basicunet"]) == 0
     epochs = [json.loads(line)["epoch"] for line in (out / "basicunet" / "epochs.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+    # its time adds the epoch of the first session to this one's
+    timed = [json.loads(line) for line in (out / "basicunet" / "epoch_seconds.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in timed] == [1, 2]
+    record = json.loads((out / "basicunet" / "record.json").read_text())
+    assert record["earlier_sessions_seconds"] == pytest.approx(timed[0]["seconds"])
+    assert record["train_seconds"] >= timed[0]["seconds"] + timed[1]["seconds"]
