@@ -47,8 +47,8 @@ Paper protocol (``--preset paper``):
   augmentations at p = 0.5, Eq. 13-22 with easy-to-hard steps of 20 epochs each, its U-Net++ preparation with
   ``configs/prepare.yaml``'s recipe. BasicUNet (the peer a user would pick instead, so with a fair recipe):
   MONAI's ``BasicUNet`` with Dice + BCE through the TaiChiNet bundle (its easy-to-hard strategy off), so it
-  gets TaiChiNet's data pipeline, augmentation, batch 16 and Adam 1e-4 — the settings under which the
-  TaiChiNet paper trained its own U-Net row (0.725 without normal images);
+  gets TaiChiNet's data pipeline, augmentation, batch 16 and Adam 1e-4, the settings the TaiChiNet paper
+  gives for all the networks it trains (Sec. V-B), its U-Net row (0.725 without normal images) included;
 - precision: ``--precision`` for every model (default: the bundles' own, fp32 today); the table states it;
 - run folder: ``../runs/busi_paper`` beside the checkout, outside the work tree, so that a later run on the
   same machine (or a fresh checkout beside it) finds and continues it;
@@ -291,6 +291,23 @@ def earlier_seconds(path: Path) -> float:
     return sum(json.loads(line)["seconds"] for line in path.read_text().splitlines() if line.strip())
 
 
+def read_record(path: Path, preset: str) -> dict[str, Any]:
+    """A finished model's record, refused when another preset made it (records from before presets: short).
+
+    Raises:
+        SystemExit: naming the record, when its preset is not ``preset``: reusing it would report, say, a
+            model trained with normal images as a lesion-only one.
+    """
+    record = json.loads(path.read_text())
+    made_by = record.get("preset", "short")
+    if made_by != preset:
+        raise SystemExit(
+            f"error: {path}: made by --preset {made_by}, not {preset}; use another --output (the {preset} preset's "
+            f"default is {PRESETS[preset].output}) or delete that model's folder"
+        )
+    return record
+
+
 def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one model through its bundle; its record (wall time, summary) as a dict.
 
@@ -305,7 +322,7 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
     record_path = folder / "record.json"
     if record_path.exists():
         logging.info("%s: evaluated before (%s), not rerun", name, record_path)
-        return json.loads(record_path.read_text())
+        return read_record(record_path, args.preset)
     bundle_name = PRESETS[args.preset].models[name][0]
     bundle = REPO / "bundles" / bundle_name
     overrides = model_overrides(name, args, datalist, extra)
@@ -329,6 +346,7 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
     summary = json.loads((folder / "evaluation" / "summary.json").read_text())
     record = {
         "model": name,
+        "preset": args.preset,
         "train_seconds": trained,
         "wall_seconds": wall,
         "earlier_sessions_seconds": earlier,
@@ -353,7 +371,7 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
     record_path = folder / "test_record.json"
     if record_path.exists():
         logging.info("%s: evaluated on the test set before (%s), not rerun", name, record_path)
-        return json.loads(record_path.read_text())
+        return read_record(record_path, args.preset)
     bundle = REPO / "bundles" / PRESETS[args.preset].models[name][0]
     overrides = model_overrides(name, args, datalist, extra)
     overrides.update(
@@ -364,6 +382,7 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
     run_workflow(bundle, ["train", "evaluate"], None, overrides)
     record = {
         "model": name,
+        "preset": args.preset,
         "test_dir": str(args.test_dir),
         "wall_seconds": time.perf_counter() - start,
         "precision": precision_used(bundle, overrides),

@@ -108,6 +108,19 @@ def test_paper_preset_recipes_precision_and_run_folder(tmp_path):
         busi_accuracy.parse_args(["--dataset-dir", str(tmp_path), "--test-dir", str(tmp_path / "absent")])
 
 
+def test_a_record_of_another_preset_is_refused(tmp_path):
+    """Reusing a finished model of the short preset in a paper run would report a model trained on normal images
+    as a lesion-only one."""
+    args = busi_accuracy.parse_args(["--dataset-dir", str(tmp_path), "--preset", "paper", "--output", str(tmp_path)])
+    (tmp_path / "dcnet").mkdir()
+    record = {"model": "dcnet", "wall_seconds": 1, "summary": _summary(0.7)}  # written before presets: short
+    (tmp_path / "dcnet" / "record.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=r"dcnet/record.json: made by --preset short, not paper"):
+        busi_accuracy.run_model("dcnet", args, tmp_path / "datalist.json", {})
+    (tmp_path / "dcnet" / "record.json").write_text(json.dumps({**record, "preset": "paper"}))
+    assert busi_accuracy.run_model("dcnet", args, tmp_path / "datalist.json", {})["preset"] == "paper"
+
+
 def _summary(dice):
     group = {metric: {"mean": dice, "std": 0.1} for metric in busi_accuracy.COLUMNS}
     return {"lesion": group, "all": group}
