@@ -7,6 +7,7 @@ import json
 import shutil
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -315,3 +316,86 @@ def test_split_command_writes_a_relative_datalist(tiny_busi, tmp_path, capsys):
     assert {name: read_datalist(output, name) for name in folds} == folds
     assert run_split([tiny_busi, "-o", output, "--folds", "3"]) == 1
     assert "--folds and --fold go together" in capsys.readouterr().err
+
+
+LESION_CLASSES = ["benign", "malignant"]
+
+
+def test_classes_filter_drops_normal_images_from_every_section_after_the_split(tiny_busi, tmp_path):
+    """The lesion-only protocol: the same split, minus the normal images, from a folder and from a datalist."""
+    split = {"val_fraction": 0.5, "seed": 0}
+    sections = {name: datalist_section(tiny_busi, name, **split) for name in ("training", "validation")}
+    assert {item["class"] for items in sections.values() for item in items} == {"benign", "malignant", "normal"}
+    expected = {name: [item for item in items if item["class"] != "normal"] for name, items in sections.items()}
+    for name in sections:
+        # after the split: each section keeps exactly its own lesion images, so they are those of the unfiltered run
+        assert datalist_section(tiny_busi, name, classes=LESION_CLASSES, **split) == expected[name]
+        # off by default and with None: no change
+        assert datalist_section(tiny_busi, name, classes=None, **split) == sections[name]
+    path = write_datalist(tmp_path / "list.json", sections)
+    assert datalist_section(path, "validation", classes=LESION_CLASSES) == expected["validation"]
+    assert datalist_section(path, "all", classes=LESION_CLASSES) == expected["training"] + expected["validation"]
+    assert [item["case"] for item in datalist_section(tiny_busi, "all", classes="normal")] == ["normal (1)", "normal (2)"]
+
+
+def test_classes_filter_refuses_what_it_cannot_filter(tiny_busi, tmp_path, caplog):
+    # no item of the classes: an error naming the dataset and the classes it has
+    with pytest.raises(DataError, match=r"Dataset_BUSI_with_GT.*no image of the classes \['malignent'\].*'benign'"):
+        datalist_section(tiny_busi, "training", classes=["malignent"], val_fraction=0.5)
+    # one misspelt class beside a real one: kept, with a warning naming it
+    with caplog.at_level("WARNING", logger="lesionseg.data.splits"):
+        kept = datalist_section(tiny_busi, "training", classes=["benign", "malignent"], val_fraction=0.5)
+    assert {item["class"] for item in kept} == {"benign"}
+    assert "malignent" in caplog.text
+    # items without a class (an images/ + masks/ folder): an error naming the folder and the image
+    pair = tmp_path / "pair"
+    for folder in ("images", "masks"):
+        (pair / folder).mkdir(parents=True)
+        for case in ("a", "b"):
+            Image.fromarray(np.full((8, 8), 255 if folder == "masks" else 90, np.uint8)).save(pair / folder / f"{case}.png")
+    with pytest.raises(DataError, match=r"pair.*keeps images by class, but .*a\.png .*has no class"):
+        datalist_section(pair, "all", classes=LESION_CLASSES)
+    assert len(datalist_section(pair, "all")) == 2
+    for bad in ([], [1], {"benign": 1}):
+        with pytest.raises(ValueError, match="classes must be"):
+            datalist_section(tiny_busi, "training", classes=bad, val_fraction=0.5)
+
+
+@pytest.mark.parametrize("bundle", ["dcnet_bundle", "taichinet_bundle"])
+def test_bundles_classes_setting_filters_every_section_they_read(bundle, tiny_busi, monkeypatch):
+    """`classes` in train.yaml (default null: no change) reaches training, validation, evaluation and TaiChiNet's
+    easy/hard preparation."""
+    from monai.bundle import ConfigParser
+
+    import lesionseg.engines.easy_hard
+
+    configs = Path(__file__).resolve().parents[1] / "bundles" / bundle / "configs"
+
+    def parsed(names, ids, **overrides):
+        parser = ConfigParser()
+        parser.read_config([str(configs / f"{name}.yaml") for name in names])
+        parser.update({"bundle_root": str(configs.parent), "dataset_dir": str(tiny_busi), "val_fraction": 0.5, **overrides})
+        return {key: parser.get_parsed_content(key) for key in ids}
+
+    cases = lambda items: [item["case"] for item in items]  # noqa: E731
+    split = {name: datalist_section(tiny_busi, name, val_fraction=0.5) for name in ("training", "validation")}
+    lesion = {name: [item for item in items if item["class"] != "normal"] for name, items in split.items()}
+    ids = ["classes", "train#dataset#data", "validate#dataset#data"]
+    default = parsed(["train"], ids)
+    assert default["classes"] is None
+    assert cases(default["train#dataset#data"]) == cases(split["training"])
+    filtered = parsed(["train"], ids, classes=LESION_CLASSES)
+    assert cases(filtered["train#dataset#data"]) == cases(lesion["training"])
+    assert cases(filtered["validate#dataset#data"]) == cases(lesion["validation"])
+    evaluation = parsed(["train", "evaluate"], ["eval_items"], classes=LESION_CLASSES, eval_section="all")
+    assert cases(evaluation["eval_items"]) == cases(item for item in read_busi(tiny_busi) if item["class"] != "normal")
+    if bundle == "taichinet_bundle":
+        prepare = parsed(["prepare"], ["classes", "train#dataset#data", "preparation#validation_data"], classes=LESION_CLASSES)
+        assert cases(prepare["train#dataset#data"]) == cases(lesion["training"])
+        assert cases(prepare["preparation#validation_data"]) == cases(lesion["validation"])
+        assert parsed(["prepare"], ["classes"])["classes"] is None
+        # training hands its setting to the preparation it runs
+        handed = {}
+        monkeypatch.setattr(lesionseg.engines.easy_hard, "run_preparation", lambda config, **kwargs: handed.update(kwargs))
+        parsed(["train"], ["prepare_parts"], classes=LESION_CLASSES)["prepare_parts"]()
+        assert handed["classes"] == LESION_CLASSES

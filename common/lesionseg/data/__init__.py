@@ -17,6 +17,7 @@ from lesionseg.data.splits import (
     kfold_split,
     load_groups,
     make_datalist,
+    select_classes,
     train_val_test_split,
 )
 from lesionseg.data.transforms import LoadUltrasound, LoadUltrasoundd
@@ -38,6 +39,7 @@ __all__ = [
     "inspect_dataset",
     "kfold_split",
     "load_groups",
+    "select_classes",
     "make_datalist",
     "read_busi",
     "read_datalist",

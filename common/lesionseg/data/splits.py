@@ -41,6 +41,7 @@ __all__ = [
     "train_val_test_split",
     "resolve_groups",
     "make_datalist",
+    "select_classes",
     "datalist_section",
 ]
 
@@ -390,7 +391,50 @@ def make_datalist(
     }
 
 
-def datalist_section(source: PathLike, section: str = "training", **split_kwargs) -> list[Mapping]:
+def select_classes(
+    items: Sequence[Mapping], classes: str | Sequence[str] | None, source: PathLike, section: str = "items"
+) -> list[Mapping]:
+    """The items whose ``"class"`` is one of ``classes``, in their order (all of them when ``classes`` is ``None``).
+
+    This is the lesion-only protocol of TaiChiNet's headline BUSI table (``classes=["benign", "malignant"]``:
+    no normal images in training or evaluation) as one filter on a datalist section.
+
+    Args:
+        items: data dicts, e.g. one section of a datalist.
+        classes: the class names to keep (a single name is one class); ``None`` keeps every item.
+        source: the dataset or datalist the items come from, named in errors.
+        section: the section's name, for errors and warnings.
+
+    Raises:
+        DataError: naming ``source``, when an item has no ``"class"`` (a folder pair or a datalist without
+            classes cannot be filtered by class) or when no item of ``section`` is of these classes.
+        ValueError: ``classes`` is not ``None``, a string or a list of strings.
+    """
+    if classes is None:
+        return list(items)
+    wanted = [classes] if isinstance(classes, str) else classes
+    if not isinstance(wanted, Sequence) or not wanted or not all(isinstance(name, str) for name in wanted):
+        raise ValueError(f"classes must be None, a class name or a non-empty list of class names, got {classes!r}")
+    unclassed = next((item for item in items if item.get("class") is None), None)
+    if unclassed is not None:
+        raise DataError(
+            source, f"classes={list(wanted)} keeps images by class, but {unclassed['image']} of its {section!r} "
+            "section has no class (a BUSI folder gives each image its class folder; a datalist needs \"class\" keys)"
+        )
+    present = sorted({str(item["class"]) for item in items}, key=natural_key)
+    kept = [item for item in items if item["class"] in wanted]
+    if not kept:
+        raise DataError(source, f"its {section!r} section has no image of the classes {list(wanted)}; it has {present}")
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        logger.warning("the %r section of %s has no image of the classes %s (it has %s)", section, source, missing, present)
+    logger.info("%r section of %s: %d of %d images kept (classes %s)", section, source, len(kept), len(items), list(wanted))
+    return kept
+
+
+def datalist_section(
+    source: PathLike, section: str = "training", classes: str | Sequence[str] | None = None, **split_kwargs
+) -> list[Mapping]:
     """One section of a dataset's datalist, for bundle configs.
 
     Args:
@@ -399,16 +443,25 @@ def datalist_section(source: PathLike, section: str = "training", **split_kwargs
             the training and validation calls of a bundle agree).
         section: ``"training"``, ``"validation"``, ``"test"``, or ``"all"``: every labelled item of the dataset
             (of all sections of a datalist), unsplit, e.g. to evaluate a model on a whole new dataset.
+        classes: keep only the items of these classes (:func:`select_classes`), after the split: a folder is
+            split with all its images, so the kept items of each section are the same whether or not the
+            filter is on (``["benign", "malignant"]`` is BUSI without normal images). ``None``: every item.
         split_kwargs: :func:`make_datalist` arguments.
 
     Every item returned has a ``"label"``: the bundles train, validate and evaluate on these sections.
 
     Raises:
         DataError: naming the JSON, when it has no such section, when the section is empty (training would
-            end without a model: no epoch is validated) or when an item has no ``"label"``.
+            end without a model: no epoch is validated) or when an item has no ``"label"``; naming
+            ``source``, when ``classes`` is set and an item has no class or none is of these classes.
         ValueError: the split has no such section (e.g. ``"test"`` with ``test_fraction=0``); a
             :class:`DataError` naming ``source`` when it is empty.
     """
+    return select_classes(_unfiltered_section(source, section, **split_kwargs), classes, source, section)
+
+
+def _unfiltered_section(source: PathLike, section: str, **split_kwargs) -> list[Mapping]:
+    # datalist_section before its class filter
     if section == "all":
         return read_dataset(source)
     path = Path(source)

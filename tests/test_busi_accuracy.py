@@ -1,0 +1,204 @@
+"""benchmarks/busi_accuracy.py: its two presets, the external test set (--test-dir), skipping and resuming."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lesionseg.data.phantoms import write_phantom_dataset
+from lesionseg.data.readers import read_busi
+
+REPO = Path(__file__).resolve().parents[1]
+LESION_CLASSES = ["benign", "malignant"]
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("busi_accuracy", REPO / "benchmarks" / "busi_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+busi_accuracy = _load_benchmark()
+
+
+def _overrides(argv, tmp_path):
+    args = busi_accuracy.parse_args(["--dataset-dir", str(tmp_path), *argv])
+    datalist = args.output / "datalist.json"
+    extras = {name: {k: v for model, k, v in args.override if model == name} for name in busi_accuracy.MODELS}
+    return args, {name: busi_accuracy.model_overrides(name, args, datalist, extras[name]) for name in busi_accuracy.MODELS}
+
+
+def _train_config(bundle):
+    return yaml.safe_load((REPO / "bundles" / bundle / "configs" / "train.yaml").read_text())
+
+
+def test_short_preset_is_todays_protocol(tmp_path):
+    """The default preset passes the bundles exactly the overrides, in the order, that the script passed before presets."""
+    args, overrides = _overrides([], tmp_path)
+    out = REPO / "runs" / "busi_accuracy"
+    assert args.preset == "short" and args.output == out
+    common = lambda name: {  # noqa: E731
+        "dataset_dir": str(out / "datalist.json"),
+        "image_size": [128, 128],
+        "max_epochs": 12,
+        "learning_rate": 1e-3,
+        "seed": 0,
+        "ckpt_dir": str(out / name / "models"),
+        "output_dir": str(out / name / "train"),
+    }
+    basicunet = {
+        "network_def": {"_target_": "BasicUNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1},
+        "loss": {"_target_": "DiceCELoss", "sigmoid": True},
+    }
+    expected = {
+        "basicunet": {**common("basicunet"), **basicunet},
+        "dcnet": {**common("dcnet"), "loss#alpha": 0.5},
+        "taichinet": {
+            **common("taichinet"),
+            "prepare_dir": str(out / "taichinet" / "easy_hard"),
+            "prepare_overrides": {"max_epochs": 10},
+        },
+    }
+    for name in expected:
+        assert list(overrides[name].items()) == list(expected[name].items())
+    assert busi_accuracy.PRESETS["short"].models["basicunet"][0] == "dcnet_bundle"
+
+
+def test_paper_preset_recipes_precision_and_run_folder(tmp_path):
+    args, overrides = _overrides(["--preset", "paper"], tmp_path)
+    # outside the work tree, beside the checkout, so a later run on the machine continues it
+    assert args.output == REPO.parent / "runs" / "busi_paper"
+    assert REPO not in args.output.parents
+    assert (args.epochs, args.size, args.learning_rate) == (40, 224, None)
+    for name, config in overrides.items():
+        assert config["classes"] == LESION_CLASSES, name
+        assert (config["max_epochs"], config["image_size"]) == (40, [224, 224])
+        # each model's own learning rate and batch size: none is set for all, and the precision is the bundles'
+        assert not {"learning_rate", "batch_size", "precision"} & set(config), name
+    # the recipes the paper preset relies on are the bundles' defaults (the model cards' paper recipes)
+    taichinet, dcnet = _train_config("taichinet_bundle"), _train_config("dcnet_bundle")
+    assert (taichinet["batch_size"], taichinet["learning_rate"], taichinet["aug_prob"]) == (16, 1e-4, 0.5)
+    assert (dcnet["batch_size"], dcnet["learning_rate"], dcnet["flip_prob"]) == (4, 3e-4, 0.0)
+    assert taichinet["precision"] == dcnet["precision"] == "fp32"
+    assert overrides["dcnet"]["loss#alpha"] == 0.5
+    assert busi_accuracy.PRESETS["paper"].models["dcnet"][0] == "dcnet_bundle"
+    assert "max_epochs" not in overrides["taichinet"]["prepare_overrides"]  # prepare.yaml's own recipe
+    # BasicUNet: Dice + BCE on TaiChiNet's pipeline (batch 16, Adam 1e-4, its augmentation), easy-to-hard off
+    assert busi_accuracy.PRESETS["paper"].models["basicunet"][0] == "taichinet_bundle"
+    unet = overrides["basicunet"]
+    assert unet["network_def"]["_target_"] == "BasicUNet" and unet["loss"]["_target_"] == "DiceCELoss"
+    assert unet["easy_to_hard"] is False
+    disabled = [key for key in unet if key.endswith("#_disabled_")]
+    assert len(disabled) == 1
+    index = int(disabled[0].split("#")[2])
+    assert taichinet["train"]["handlers"][index]["_target_"].endswith("EasyToHardHandler")
+
+    # one --precision for every model, an --override still wins for its model
+    _, overrides = _overrides(["--preset", "paper", "--precision", "bf16", "--override", "dcnet:precision=fp32"], tmp_path)
+    assert [overrides[name]["precision"] for name in ("basicunet", "dcnet", "taichinet")] == ["bf16", "fp32", "bf16"]
+    with pytest.raises(SystemExit):
+        busi_accuracy.parse_args(["--dataset-dir", str(tmp_path), "--test-dir", str(tmp_path / "absent")])
+
+
+def test_a_record_of_another_preset_is_refused(tmp_path):
+    """Reusing a finished model of the short preset in a paper run would report a model trained on normal images
+    as a lesion-only one."""
+    args = busi_accuracy.parse_args(["--dataset-dir", str(tmp_path), "--preset", "paper", "--output", str(tmp_path)])
+    (tmp_path / "dcnet").mkdir()
+    record = {"model": "dcnet", "wall_seconds": 1, "summary": _summary(0.7)}  # written before presets: short
+    (tmp_path / "dcnet" / "record.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=r"dcnet/record.json: made by --preset short, not paper"):
+        busi_accuracy.run_model("dcnet", args, tmp_path / "datalist.json", {})
+    (tmp_path / "dcnet" / "record.json").write_text(json.dumps({**record, "preset": "paper"}))
+    assert busi_accuracy.run_model("dcnet", args, tmp_path / "datalist.json", {})["preset"] == "paper"
+
+
+def _summary(dice):
+    group = {metric: {"mean": dice, "std": 0.1} for metric in busi_accuracy.COLUMNS}
+    return {"lesion": group, "all": group}
+
+
+def test_results_table_states_precision_and_the_paper_targets():
+    records = [
+        {"model": "basicunet", "wall_seconds": 60, "precision": "bf16", "summary": _summary(0.70)},
+        {"model": "dcnet", "wall_seconds": 120, "precision": "bf16", "summary": _summary(0.80)},
+        {"model": "taichinet", "wall_seconds": 120, "summary": _summary(0.79)},  # a record from before this column
+    ]
+    table = busi_accuracy.results_table(records, None, {"dcnet": 0.78, "taichinet": 0.80})
+    assert table.splitlines()[0].endswith("| wall time | precision mode |")
+    assert "| 2.0 min | bf16 |" in table and "| not recorded |" in table
+    assert "dcnet: target (lesion Dice >= 0.78 and >= BasicUNet + 0.02) met" in table
+    assert "taichinet: target (lesion Dice >= 0.8 and >= BasicUNet + 0.02) missed" in table
+    # the paper preset also wants the paired interval above 0: without per-image tables it cannot be shown
+    strict = busi_accuracy.results_table(records, None, {"dcnet": 0.78}, interval_above_zero=True)
+    assert "dcnet: target (lesion Dice >= 0.78 and >= BasicUNet + 0.02, paired 95 % interval above 0) missed" in strict
+    assert "target" not in busi_accuracy.results_table(records, None, {})
+
+
+def _classes(per_image_csv):
+    with open(per_image_csv, newline="") as file:
+        return [row["class"] for row in csv.DictReader(file)]
+
+
+@pytest.mark.slow
+def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
+    """Three tiny models, one epoch at 32², lesion-only; the test set scored after validation; a rerun skips
+    finished models; a model whose record is gone resumes its training from its last epoch."""
+    data = write_phantom_dataset(tmp_path / "data", num_images=12, seed=3, size=(48, 64), normal_fraction=0.25)
+    test = write_phantom_dataset(tmp_path / "test", num_images=5, seed=8, size=(40, 56), normal_fraction=0.4)
+    test_classes = sorted(item["class"] for item in read_busi(test))
+    assert "normal" in test_classes and "normal" in {item["class"] for item in read_busi(data)}
+    out = tmp_path / "runs"
+    tiny = ["num_workers=0", "batch_size=2"]
+    overrides = [f"{model}:{o}" for model in ("basicunet", "dcnet", "taichinet") for o in tiny] + [
+        "basicunet:network_def#features=[2, 2, 4, 8, 16, 2]",
+        "dcnet:network_def#features=[2, 4, 8, 16, 32]",
+        "taichinet:network_def#features=[2, 4, 8, 16, 32]",
+        "taichinet:prepare_overrides={'network_def#features': [4, 4, 8, 8, 16, 4], 'num_workers': 0, 'batch_size': 4}",
+    ]
+    argv = ["--preset", "paper", "--dataset-dir", str(data), "--output", str(out), "--epochs", "1", "--size", "32"]
+    argv += ["--prepare-epochs", "1", "--threads", "1", "--test-dir", str(test)]
+    argv += [arg for override in overrides for arg in ("--override", override)]
+    assert busi_accuracy.main(argv) == 0
+
+    results, test_results = (out / "results.md").read_text(), (out / "test_results.md").read_text()
+    assert "classes ['benign', 'malignant']" in results and (out / "training_curves.png").is_file()
+    for name in ("basicunet", "dcnet", "taichinet"):
+        for text in (results, test_results):
+            row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+            assert row.endswith("| fp32 |"), row
+        # validation: lesion images only; test set: every labelled image, normal ones included
+        assert set(_classes(out / name / "evaluation" / "per_image.csv")) <= set(LESION_CLASSES)
+        assert sorted(_classes(out / name / "test" / "per_image.csv")) == test_classes
+    assert "(paired, 95 %, n = " in test_results
+
+    # a rerun trains and evaluates nothing again
+    def written():
+        files = [*out.glob("*/*record.json"), *out.glob("*/models/*.pt"), *out.glob("*/*/summary.json")]
+        return {path: path.stat().st_mtime_ns for path in files}
+
+    before = written()
+    assert len(before) == 6 + 6 + 6  # records, checkpoints (model.pt, training_state.pt), two summaries per model
+    assert busi_accuracy.main(argv) == 0
+    assert written() == before
+
+    # an unfinished model (no record) resumes: a longer run continues with epoch 2, not from epoch 1
+    (out / "basicunet" / "record.json").unlink()
+    (out / "basicunet" / "test_record.json").unlink()
+    assert busi_accuracy.main([*argv, "--epochs", "2", "--models", "basicunet"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (out / "basicunet" / "epochs.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    # its time adds the epoch of the first session to this one's
+    timed = [json.loads(line) for line in (out / "basicunet" / "epoch_seconds.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in timed] == [1, 2]
+    record = json.loads((out / "basicunet" / "record.json").read_text())
+    assert record["earlier_sessions_seconds"] == pytest.approx(timed[0]["seconds"])
+    assert record["train_seconds"] >= timed[0]["seconds"] + timed[1]["seconds"]
