@@ -413,12 +413,20 @@ def paired_dice_difference(
         model, baseline: model names.
         evaluation: ``"evaluation"`` (the validation section) or ``"test"`` (``--test-dir``).
     """
+    tables = [output / name / evaluation / "per_image.csv" for name in (model, baseline)]
+    return paired_table_difference(*tables)
+
+
+def paired_table_difference(table: Path, baseline_table: Path) -> tuple[float, float, int] | None:
+    """:func:`paired_dice_difference` of two ``per_image.csv`` files: mean lesion Dice of ``table`` minus
+    ``baseline_table`` over the lesion images both hold, the half-width of its normal 95 % interval and the
+    number of images (``None`` without both files or with fewer than two shared images)."""
     from lesionseg.metrics import read_per_image_csv
 
-    tables = [output / name / evaluation / "per_image.csv" for name in (model, baseline)]
-    if not all(table.is_file() for table in tables):
+    tables = (table, baseline_table)
+    if not all(path.is_file() for path in tables):
         return None
-    dice = [{r["image"]: r["dice"] for r in read_per_image_csv(table) if r["gt_pixels"] > 0} for table in tables]
+    dice = [{r["image"]: r["dice"] for r in read_per_image_csv(path) if r["gt_pixels"] > 0} for path in tables]
     differences = [dice[0][image] - dice[1][image] for image in dice[0] if image in dice[1]]
     if len(differences) < 2:
         return None
@@ -485,6 +493,35 @@ def results_table(
     return "\n".join(lines)
 
 
+def comparison_table(records: list[dict], output: Path, other: Path) -> str:
+    """Markdown: each model's lesion Dice here and in ``other`` (another results folder), and the difference,
+    paired over the lesion images both evaluated, with its 95 % interval.
+
+    Raises:
+        SystemExit: when ``other`` was made on another split (its ``datalist.json`` differs), where pairing
+            images would compare different validation sets.
+    """
+    if (output / "datalist.json").read_bytes() != (other / "datalist.json").read_bytes():
+        raise SystemExit(f"error: {other / 'datalist.json'} differs from {output / 'datalist.json'}: not the same split")
+    lines = [
+        f"Against `{other}` (same split):",
+        "",
+        f"| model | lesion Dice here | lesion Dice in `{other.name}` | Δ (paired, 95 %) |",
+        "|---|---|---|---|",
+    ]
+    for record in records:
+        name = record["model"]
+        other_record = other / name / "record.json"
+        theirs = _mean(json.loads(other_record.read_text())["summary"], "lesion", "dice") if other_record.is_file() else None
+        paired = paired_table_difference(
+            output / name / "evaluation" / "per_image.csv", other / name / "evaluation" / "per_image.csv"
+        )
+        theirs_cell = "not run" if theirs is None else f"{theirs:.3f}"
+        delta = "" if paired is None else f"{paired[0]:+.3f} ± {paired[1]:.3f} (n = {paired[2]})"
+        lines.append(f"| {name} | {_mean(record['summary'], 'lesion', 'dice'):.3f} | {theirs_cell} | {delta} |")
+    return "\n".join(lines)
+
+
 def draw_curves(records: list[dict], output: Path) -> None:
     """``OUTPUT/training_curves.png``: each model's training loss and validation Dice per epoch."""
     from lesionseg.engines.training_log import epoch_curves
@@ -528,6 +565,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--test-dir", type=Path, default=None,
         help="a separate labelled folder every finished model is also evaluated on (all its images; test_results.md)",
     )
+    parser.add_argument(
+        "--compare-to", type=Path, default=None, metavar="DIR",
+        help="another results folder on the same split (e.g. the same models in fp32): adds each model's lesion "
+        "Dice difference to its namesake there, paired over the same images, with its 95 %% interval",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--override", type=parse_override, action="append", default=[], metavar="MODEL:ID=VALUE")
     args = parser.parse_args(argv)
@@ -537,6 +579,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, option, getattr(preset, option))
     if not args.dataset_dir.is_dir():
         parser.error(f"--dataset-dir {args.dataset_dir} is not a folder (the BUSI images are not in the repository)")
+    if args.compare_to is not None and not (args.compare_to / "datalist.json").is_file():
+        parser.error(f"--compare-to {args.compare_to} holds no datalist.json: not a results folder of this script")
     if args.test_dir is not None and not args.test_dir.is_dir():
         parser.error(f"--test-dir {args.test_dir} is not a folder")
     if args.epochs < 1 or args.size % 16:
@@ -576,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# BUSI comparison\n\n`{command}`\n\n{setting}, seed 0, {args.threads} CPU threads, torch "
         f"{torch.__version__}; split `{datalist}`; lesion = {images}.\n\n{table}\n"
     )
+    if args.compare_to is not None:
+        report += "\n" + comparison_table(records, args.output, args.compare_to) + "\n"
     (args.output / "results.md").write_text(report)
     print(report)
     if args.test_dir is not None:

@@ -202,3 +202,30 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
     record = json.loads((out / "basicunet" / "record.json").read_text())
     assert record["earlier_sessions_seconds"] == pytest.approx(timed[0]["seconds"])
     assert record["train_seconds"] >= timed[0]["seconds"] + timed[1]["seconds"]
+
+
+def _results_folder(root: Path, dice_by_image: dict[str, float], datalist: str = '{"training": []}') -> Path:
+    """A results folder of one model ("dcnet") as the script leaves it: datalist, record and per-image CSV."""
+    from lesionseg.metrics import write_per_image_csv
+
+    (root / "dcnet" / "evaluation").mkdir(parents=True)
+    (root / "datalist.json").write_text(datalist)
+    rows = [{"image": image, "dice": dice, "gt_pixels": 10} for image, dice in dice_by_image.items()]
+    rows.append({"image": "normal.png", "dice": 1.0, "gt_pixels": 0})  # not a lesion image: left out
+    write_per_image_csv(rows, root / "dcnet" / "evaluation" / "per_image.csv")
+    mean = sum(dice_by_image.values()) / len(dice_by_image)
+    record = {"model": "dcnet", "summary": {"lesion": {"dice": {"mean": mean}}}}
+    (root / "dcnet" / "record.json").write_text(json.dumps(record))
+    return root
+
+
+def test_compare_to_pairs_each_model_with_its_namesake_over_the_same_lesion_images(tmp_path):
+    here = _results_folder(tmp_path / "bf16", {"a.png": 0.80, "b.png": 0.60, "c.png": 0.70, "only_here.png": 0.0})
+    there = _results_folder(tmp_path / "fp32", {"a.png": 0.70, "b.png": 0.60, "c.png": 0.50})
+    record = json.loads((here / "dcnet" / "record.json").read_text())
+    table = busi_accuracy.comparison_table([record], here, there)
+    # differences 0.10, 0.00, 0.20 over the three shared lesion images: mean 0.10, sd 0.10, 1.96 sd / sqrt(3)
+    assert "| dcnet | 0.525 | 0.600 | +0.100 ± 0.113 (n = 3) |" in table
+    other_split = _results_folder(tmp_path / "other", {"a.png": 0.7}, datalist='{"training": [1]}')
+    with pytest.raises(SystemExit, match="not the same split"):
+        busi_accuracy.comparison_table([record], here, other_split)
