@@ -96,8 +96,8 @@ def write_split(dataset_dir: Path, output: Path) -> Path:
 
 def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one model through its bundle; its record (wall time, summary) as a dict."""
-    from lesionseg.cli.bundle_runner import run_workflow
     from lesionseg.engines.training_log import epoch_log_attacher
+    from lesionseg.workflows.bundle import run_workflow
 
     folder = args.output / name
     record_path = folder / "record.json"

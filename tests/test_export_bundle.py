@@ -83,6 +83,11 @@ def test_export_lists_large_weights_and_vendors_the_code(tmp_path):
     assert "_target_: scripts.networks.nets.DCNet" in train and "$import scripts\n" in train
     assert (out / "scripts" / "networks" / "blocks" / "dcp.py").is_file()
     assert not (out / "scripts" / "cli").exists() and not (out / "scripts" / "deploy").exists()
+    # the workflows layer ships: a zoo user loads a Predictor or runs a workflow from the export alone
+    probe = "import scripts.workflows.predictor as p, scripts.workflows.bundle as b; print(p.Predictor.__module__, b.run_workflow.__module__)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=out, env={**os.environ, "PYTHONPATH": str(out)},
+                          capture_output=True, text=True)
+    assert done.stdout.split() == ["scripts.workflows.predictor", "scripts.workflows.bundle"], done.stderr[-2000:]
     for module in (out / "scripts").rglob("*.py"):
         assert "import lesionseg" not in module.read_text() and "from lesionseg" not in module.read_text(), module
     metadata = json.loads((out / "configs" / "metadata.json").read_text())

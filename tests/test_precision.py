@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_testing import make_workflow, run_zoo_pattern
+from bundle_testing import make_workflow
 from monai.bundle import ConfigParser
 from monai.engines import IterationEvents
 from PIL import Image
@@ -281,7 +281,7 @@ def dcnet_tiny(tmp_path_factory) -> Path:
 
 
 def test_predict_precision_option(dcnet_tiny, tmp_path, capsys, caplog):
-    from lesionseg.cli.predictor import load_predictor
+    from lesionseg.workflows.predictor import load_predictor
 
     overrides = {"network_def#features": TINY["network_def#features"], "image_size": [32, 32]}
     assert load_predictor(dcnet_tiny, overrides=overrides, device="cpu").precision.name == "fp32"  # the bundle's

@@ -23,9 +23,9 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from lesionseg.cli import main
-from lesionseg.cli.bundle_runner import run_workflow
 from lesionseg.data.io import DataError
 from lesionseg.data.volumes import dicom_affine, read_stack, to_voxels
+from lesionseg.workflows.bundle import run_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ("dcnet_bundle", "taichinet_bundle")
@@ -590,7 +590,7 @@ def test_threshold_outside_zero_one_is_refused(dcnet_tiny, tmp_path, capsys, val
 
 
 def test_predict_file_refuses_a_threshold_outside_zero_one(tmp_path):
-    from lesionseg.cli.predict import predict_file
+    from lesionseg.workflows.predict import predict_file
 
     for value in (0.0, 1.0, float("nan")):
         with pytest.raises(ValueError, match="strictly between 0 and 1"):
@@ -638,7 +638,7 @@ def test_checkpoint_with_non_finite_weights_is_refused(dcnet_tiny, tmp_path, cap
 def test_torchscript_model_with_non_finite_weights_is_refused(dcnet_tiny, tmp_path):
     """A TorchScript file saved without MONAI's metadata (plain torch.jit.save) loads; with NaN weights it is
     refused naming the tensor. (MONAI's load_net_with_metadata failed on such a file with a JSONDecodeError.)"""
-    from lesionseg.cli.predictor import ModelError, load_predictor
+    from lesionseg.workflows.predictor import ModelError, load_predictor
 
     network = torch.nn.Conv2d(1, 1, 3, padding=1)
     torch.jit.save(torch.jit.script(network), tmp_path / "model.ts")
@@ -665,8 +665,8 @@ class _Overflowing(torch.nn.Module):
 
 def test_non_finite_network_output_is_refused_naming_the_image(dcnet_tiny, tmp_path, monkeypatch, capsys):
     """An image on which the network overflows is reported by name and nothing of it is written."""
-    import lesionseg.cli.predict as predict_module
-    from lesionseg.cli.predictor import NonFiniteOutputError, Predictor, load_predictor
+    import lesionseg.workflows.predict as predict_module
+    from lesionseg.workflows.predictor import NonFiniteOutputError, Predictor, load_predictor
 
     reference = load_predictor(dcnet_tiny, overrides=TINY, device="cpu")
     overflowing = Predictor(_Overflowing(), reference.preprocessing, reference.image_key, "cpu")

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn as nn
 from ignite.engine import Engine
-from PIL import Image
 from monai.handlers import CheckpointLoader
+from PIL import Image
 
 from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint
 from lesionseg.engines.checkpoint_loader import WeightsOnlyCheckpointLoader
@@ -554,7 +554,7 @@ def test_bundle_handler_refuses_pickled_code_with_the_projects_message(booby_tra
 
 
 def test_predict_refuses_a_code_carrying_checkpoint_with_the_projects_message(booby_trapped):
-    from lesionseg.cli.predictor import ModelError, load_predictor
+    from lesionseg.workflows.predictor import ModelError, load_predictor
 
     path, marker = booby_trapped
     with pytest.raises(ModelError) as raised:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from lesionseg.cli.bundle_runner import find_config, run_workflow
 from lesionseg.engines.training_log import epoch_curves, epoch_log_attacher
 from lesionseg.metrics import read_summary_json
 from lesionseg.metrics.plots import plot_training_curves
 from lesionseg.metrics.tables import format_table
 from lesionseg.utils.files import replacing, write_text_atomically
+from lesionseg.workflows.bundle import find_config, run_workflow
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ folder). :func:`export_bundle` makes such a bundle from one of this project's bu
   ``models/model.pt`` is only read for its MD5 (below), so it may be a link to weights stored elsewhere;
 - ``scripts/`` is the ``lesionseg`` package, less its command line (``cli``) and this export code
   (``deploy``), with every ``lesionseg.`` import rewritten to ``scripts.``; the configs' ``lesionseg.``
-  dotted paths and ``$import lesionseg`` lines are rewritten the same way;
+  dotted paths and ``$import lesionseg`` lines are rewritten the same way. It carries
+  :mod:`lesionseg.workflows` (``scripts.workflows.predictor.load_predictor``, ``...bundle.run_workflow``);
 - ``configs/metadata.json`` loses its ``lesionseg`` requirement and lists instead the third-party packages
   the vendored code imports, with the installed versions;
 - weights (``models/model.pt``, which is 218 MB for DC-Net) never go into the folder: they are listed in
