@@ -250,7 +250,10 @@ def _dicom_spacing(dataset) -> tuple[tuple[float, float] | None, float]:
     elif "SequenceOfUltrasoundRegions" in dataset and len(dataset.SequenceOfUltrasoundRegions):
         region = dataset.SequenceOfUltrasoundRegions[0]
         # PhysicalUnitsX/YDirection 3 is cm
-        if getattr(region, "PhysicalUnitsXDirection", None) == 3 and getattr(region, "PhysicalUnitsYDirection", None) == 3:
+        if (
+            getattr(region, "PhysicalUnitsXDirection", None) == 3
+            and getattr(region, "PhysicalUnitsYDirection", None) == 3
+        ):
             spacing = (abs(float(region.PhysicalDeltaY)) * 10.0, abs(float(region.PhysicalDeltaX)) * 10.0)
     slice_spacing = 1.0
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):

@@ -37,8 +37,8 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import re
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -225,8 +225,15 @@ def _write_large_files(bundle: Path, output: Path, weights_url: str | None) -> l
         )
         return []
     if weights_url is None:
-        logger.warning("no --weights-url: large_files.yml names a placeholder URL; upload %s and put its URL there", weights)
-    entry = {"path": "models/model.pt", "url": weights_url or WEIGHTS_URL_PLACEHOLDER, "hash_val": _md5(weights), "hash_type": "md5"}
+        logger.warning(
+            "no --weights-url: large_files.yml names a placeholder URL; upload %s and put its URL there", weights
+        )
+    entry = {
+        "path": "models/model.pt",
+        "url": weights_url or WEIGHTS_URL_PLACEHOLDER,
+        "hash_val": _md5(weights),
+        "hash_type": "md5",
+    }
     with open(output / "large_files.yml", "w", encoding="utf-8") as stream:
         yaml.safe_dump({"large_files": [entry]}, stream, sort_keys=False)
     for other in sorted((bundle / "models").iterdir()):
