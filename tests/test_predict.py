@@ -23,8 +23,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from lesionseg.cli import main
-from lesionseg.data.io import DataError
-from lesionseg.data.volumes import dicom_affine, read_stack, to_voxels
+from lesionseg.data.io import DataError, dicom_affine, read_stack, to_voxels
 from lesionseg.workflows.bundle import run_workflow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -461,7 +460,7 @@ def test_model_and_device_problems_are_refused(dcnet_tiny, tmp_path, capsys):
 def test_itk_reads_dicom_as_pydicom_does(tmp_path, frames):
     """The fallback for machines without pydicom gives the same slices and geometry (runs where ITK is installed)."""
     pytest.importorskip("itk")
-    from lesionseg.data.volumes import _read_dicom, _read_with_itk
+    from lesionseg.data.io import _read_dicom, _read_with_itk
 
     pixels = (np.arange(frames * 37 * 53) % 4000).astype(np.uint16).reshape(frames, 37, 53)
     _write_dicom(tmp_path / "a.dcm", pixels if frames > 1 else pixels[0], frames=frames if frames > 1 else None)

@@ -366,9 +366,8 @@ def _small(shape=(40, 50)):
 
 def _readers(name: str):
     """The project's readers of a file ``name``: the training loader (pictures, 2D NIfTI) and predict's."""
-    from lesionseg.data.io import load_pixels, read_image, read_mask
+    from lesionseg.data.io import load_pixels, read_image, read_mask, read_mask_stack, read_stack
     from lesionseg.data.transforms import LoadUltrasound
-    from lesionseg.data.volumes import read_mask_stack, read_stack
 
     readers = {"read_stack": read_stack, "read_mask_stack": read_mask_stack}
     if not name.endswith(".dcm"):

@@ -67,8 +67,8 @@ def list_inputs(source: Path, recursive: bool) -> list[Path]:
     """The image files of ``source`` (a file: itself), skipping hidden files and files named like masks or like
     predict's outputs (``*_mask``, ``*_mask_1``, ``*_prob``, ``*_overlay``, ``*_overlay_1``), so that results
     of an earlier run in a folder inside ``source`` are not read back."""
+    from lesionseg.data.io import file_kind, file_stem
     from lesionseg.data.readers import natural_key
-    from lesionseg.data.volumes import file_kind, file_stem
 
     if source.is_file():
         return [source]
@@ -95,7 +95,7 @@ class GroundTruth:
     """
 
     def __init__(self, source: Path, exclude: Path | None = None) -> None:
-        from lesionseg.data.volumes import file_kind, file_stem
+        from lesionseg.data.io import file_kind, file_stem
 
         exclude = exclude.resolve() if exclude is not None else None
         self.single = source if source.is_file() else None
@@ -127,7 +127,7 @@ class GroundTruth:
 
     def find(self, image: Path) -> list[Path]:
         """The mask files of ``image`` (several for BUSI's multi-lesion cases), or ``[]``."""
-        from lesionseg.data.volumes import file_stem
+        from lesionseg.data.io import file_stem
 
         if self.single is not None:
             return [self.single]
@@ -235,7 +235,7 @@ def existing_outputs(output: Path, bases: dict[Path, Path]) -> list[Path]:
 def output_bases(files: list[Path], source: Path, output: Path) -> dict[Path, Path]:
     """Each input's output path without postfix: ``output/<sub-folders>/<stem>``, or
     ``.../<stem>_<format>`` for every file of a folder whose stem another file shares (``a.png``, ``a.jpg``)."""
-    from lesionseg.data.volumes import file_stem
+    from lesionseg.data.io import file_stem
 
     def base(path: Path) -> Path:
         relative = path.relative_to(source).parent if source.is_dir() else Path()
@@ -290,8 +290,7 @@ def predict_file(
             ground-truth problem found after the mask was written.
         ValueError: ``threshold`` is not a probability strictly between 0 and 1.
     """
-    from lesionseg.data.io import DataError
-    from lesionseg.data.volumes import read_mask_stack, read_stack, to_voxels
+    from lesionseg.data.io import DataError, read_mask_stack, read_stack, to_voxels
     from lesionseg.data.writers import save_mask_png, save_nifti_like, save_probability_png
     from lesionseg.metrics import compute_image_metrics
 
