@@ -19,8 +19,8 @@ FORBIDDEN = {
     "engines": {"cli", "workflows", "deploy"},
     "networks": {"cli", "workflows", "deploy", "engines", "data", "losses", "metrics"},
     "losses": {"cli", "workflows", "deploy", "engines", "data", "metrics", "networks"},
-    "metrics": {"cli", "workflows", "deploy", "engines", "losses", "networks"},
-    "data": {"cli", "workflows", "deploy", "engines", "losses", "networks"},
+    "metrics": {"cli", "workflows", "deploy", "engines", "data", "losses", "networks"},
+    "data": {"cli", "workflows", "deploy", "engines", "losses", "metrics", "networks"},
     "utils": {"cli", "workflows", "deploy", "engines", "data", "losses", "metrics", "networks"},
 }
 
