@@ -94,6 +94,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "busi" / "Dataset_BUSI_with_GT"
 
+
 def without_train_handler(bundle: str, target: str) -> dict[str, Any]:
     """The override that leaves the handler whose ``_target_`` ends with ``target`` out of ``train#handlers`` of
     ``bundles/<bundle>/configs/train.yaml``; found by name, so a reordered list still drops the right one.
@@ -200,7 +201,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     model, sep, assignment = text.partition(":")
     key, eq, raw = assignment.partition("=")
     if not sep or not eq or model not in MODELS or not key:
-        raise argparse.ArgumentTypeError(f"--override takes MODEL:ID=VALUE with MODEL one of {sorted(MODELS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--override takes MODEL:ID=VALUE with MODEL one of {sorted(MODELS)}, got {text!r}"
+        )
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -215,7 +218,9 @@ def write_split(dataset_dir: Path, output: Path) -> Path:
 
     path = output / "datalist.json"
     if not path.exists():
-        sections = {name: datalist_section(dataset_dir, name, val_fraction=0.2, seed=0) for name in ("training", "validation")}
+        sections = {
+            name: datalist_section(dataset_dir, name, val_fraction=0.2, seed=0) for name in ("training", "validation")
+        }
         write_datalist(path, sections, description=f"grouped, class-stratified 80/20 split of {dataset_dir}, seed 0")
     return path
 
@@ -261,7 +266,7 @@ def precision_used(bundle: Path, overrides: dict[str, Any]) -> str:
 
 
 def epoch_timer_attacher(path: Path):
-    """A ``before_run`` for :func:`lesionseg.cli.bundle_runner.run_workflow` that appends
+    """A ``before_run`` for :func:`lesionseg.workflows.bundle.run_workflow` that appends
     ``{"epoch": e, "seconds": s}`` to ``path`` after each training epoch (after its validation and checkpoint):
     ``s`` is the time since the previous epoch of this session, or since the workflow was ready to run for its
     first epoch (TaiChiNet's easy/hard preparation included). The file outlives an interrupted session, so the
@@ -315,8 +320,8 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
     bundle's ``training_state.pt``). The record's times add the finished epochs of earlier sessions
     (``epoch_seconds.jsonl``) to this session's time.
     """
-    from lesionseg.cli.bundle_runner import run_workflow
     from lesionseg.engines.training_log import epoch_log_attacher
+    from lesionseg.workflows.bundle import run_workflow
 
     folder = args.output / name
     record_path = folder / "record.json"
@@ -365,7 +370,7 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
     with a ``test_record.json`` is not evaluated again. No class filter: the lesion columns of the table are
     the test set's lesion images, the "all" column every image.
     """
-    from lesionseg.cli.bundle_runner import run_workflow
+    from lesionseg.workflows.bundle import run_workflow
 
     folder = args.output / name
     record_path = folder / "test_record.json"
@@ -374,9 +379,7 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
         return read_record(record_path, args.preset)
     bundle = REPO / "bundles" / PRESETS[args.preset].models[name][0]
     overrides = model_overrides(name, args, datalist, extra)
-    overrides.update(
-        dataset_dir=str(args.test_dir), output_dir=str(folder / "test"), eval_section="all", classes=None
-    )
+    overrides.update(dataset_dir=str(args.test_dir), output_dir=str(folder / "test"), eval_section="all", classes=None)
     start = time.perf_counter()
     logging.info("%s: evaluating %s on every labelled image of %s", name, folder / "models" / "model.pt", args.test_dir)
     run_workflow(bundle, ["train", "evaluate"], None, overrides)
@@ -467,7 +470,11 @@ def results_table(
         delta = dice - _mean(baseline["summary"], "lesion", "dice") if baseline and record is not baseline else None
         cells = [record["model"]] + [f"{_mean(summary, 'lesion', c):.{1 if c == 'hd95' else 3}f}" for c in COLUMNS]
         cells[1] += f" ± {_mean(summary, 'lesion', 'dice', 'std'):.3f}"  # the spread the 0.02 margin is judged against
-        paired = paired_dice_difference(output, record["model"], BASELINE, evaluation) if output and delta is not None else None
+        paired = (
+            paired_dice_difference(output, record["model"], BASELINE, evaluation)
+            if output and delta is not None
+            else None
+        )
         paired_by_model[record["model"]] = paired
         if paired is not None:
             delta_cell = f"{paired[0]:+.3f} ± {paired[1]:.3f} (paired, 95 %, n = {paired[2]})"
@@ -502,7 +509,9 @@ def comparison_table(records: list[dict], output: Path, other: Path) -> str:
             images would compare different validation sets.
     """
     if (output / "datalist.json").read_bytes() != (other / "datalist.json").read_bytes():
-        raise SystemExit(f"error: {other / 'datalist.json'} differs from {output / 'datalist.json'}: not the same split")
+        raise SystemExit(
+            f"error: {other / 'datalist.json'} differs from {output / 'datalist.json'}: not the same split"
+        )
     lines = [
         f"Against `{other}` (same split):",
         "",
@@ -512,7 +521,9 @@ def comparison_table(records: list[dict], output: Path, other: Path) -> str:
     for record in records:
         name = record["model"]
         other_record = other / name / "record.json"
-        theirs = _mean(json.loads(other_record.read_text())["summary"], "lesion", "dice") if other_record.is_file() else None
+        theirs = (
+            _mean(json.loads(other_record.read_text())["summary"], "lesion", "dice") if other_record.is_file() else None
+        )
         paired = paired_table_difference(
             output / name / "evaluation" / "per_image.csv", other / name / "evaluation" / "per_image.csv"
         )
@@ -537,36 +548,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, with every setting it leaves out taken from its preset (``args.preset``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default="short",
+        "--preset",
+        choices=sorted(PRESETS),
+        default="short",
         help="protocol: short (12 epochs at 128², all images; the default) or paper (40 epochs at 224², lesion "
         "images only, each model's paper recipe); the options below replace single settings of it",
     )
     parser.add_argument("--dataset-dir", type=Path, default=DEFAULT_DATA, help="BUSI folder (default: ../shared)")
     parser.add_argument(
-        "--output", type=Path, default=None,
+        "--output",
+        type=Path,
+        default=None,
         help="results folder (default: runs/busi_accuracy in the checkout for short, ../runs/busi_paper beside it "
         "for paper); rerunning a command continues the runs in it",
     )
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS), help="models to run")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs of every model (short 12, paper 40)")
     parser.add_argument(
-        "--prepare-epochs", type=int, default=None, help="TaiChiNet's U-Net++ epochs (short 10, paper prepare.yaml's 20)"
+        "--prepare-epochs",
+        type=int,
+        default=None,
+        help="TaiChiNet's U-Net++ epochs (short 10, paper prepare.yaml's 20)",
     )
     parser.add_argument("--size", type=int, default=None, help="image height and width (short 128, paper 224)")
     parser.add_argument(
-        "--learning-rate", type=float, default=None,
+        "--learning-rate",
+        type=float,
+        default=None,
         help="Adam learning rate of every model (short 1e-3; paper: each bundle's own)",
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16", "auto"), default=None,
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default=None,
         help="precision of every model (default: the bundles' own, fp32); the table states it",
     )
     parser.add_argument(
-        "--test-dir", type=Path, default=None,
+        "--test-dir",
+        type=Path,
+        default=None,
         help="a separate labelled folder every finished model is also evaluated on (all its images; test_results.md)",
     )
     parser.add_argument(
-        "--compare-to", type=Path, default=None, metavar="DIR",
+        "--compare-to",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="another results folder on the same split (e.g. the same models in fp32): adds each model's lesion "
         "Dice difference to its namesake there, paired over the same images, with its 95 %% interval",
     )
@@ -603,7 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         extra = {key: value for model, key, value in args.override if model == name}
         records.append(run_model(name, args, datalist, extra))
-        logging.info("%s: finished\n%s", name, results_table(records, args.output, preset.targets, preset.interval_above_zero))
+        logging.info(
+            "%s: finished\n%s", name, results_table(records, args.output, preset.targets, preset.interval_above_zero)
+        )
         if args.test_dir is not None:
             test_records.append(evaluate_test_set(name, args, datalist, extra))
     table = results_table(records, args.output, preset.targets, preset.interval_above_zero)
@@ -611,7 +640,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset == "short":
         setting = f"{args.epochs} epochs at {args.size}x{args.size}, Adam {args.learning_rate}"
     else:
-        rate = f"Adam {args.learning_rate} for every model" if args.learning_rate is not None else "each model's own recipe"
+        rate = (
+            f"Adam {args.learning_rate} for every model"
+            if args.learning_rate is not None
+            else "each model's own recipe"
+        )
         setting = f"preset {args.preset}: {args.epochs} epochs at {args.size}x{args.size}, {rate}"
     images = "benign and malignant validation images"
     if preset.classes is not None:

@@ -57,7 +57,11 @@ def _load(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor, str]:
             masks.append(phantom.mask)
         source = "phantoms (BUSI not found)"
     scaled = [(i - i.min()) / max(float(i.max() - i.min()), 1e-6) for i in images]
-    return torch.from_numpy(np.stack(scaled))[:, None], torch.from_numpy(np.stack(masks).astype(np.float32))[:, None], source
+    return (
+        torch.from_numpy(np.stack(scaled))[:, None],
+        torch.from_numpy(np.stack(masks).astype(np.float32))[:, None],
+        source,
+    )
 
 
 def _dice(net: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor) -> float:
@@ -79,7 +83,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     images, masks, source = _load(args.images, args.size)
     held_out = max(1, len(images) // 4)
     train_x, train_y, val_x, val_y = images[held_out:], masks[held_out:], images[:held_out], masks[:held_out]
@@ -119,8 +126,11 @@ def main() -> None:
                 optimizers[name].step()
                 losses[name].append(loss.item())
         dice = {name: _dice(net, val_x, val_y) for name, net in networks.items()}
-        print(f"{epoch:5d} | {statistics.mean(losses['published']):14.4f} | {statistics.mean(losses['normalised']):15.4f} "
-              f"| {dice['published']:18.3f} | {dice['normalised']:19.3f} | {time.perf_counter() - start:7.1f}")
+        print(
+            f"{epoch:5d} | {statistics.mean(losses['published']):14.4f} | "
+            f"{statistics.mean(losses['normalised']):15.4f} "
+            f"| {dice['published']:18.3f} | {dice['normalised']:19.3f} | {time.perf_counter() - start:7.1f}"
+        )
     quartiles = np.percentile(divisors, [0, 25, 50, 75, 100])
     print("RMS divisors in training (min, quartiles, max): " + ", ".join(f"{q:.3f}" for q in quartiles))
 

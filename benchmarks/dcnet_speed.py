@@ -140,7 +140,8 @@ def time_both(args: argparse.Namespace, mode: str) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     precision = _precision(args)
     steps = {
-        name: _step_function(_to(_build(name), args), mode, image, target, args.fused_adam, precision) for name in NETWORKS
+        name: _step_function(_to(_build(name), args), mode, image, target, args.fused_adam, precision)
+        for name in NETWORKS
     }
     for _ in range(args.warmup):
         for step in steps.values():
@@ -204,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-malloc", action="store_true", help="measure CPU memory with glibc's defaults")
     parser.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(fused=True) for both networks")
     parser.add_argument(
-        "--channels-last", action="store_true", help="both networks in channels-last memory format (as the DC-Net bundle runs)"
+        "--channels-last",
+        action="store_true",
+        help="both networks in channels-last memory format (as the DC-Net bundle runs)",
     )
     parser.add_argument(
         "--precision",

@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    reached = all(min(r["throughput_ratio_median"], r["throughput_ratio_fastest"]) >= args.target for r in results.values())
+    reached = all(
+        min(r["throughput_ratio_median"], r["throughput_ratio_fastest"]) >= args.target for r in results.values()
+    )
     return 0 if reached else 1
 
 

@@ -6,29 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from monai.bundle import ConfigWorkflow
+# the one implementation of the pattern, under the names the bundle tests use
+from lesionseg.workflows.bundle import make_workflow
+from lesionseg.workflows.bundle import run_steps as run_zoo_pattern
 
-
-def make_workflow(bundle: Path, config_names: Sequence[str], workflow_type: str | None, **overrides) -> ConfigWorkflow:
-    """A workflow of ``bundle`` merging ``configs/<name>.yaml`` in order, with the bundle's metadata and logging."""
-    configs = bundle / "configs"
-    return ConfigWorkflow(
-        config_file=[str(configs / f"{name}.yaml") for name in config_names],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type=workflow_type,
-        bundle_root=str(bundle),
-        **overrides,
-    )
-
-
-def run_zoo_pattern(workflow: ConfigWorkflow) -> None:
-    """initialize, check that no required id is missing, run and finalize."""
-    workflow.initialize()
-    assert not workflow.check_properties(), "required bundle ids are missing"
-    workflow.run()
-    workflow.finalize()
-
+__all__ = ["check_evaluation_files", "make_workflow", "run_zoo_pattern"]
 
 METRIC_COLUMNS = ("dice", "iou", "precision", "sensitivity", "specificity", "accuracy", "hd95")
 

@@ -8,7 +8,6 @@ arguments. The reader cases are also the ones ``lesionseg predict`` meets, since
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
@@ -21,8 +20,8 @@ from monai.transforms import Compose, Resized
 from PIL import Image
 
 from lesionseg.data.integrity import ERROR, check_dataset
-from lesionseg.data.io import MAX_PIXELS, DataError, load_pixels, read_image, read_mask
-from lesionseg.data.readers import read_dataset, read_datalist, read_folder_pair, read_images, write_datalist
+from lesionseg.data.io import MAX_PIXELS, DataError, read_image, read_mask
+from lesionseg.data.readers import read_datalist, read_dataset, read_folder_pair, read_images, write_datalist
 from lesionseg.data.splits import datalist_section
 from lesionseg.data.transforms import LoadUltrasoundd
 from lesionseg.engines.config_checks import ConfigError, check_training_config
@@ -32,7 +31,10 @@ TINY_FEATURES = (2, 4, 8, 16, 32)
 
 
 def _gray(path: Path, shape=(6, 8), value=None) -> Path:
-    array = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape) if value is None else np.full(shape, value, np.uint8)
+    if value is None:
+        array = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+    else:
+        array = np.full(shape, value, np.uint8)
     Image.fromarray(array, "L").save(path)
     return path
 
@@ -197,7 +199,8 @@ def case_mask_with_values_0_128_255(tmp):
     path.rename(tmp / "masks" / "a.png")
     problems = [p for p in check_dataset(tmp) if p.severity == ERROR]
     assert [p.path for p in problems] == [str(tmp / "masks" / "a.png")]
-    assert "not binary: its lesion pixels take 2 values, 128, 255 (read as lesion wherever non-zero)" in problems[0].message
+    expected = "not binary: its lesion pixels take 2 values, 128, 255 (read as lesion wherever non-zero)"
+    assert expected in problems[0].message
 
 
 def case_rgba_mask(tmp):
@@ -321,7 +324,8 @@ def _labelled_datalist(tmp, training, validation=None):
     """A datalist of two phantom-like pairs per section, each item changed by ``training`` / ``validation``."""
     items = []
     for name in ("a", "b", "c", "d"):
-        items.append({"image": str(_gray(tmp / f"{name}.png")), "label": str(_gray(tmp / f"{name}_mask.png", value=255))})
+        image = _gray(tmp / f"{name}.png")
+        items.append({"image": str(image), "label": str(_gray(tmp / f"{name}_mask.png", value=255))})
     sections = {"training": [training(dict(i)) if index == 1 else i for index, i in enumerate(items[:2])],
                 "validation": [(validation or (lambda i: i))(dict(i)) for i in items[2:]]}
     path = tmp / "list.json"
@@ -382,7 +386,8 @@ def test_bad_spacing_reaching_the_metrics_writer_names_the_image_and_value():
     writer = PerImageMetricsWriter("unused")
     assert "hd95_mm" in writer.score({"pred": mask, "label": mask, "spacing": [0.5, 0.5]})
     for spacing in ("0.1mm", [0.1, 0.2, 0.3], [0.1, -1.0]):
-        with pytest.raises(ValueError, match=r"^image 0: its 'spacing' must be the pixel size in mm as \[row, column\]"):
+        message = r"^image 0: its 'spacing' must be the pixel size in mm as \[row, column\]"
+        with pytest.raises(ValueError, match=message):
             writer.score({"pred": mask, "label": mask, "spacing": spacing})
 
 

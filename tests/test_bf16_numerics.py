@@ -46,7 +46,8 @@ def _setup(name: str):
     if name == "dcnet":
         return DCNet(features=WIDTHS), DCNetLoss(), 3e-4, (lambda masks: masks)
     # step 1 with the complementary loss: the ground truth stands in for the easy part, no hard part
-    return TaiChiNet(features=WIDTHS), TaiChiNetLoss(step=1), 1e-4, (lambda m: torch.cat([m, m, torch.zeros_like(m)], 1))
+    network = TaiChiNet(features=WIDTHS)
+    return network, TaiChiNetLoss(step=1), 1e-4, (lambda m: torch.cat([m, m, torch.zeros_like(m)], 1))
 
 
 def _matrix_products(network: torch.nn.Module) -> int:
@@ -73,7 +74,8 @@ def test_bf16_training_losses_and_masks_match_fp32(name):
     Prediction: after 60 fp32 steps (the last 55 at 1e-3, to get a network that segments) the network
     segments held-out phantoms in eval mode in fp32 and bf16 (the bundles' AutocastInferer). A pixel
     flips only where its fp32 logit lies within bf16's logit error of the threshold; the logits cross the
-    threshold at the lesion borders, and the masks agree to Dice ≥ 0.95: a one-pixel band is 4/d of a lesion d pixels across, and only part of it flips (measured
+    threshold at the lesion borders, and the masks agree to Dice ≥ 0.95: a one-pixel band is 4/d of a lesion d
+    pixels across, and only part of it flips (measured
     Dice 0.978 for DC-Net, 0.989 for TaiChiNet).
     """
     base, loss_function, lr, target_of = _setup(name)
@@ -134,7 +136,8 @@ def test_ccf_correlation_in_bf16_at_full_width_and_256(channels, size):
     a sum of non-negative terms keeps that relative error, and rounding the product adds u; the division by
     the float32 RMS values is float32 and the result is rounded to bfloat16 again (u): |ΔM| ≤ 4u |M|
     entrywise. ω sums terms of both signs: |Δω| ≤ (4u + u) Σ|W||M| + u |ω| ≤ 6u Σ|W||M| entrywise (rounded
-    M, rounded W, rounded result; b = 0). Nothing overflows (M stays below float16's 65504, so the CUDA fp16 path is finite too)
+    M, rounded W, rounded result; b = 0). Nothing overflows (M stays below float16's 65504, so the CUDA fp16
+    path is finite too)
     and nothing underflows (no entry that is non-zero in fp32 becomes 0).
     """
     torch.manual_seed(0)
@@ -168,7 +171,8 @@ def test_c2_attention_in_bf16_at_full_width_and_256():
     convolution of rounded features: 3u), so |Δscore| ≤ 6u · s Σ|q||k| = 6u · S. A softmax weight changes by
     the factor exp(±2 |Δscore|) at most, and the attended values V (3u) by as much: the attention output's
     relative error is about exp(12u · S) - 1 + 3u or less (V's rows add without much cancellation). For
-    BatchNorm + ReLU-like features S ≈ 10 and the bound is 27 %, the measured error about 0.5 %. Larger features (x4, x16) saturate the softmax towards one
+    BatchNorm + ReLU-like features S ≈ 10 and the bound is 27 %, the measured error about 0.5 %. Larger
+    features (x4, x16) saturate the softmax towards one
     channel in fp32 already; the outputs stay finite and close (measured ≤ 3 %), which is checked against
     the looser 5 %.
     """
@@ -191,4 +195,6 @@ def test_c2_attention_in_bf16_at_full_width_and_256():
             assert torch.isfinite(out_bf16).all()
             attended, attended_bf16 = out - features, out_bf16.float() - features
             relative = ((attended_bf16 - attended).norm() / attended.norm()).item()
-            assert relative <= bound, f"scale {scale}: relative error {relative:.4f} > {bound:.4f} (S = {score_scale:.1f})"
+            assert relative <= bound, (
+                f"scale {scale}: relative error {relative:.4f} > {bound:.4f} (S = {score_scale:.1f})"
+            )

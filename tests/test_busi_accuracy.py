@@ -33,7 +33,9 @@ def _overrides(argv, tmp_path):
     args = busi_accuracy.parse_args(["--dataset-dir", str(tmp_path), *argv])
     datalist = args.output / "datalist.json"
     extras = {name: {k: v for model, k, v in args.override if model == name} for name in busi_accuracy.MODELS}
-    return args, {name: busi_accuracy.model_overrides(name, args, datalist, extras[name]) for name in busi_accuracy.MODELS}
+    return args, {
+        name: busi_accuracy.model_overrides(name, args, datalist, extras[name]) for name in busi_accuracy.MODELS
+    }
 
 
 def _train_config(bundle):
@@ -41,7 +43,8 @@ def _train_config(bundle):
 
 
 def test_short_preset_is_todays_protocol(tmp_path):
-    """The default preset passes the bundles exactly the overrides, in the order, that the script passed before presets."""
+    """The default preset passes the bundles exactly the overrides, in the order, that the script passed before
+    presets."""
     args, overrides = _overrides([], tmp_path)
     out = REPO / "runs" / "busi_accuracy"
     assert args.preset == "short" and args.output == out
@@ -102,7 +105,9 @@ def test_paper_preset_recipes_precision_and_run_folder(tmp_path):
     assert taichinet["train"]["handlers"][index]["_target_"].endswith("EasyToHardHandler")
 
     # one --precision for every model, an --override still wins for its model
-    _, overrides = _overrides(["--preset", "paper", "--precision", "bf16", "--override", "dcnet:precision=fp32"], tmp_path)
+    _, overrides = _overrides(
+        ["--preset", "paper", "--precision", "bf16", "--override", "dcnet:precision=fp32"], tmp_path
+    )
     assert [overrides[name]["precision"] for name in ("basicunet", "dcnet", "taichinet")] == ["bf16", "fp32", "bf16"]
     with pytest.raises(SystemExit):
         busi_accuracy.parse_args(["--dataset-dir", str(tmp_path), "--test-dir", str(tmp_path / "absent")])

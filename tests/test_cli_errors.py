@@ -14,7 +14,9 @@ from lesionseg.data.phantoms import write_phantom_dataset
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory) -> Path:
-    return write_phantom_dataset(tmp_path_factory.mktemp("data") / "p", num_images=8, seed=0, size=(32, 32), progress=False)
+    return write_phantom_dataset(
+        tmp_path_factory.mktemp("data") / "p", num_images=8, seed=0, size=(32, 32), progress=False
+    )
 
 
 def _error(capsys) -> str:
@@ -59,7 +61,8 @@ def test_demo_checks_its_arguments_and_bundle_before_writing_anything(tmp_path, 
         assert f"argument {option[0]}: need a whole number >=" in capsys.readouterr().err
     assert main(["demo", "--output", str(output), "--bundle", str(tmp_path / "no_bundle")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"lesionseg demo: {tmp_path / 'no_bundle'}: no configs/train.yaml or configs/train.json (is this a MONAI bundle?)"
+    missing = "no configs/train.yaml or configs/train.json (is this a MONAI bundle?)"
+    assert err == f"lesionseg demo: {tmp_path / 'no_bundle'}: {missing}"
     assert not output.exists(), "nothing may be written before the bundle is found"
 
 

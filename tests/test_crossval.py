@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from lesionseg.cli import main
-from lesionseg.cli.crossval import parse_overrides
 from lesionseg.data.phantoms import write_phantom_dataset
 from lesionseg.data.readers import read_datalist, read_dataset
 from lesionseg.engines.crossval import FoldPaths, plan_folds, write_fold_datalists
 from lesionseg.engines.training_log import read_epoch_log
 from lesionseg.metrics import read_per_image_csv
+from lesionseg.workflows.crossval import parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DCNET = ROOT / "bundles" / "dcnet_bundle"
@@ -125,7 +125,7 @@ OVERRIDE_GRAMMAR = {
 
 @pytest.mark.parametrize("text", sorted(OVERRIDE_GRAMMAR))
 def test_crossval_and_predict_read_overrides_with_one_grammar(text):
-    from lesionseg.cli.predict import parse_overrides as predict_overrides
+    from lesionseg.workflows.predict import parse_overrides as predict_overrides
 
     key, value = OVERRIDE_GRAMMAR[text]
     for parse in (parse_overrides, predict_overrides):
@@ -136,8 +136,8 @@ def test_crossval_and_predict_read_overrides_with_one_grammar(text):
 def test_override_errors_quote_the_entry_and_plain_yaml_is_left_alone():
     import yaml
 
-    from lesionseg.cli.predict import ModelError
-    from lesionseg.cli.predict import parse_overrides as predict_overrides
+    from lesionseg.workflows.predict import ModelError
+    from lesionseg.workflows.predict import parse_overrides as predict_overrides
 
     for parse, error in ((parse_overrides, ValueError), (predict_overrides, ModelError)):
         with pytest.raises(error, match=r"--override 'image_size=\[1, 2': the value is not valid YAML"):

@@ -261,9 +261,8 @@ def test_nifti_reads_alike_for_training_and_predict(tmp_path):
     by the second."""
     import nibabel
 
-    from lesionseg.data import io, volumes
+    from lesionseg.data.io import read_stack
 
-    assert volumes.NIFTI_SUFFIXES is io.NIFTI_SUFFIXES
     gray = RNG.integers(0, 256, size=(5, 7)).astype(np.float32)
     nibabel.save(nibabel.Nifti1Image(gray.T, np.eye(4)), tmp_path / "gray.nii.gz")
     colour = np.zeros((7, 5), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])  # (W, H) voxels
@@ -274,7 +273,7 @@ def test_nifti_reads_alike_for_training_and_predict(tmp_path):
     nibabel.save(image, tmp_path / "colour.nii")
     for name, expected in (("gray.nii.gz", gray), ("colour.nii", luma(RGB))):
         training = read_image(tmp_path / name)
-        predicting = volumes.read_stack(tmp_path / name).slices
+        predicting = read_stack(tmp_path / name).slices
         assert training.shape == (5, 7) and predicting.shape == (1, 5, 7), name
         np.testing.assert_allclose(training, expected, atol=1e-4)
         np.testing.assert_array_equal(predicting[0], training)

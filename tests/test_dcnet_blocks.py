@@ -15,7 +15,6 @@ from lesionseg.networks.blocks.dcp import DifferentiableContextPooling
 from lesionseg.networks.blocks.saliency import SaliencyDecomposition, self_reversal
 
 
-
 def _reflect(index: int, size: int) -> int:
     """Reflection without repeating the edge (torch's "reflect"): -1 -> 1, size -> size - 2."""
     if index < 0:

@@ -67,7 +67,8 @@ def test_export_lists_large_weights_and_vendors_the_code(tmp_path):
     assert max(p.stat().st_size for p in out.rglob("*") if p.is_file()) <= MAX_FILE_BYTES
     entry = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
     assert entry == [
-        {"path": "models/model.pt", "url": url, "hash_val": hashlib.md5(weights.read_bytes()).hexdigest(), "hash_type": "md5"}
+        {"path": "models/model.pt", "url": url, "hash_val": hashlib.md5(weights.read_bytes()).hexdigest(),
+         "hash_type": "md5"}
     ]
     # MONAI's own downloader (the zoo's CI uses it) fetches the listed file and checks its MD5
     download_large_files(bundle_path=str(out))
@@ -83,6 +84,14 @@ def test_export_lists_large_weights_and_vendors_the_code(tmp_path):
     assert "_target_: scripts.networks.nets.DCNet" in train and "$import scripts\n" in train
     assert (out / "scripts" / "networks" / "blocks" / "dcp.py").is_file()
     assert not (out / "scripts" / "cli").exists() and not (out / "scripts" / "deploy").exists()
+    # the workflows layer ships: a zoo user loads a Predictor or runs a workflow from the export alone
+    probe = (
+        "import scripts.workflows.predictor as p, scripts.workflows.bundle as b; "
+        "print(p.Predictor.__module__, b.run_workflow.__module__)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=out, env={**os.environ, "PYTHONPATH": str(out)},
+                          capture_output=True, text=True)
+    assert done.stdout.split() == ["scripts.workflows.predictor", "scripts.workflows.bundle"], done.stderr[-2000:]
     for module in (out / "scripts").rglob("*.py"):
         assert "import lesionseg" not in module.read_text() and "from lesionseg" not in module.read_text(), module
     metadata = json.loads((out / "configs" / "metadata.json").read_text())
@@ -154,12 +163,15 @@ def test_exported_bundle_passes_zoo_checks_without_lesionseg(name, tmp_path):
 
 def _exported_files(out: Path) -> set[str]:
     """The export's files, less the vendored code."""
-    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.relative_to(out).parts[0] != "scripts"}
+    files = (p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    return {path.as_posix() for path in files if path.parts[0] != "scripts"}
 
 
 def test_export_copies_only_what_defines_the_bundle(tmp_path, caplog):
     source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=1024)
-    definition = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file() and "models" not in p.parts}
+    definition = {
+        p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file() and "models" not in p.parts
+    }
     strays = [
         "training_state.pt", "train.log", "nohup.out", "model.ts", "model.onnx", "models/training_state.pt",
         "models/model.ts", "eval/per_image.csv", "eval/events.out.tfevents.1", "configs/train.yaml.bak",
@@ -226,5 +238,6 @@ def test_export_names_a_broken_metadata_file(tmp_path, capsys):
     out = tmp_path / "zoo" / "breast_us_dcnet"
     assert main(["export-bundle", "--bundle", str(source), "--output", str(out)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"lesionseg export-bundle: {source / 'configs' / 'metadata.json'}: not a valid bundle metadata file"), err
+    metadata = source / "configs" / "metadata.json"
+    assert err.startswith(f"lesionseg export-bundle: {metadata}: not a valid bundle metadata file"), err
     assert not out.exists() and list(out.parent.iterdir()) == []

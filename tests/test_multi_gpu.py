@@ -67,7 +67,8 @@ def test_torchrun_two_processes_with_gloo(name, tmp_path):
         # the easy/hard parts first, in one process (multi_gpu_train.yaml requires them)
         overrides["prepare_dir"] = str(tmp_path / "easy_hard")
         prepare = {**TINY_PREPARATION, **{k: overrides[k] for k in ("dataset_dir", "prepare_dir")}}
-        _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/prepare.yaml", *_arguments(prepare)], bundle)
+        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/prepare.yaml"]
+        _run([*command, *_arguments(prepare)], bundle)
 
     configs = "['configs/train.yaml','configs/multi_gpu_train.yaml']"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

@@ -244,5 +244,7 @@ def test_overwrite_replaces_a_previous_phantom_dataset_whole(tmp_path):
 
 
 def test_every_class_folder_is_written_even_an_empty_one(tmp_path):
-    output = write_phantom_dataset(tmp_path / "out", num_images=2, seed=0, size=SMALL, normal_fraction=0.0, progress=False)
+    output = write_phantom_dataset(
+        tmp_path / "out", num_images=2, seed=0, size=SMALL, normal_fraction=0.0, progress=False
+    )
     assert sorted(p.name for p in output.iterdir()) == ["benign", "malignant", "normal", "phantoms.json"]

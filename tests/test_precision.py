@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_testing import make_workflow, run_zoo_pattern
+from bundle_testing import make_workflow
 from monai.bundle import ConfigParser
 from monai.engines import IterationEvents
 from PIL import Image
@@ -40,7 +40,9 @@ def _cpu(amx: bool, avx512_bf16: bool) -> CpuFeatures:
     "amx, avx512_bf16, expected",
     [(True, True, "bf16"), (True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")],
 )
-def test_auto_on_the_cpu_picks_bf16_with_amx_or_avx512_bf16_and_logs_why(monkeypatch, caplog, amx, avx512_bf16, expected):
+def test_auto_on_the_cpu_picks_bf16_with_amx_or_avx512_bf16_and_logs_why(
+    monkeypatch, caplog, amx, avx512_bf16, expected
+):
     monkeypatch.setattr(precision_module, "cpu_features", lambda: _cpu(amx, avx512_bf16))
     with caplog.at_level(logging.INFO, logger="lesionseg.engines.precision"):
         resolved = resolve_precision("auto", "cpu")
@@ -49,11 +51,14 @@ def test_auto_on_the_cpu_picks_bf16_with_amx_or_avx512_bf16_and_logs_why(monkeyp
     assert not resolved.grad_scaling
     message = caplog.records[-1].getMessage()
     assert f"precision {expected}" in message and "Test CPU" in message
-    assert f"AMX-BF16 {'yes' if amx else 'no'}" in message and f"AVX512-BF16 {'yes' if avx512_bf16 else 'no'}" in message
+    assert f"AMX-BF16 {'yes' if amx else 'no'}" in message
+    assert f"AVX512-BF16 {'yes' if avx512_bf16 else 'no'}" in message
     assert ("native" in message) and ((expected == "fp32") == ("no native" in message))
 
 
-@pytest.mark.parametrize("capability, expected", [((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp16"), ((6, 1), "fp16")])
+@pytest.mark.parametrize(
+    "capability, expected", [((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp16"), ((6, 1), "fp16")]
+)
 def test_auto_on_cuda_picks_bf16_from_compute_capability_8_and_fp16_below(monkeypatch, caplog, capability, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
@@ -191,7 +196,9 @@ def _train(bundle: str, data: Path, root: Path, precision: str, max_epochs: int 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_bf16_training_on_the_cpu_autocasts_keeps_outputs_and_checkpoint_float32_and_repeats(bundle, phantoms, tmp_path):
+def test_bf16_training_on_the_cpu_autocasts_keeps_outputs_and_checkpoint_float32_and_repeats(
+    bundle, phantoms, tmp_path
+):
     workflow, seen, state = _train(bundle, phantoms, tmp_path / "bf16", "bf16")
     assert workflow.parser.get_parsed_content("precision_policy").name == "bf16"
     assert not workflow.trainer.amp  # MONAI's CUDA-only autocast and gradient scaler stay off for bf16
@@ -281,7 +288,7 @@ def dcnet_tiny(tmp_path_factory) -> Path:
 
 
 def test_predict_precision_option(dcnet_tiny, tmp_path, capsys, caplog):
-    from lesionseg.cli.predictor import load_predictor
+    from lesionseg.workflows.predictor import load_predictor
 
     overrides = {"network_def#features": TINY["network_def#features"], "image_size": [32, 32]}
     assert load_predictor(dcnet_tiny, overrides=overrides, device="cpu").precision.name == "fp32"  # the bundle's
@@ -312,7 +319,8 @@ def test_fp16_training_uses_monai_gradient_scaler_with_its_autocast_off_and_a_fl
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.yaml"))
     parser["precision_policy"] = "$lesionseg.engines.Precision('fp16', 'cpu')"
-    amp, amp_kwargs = parser.get_parsed_content("train#trainer#amp"), parser.get_parsed_content("train#trainer#amp_kwargs")
+    amp = parser.get_parsed_content("train#trainer#amp")
+    amp_kwargs = parser.get_parsed_content("train#trainer#amp_kwargs")
     assert amp is True and amp_kwargs == {"enabled": False}
     net = _Recorder()
     data = [{"image": torch.rand(2, 1, 8, 8), "label": (torch.rand(2, 1, 8, 8) > 0.5).float()}]

@@ -23,9 +23,8 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from lesionseg.cli import main
-from lesionseg.cli.bundle_runner import run_workflow
-from lesionseg.data.io import DataError
-from lesionseg.data.volumes import dicom_affine, read_stack, to_voxels
+from lesionseg.data.io import DataError, dicom_affine, read_stack, to_voxels
+from lesionseg.workflows.bundle import run_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ("dcnet_bundle", "taichinet_bundle")
@@ -121,7 +120,8 @@ def _write_pictures(folder: Path) -> dict[str, tuple[int, int]]:
     Image.fromarray((rgb * 255).astype(np.uint8), "RGB").save(folder / "colour.png")
     Image.fromarray((_texture((33, 47), 2) * 65535).astype(np.uint16)).save(folder / "deep.png")
     Image.fromarray((_texture((29, 64), 3) * 65535).astype(np.uint16)).save(folder / "deep.tif")
-    Image.fromarray((np.stack([_texture((50, 35), 4)] * 3, -1) * 255).astype(np.uint8)).save(folder / "photo.jpg", quality=90)
+    photo = np.stack([_texture((50, 35), 4)] * 3, -1)
+    Image.fromarray((photo * 255).astype(np.uint8)).save(folder / "photo.jpg", quality=90)
     Image.fromarray((_texture((41, 41), 5) * 255).astype(np.uint8)).save(folder / "scan.bmp")
     # the same stem as odd.png: the outputs must not overwrite each other
     Image.fromarray((_texture((21, 34), 6) * 255).astype(np.uint8)).save(folder / "odd.jpg")
@@ -136,7 +136,9 @@ def test_pictures_come_back_at_their_own_size(tiny_bundle, tmp_path):
     names = {"odd.png": "odd_png", "colour.png": "colour", "deep.png": "deep_png", "deep.tif": "deep_tif",
              "photo.jpg": "photo", "scan.bmp": "scan", "odd.jpg": "odd_jpg"}
     for name, stem in names.items():
-        mask, probability, overlay = (Image.open(out / f"{stem}{postfix}.png") for postfix in ("_mask", "_prob", "_overlay"))
+        mask, probability, overlay = (
+            Image.open(out / f"{stem}{postfix}.png") for postfix in ("_mask", "_prob", "_overlay")
+        )
         assert (mask.mode, mask.size[::-1]) == ("L", sizes[name]), name
         assert (probability.mode, probability.size[::-1]) == ("I;16", sizes[name]), name
         assert (overlay.mode, overlay.size[::-1]) == ("RGB", sizes[name]), name
@@ -190,7 +192,8 @@ def test_nifti_keeps_affine_shape_and_orientation(dcnet_tiny, tmp_path):
     volume = np.stack([picture.T, np.flipud(picture.T), picture.T // 2], axis=-1).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, affine), tmp_path / "in" / "volume.nii.gz")
     threshold = _splitting_threshold(dcnet_tiny, tmp_path / "in" / "picture.png", tmp_path / "calibration")
-    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--probabilities", "--threshold", str(threshold)) == 0
+    options = ("--probabilities", "--threshold", str(threshold))
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", *options) == 0
     out = tmp_path / "out"
     expected = _png(out / "picture_mask.png") > 0
     assert 0 < expected.sum() < expected.size
@@ -258,7 +261,8 @@ def test_dicom_mask_is_nifti_in_the_dicom_geometry(dcnet_tiny, tmp_path):
     assert 0 < expected.sum() < expected.size
     scan = nib.load(out / "scan_mask.nii.gz")
     assert scan.shape == (53, 37)
-    np.testing.assert_allclose(scan.affine, dicom_affine((0.8, 0.6, 0, -0.6, 0.8, 0), (10, -20, 30), (0.5, 0.25)), atol=1e-6)
+    expected_affine = dicom_affine((0.8, 0.6, 0, -0.6, 0.8, 0), (10, -20, 30), (0.5, 0.25))
+    np.testing.assert_allclose(scan.affine, expected_affine, atol=1e-6)
     assert np.array_equal(np.asarray(scan.dataobj).T > 0, expected)
     cine = nib.load(out / "cine_mask.nii.gz")
     assert cine.shape == (53, 37, 2)
@@ -296,11 +300,13 @@ def test_checkpoint_option_replaces_models_model_pt(tiny_bundle, tmp_path):
     assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "default", "--probabilities") == 0
     assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "same", "--probabilities",
                     "--checkpoint", str(tiny_bundle / "models" / "model.pt")) == 0
-    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "other", "--probabilities", "--checkpoint", str(other)) == 0
+    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "other", "--probabilities",
+                    "--checkpoint", str(other)) == 0
     # the layout MONAI's CheckpointSaver writes when it saves more than the network
     nested = tmp_path / "nested.pt"
     torch.save({"model": torch.load(other, weights_only=True), "optimizer": {"state": {}, "param_groups": []}}, nested)
-    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "nested", "--probabilities", "--checkpoint", str(nested)) == 0
+    assert _predict(tiny_bundle, tmp_path / "image.png", tmp_path / "nested", "--probabilities",
+                    "--checkpoint", str(nested)) == 0
     default, same, changed, nested = (
         _png(tmp_path / name / "image_prob.png") for name in ("default", "same", "other", "nested")
     )
@@ -441,7 +447,8 @@ def test_model_and_device_problems_are_refused(dcnet_tiny, tmp_path, capsys):
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
     assert _predict(None, tmp_path / "image.png", tmp_path / "out") == 2
     assert "--bundle DIR" in capsys.readouterr().err
-    assert _predict(None, tmp_path / "image.png", tmp_path / "out", "--model", str(dcnet_tiny / "models" / "model.pt")) == 2
+    weights = str(dcnet_tiny / "models" / "model.pt")
+    assert _predict(None, tmp_path / "image.png", tmp_path / "out", "--model", weights) == 2
     assert "not a TorchScript model" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--device", "cuda") == 2
@@ -453,7 +460,7 @@ def test_model_and_device_problems_are_refused(dcnet_tiny, tmp_path, capsys):
 def test_itk_reads_dicom_as_pydicom_does(tmp_path, frames):
     """The fallback for machines without pydicom gives the same slices and geometry (runs where ITK is installed)."""
     pytest.importorskip("itk")
-    from lesionseg.data.volumes import _read_dicom, _read_with_itk
+    from lesionseg.data.io import _read_dicom, _read_with_itk
 
     pixels = (np.arange(frames * 37 * 53) % 4000).astype(np.uint16).reshape(frames, 37, 53)
     _write_dicom(tmp_path / "a.dcm", pixels if frames > 1 else pixels[0], frames=frames if frames > 1 else None)
@@ -590,7 +597,7 @@ def test_threshold_outside_zero_one_is_refused(dcnet_tiny, tmp_path, capsys, val
 
 
 def test_predict_file_refuses_a_threshold_outside_zero_one(tmp_path):
-    from lesionseg.cli.predict import predict_file
+    from lesionseg.workflows.predict import predict_file
 
     for value in (0.0, 1.0, float("nan")):
         with pytest.raises(ValueError, match="strictly between 0 and 1"):
@@ -638,7 +645,7 @@ def test_checkpoint_with_non_finite_weights_is_refused(dcnet_tiny, tmp_path, cap
 def test_torchscript_model_with_non_finite_weights_is_refused(dcnet_tiny, tmp_path):
     """A TorchScript file saved without MONAI's metadata (plain torch.jit.save) loads; with NaN weights it is
     refused naming the tensor. (MONAI's load_net_with_metadata failed on such a file with a JSONDecodeError.)"""
-    from lesionseg.cli.predictor import ModelError, load_predictor
+    from lesionseg.workflows.predictor import ModelError, load_predictor
 
     network = torch.nn.Conv2d(1, 1, 3, padding=1)
     torch.jit.save(torch.jit.script(network), tmp_path / "model.ts")
@@ -665,13 +672,14 @@ class _Overflowing(torch.nn.Module):
 
 def test_non_finite_network_output_is_refused_naming_the_image(dcnet_tiny, tmp_path, monkeypatch, capsys):
     """An image on which the network overflows is reported by name and nothing of it is written."""
-    import lesionseg.cli.predict as predict_module
-    from lesionseg.cli.predictor import NonFiniteOutputError, Predictor, load_predictor
+    import lesionseg.workflows.predict as predict_module
+    from lesionseg.workflows.predictor import NonFiniteOutputError, Predictor, load_predictor
 
     reference = load_predictor(dcnet_tiny, overrides=TINY, device="cpu")
     overflowing = Predictor(_Overflowing(), reference.preprocessing, reference.image_key, "cpu")
     Image.fromarray((_texture((20, 30), 0) * 255).astype(np.uint8)).save(tmp_path / "image.png")
-    with pytest.raises(NonFiniteOutputError, match=rf"^{tmp_path / 'image.png'}: the network's output holds \d+ NaN and \d+ infinite"):
+    message = rf"^{tmp_path / 'image.png'}: the network's output holds \d+ NaN and \d+ infinite"
+    with pytest.raises(NonFiniteOutputError, match=message):
         overflowing(np.ones((20, 30), np.float32), tmp_path / "image.png")
     monkeypatch.setattr(predict_module, "load_predictor", lambda *args, **kwargs: overflowing)
     assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out") == 1
@@ -695,7 +703,8 @@ def test_bundle_inference_refuses_non_finite_weights(bundle_name, tmp_path):
     with pytest.raises(Exception) as raised:
         run_workflow(bundle, ["inference"], "infer", overrides)
     assert any(
-        isinstance(error, NonFiniteError) and str(error).startswith(f"{bundle / 'models' / 'model.pt'}: refused: tensor '{key}'")
+        isinstance(error, NonFiniteError)
+        and str(error).startswith(f"{bundle / 'models' / 'model.pt'}: refused: tensor '{key}'")
         for error in _chain(raised.value)
     ), repr(raised.value)
     assert not list((tmp_path / "workflow").glob("*_mask.png"))
@@ -738,11 +747,13 @@ def test_bundle_inference_refuses_to_write_among_its_images(dcnet_tiny, tmp_path
     overrides = {**TINY, "dataset_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "data")}
     with pytest.raises(Exception) as raised:
         run_workflow(dcnet_tiny, ["inference"], "infer", overrides)
-    assert any(f"{tmp_path / 'data'}: the output folder holds the input" in str(error) for error in _chain(raised.value))
+    refusal = f"{tmp_path / 'data'}: the output folder holds the input"
+    assert any(refusal in str(error) for error in _chain(raised.value))
     assert _files(tmp_path / "data") == before
     overrides["output_dir"] = str(tmp_path / "results")  # elsewhere it writes as before
     run_workflow(dcnet_tiny, ["inference"], "infer", overrides)
-    assert sorted(p.name for p in (tmp_path / "results").glob("*_mask.png")) == ["case (1)_mask.png", "case (2)_mask.png"]
+    masks = sorted(p.name for p in (tmp_path / "results").glob("*_mask.png"))
+    assert masks == ["case (1)_mask.png", "case (2)_mask.png"]
 
 
 def test_a_bad_pixel_limit_setting_stops_the_run_once(dcnet_tiny, tmp_path, monkeypatch, capsys):
@@ -767,6 +778,7 @@ def test_bundle_inference_and_evaluation_refuse_a_threshold_outside_zero_one(bun
         parser[key] = value
         with pytest.raises(Exception) as raised:
             parser.get_parsed_content(built)
-        assert any(f"{key}: {value!r} is not a probability strictly between 0 and 1" in str(e) for e in _chain(raised.value))
+        refusal = f"{key}: {value!r} is not a probability strictly between 0 and 1"
+        assert any(refusal in str(e) for e in _chain(raised.value))
         parser[key] = 0.25
         parser.get_parsed_content(built, lazy=False)

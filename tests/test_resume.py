@@ -179,7 +179,9 @@ def test_unusable_state_files_give_errors_naming_the_file_and_the_fix(tmp_path):
     state = load_checkpoint(tmp_path / "state.pt")
     state["model"] = nn.Linear(3, 1).state_dict()
     torch.save(state, tmp_path / "state.pt")
-    with pytest.raises(CheckpointError, match=r"state\.pt: its 'model' does not fit this configuration.*--resume False"):
+    with pytest.raises(
+        CheckpointError, match=r"state\.pt: its 'model' does not fit this configuration.*--resume False"
+    ):
         _training(tmp_path, [0.5] * 4, max_epochs=4)
     # truncated (as a non-atomic writer killed mid-write would leave it)
     data = (tmp_path / "model.pt").read_bytes()
@@ -234,7 +236,8 @@ def test_changed_image_size_is_refused_by_key_with_old_and_new_value_and_the_fix
     _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, stop_after=2, settings=settings)
     state, best = (tmp_path / "state.pt").read_bytes(), (tmp_path / "model.pt").read_bytes()
     with pytest.raises(CheckpointError) as raised:
-        _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, settings={**settings, "image_size": (64, 64), "split_seed": 1})
+        changed = {**settings, "image_size": (64, 64), "split_seed": 1}
+        _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, settings=changed)
     message = str(raised.value)
     assert message.startswith(f"{tmp_path / 'state.pt'}: holds a run trained with other settings"), message
     assert "image_size: was [32, 32], now [64, 64]" in message and "split_seed" not in message  # not stored before
@@ -296,7 +299,9 @@ def test_a_state_without_stored_settings_resumes_with_a_warning(tmp_path, caplog
 
 
 def test_empty_validation_data_is_an_error_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"the validation data is empty: the best model .*model\.pt.* never be written"):
+    with pytest.raises(
+        ValueError, match=r"the validation data is empty: the best model .*model\.pt.* never be written"
+    ):
         _training(tmp_path, [0.5], max_epochs=1, train_items=_items("a"), val_items=[])
     assert not (tmp_path / "state.pt").exists() and not (tmp_path / "model.pt").exists()
 
@@ -306,7 +311,9 @@ def test_a_validation_without_any_lesion_is_an_error_after_the_first_epoch(tmp_p
     empty, lesion = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
     lesion[0, 1, 1] = 1
     normal_only = [[{"label": empty}, {"label": empty}], {"label": torch.zeros(2, 1, 4, 4)}]
-    with pytest.raises(ValueError, match=r"the validation data has no lesion: every 'label' mask is empty.*first epoch"):
+    with pytest.raises(
+        ValueError, match=r"the validation data has no lesion: every 'label' mask is empty.*first epoch"
+    ):
         _training(tmp_path, [0.0] * 3, max_epochs=3, val_batches=normal_only)
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "state.pt").exists()
     _, validator, _, epochs, _ = _training(tmp_path, [0.1, 0.2, 0.3], max_epochs=3,

@@ -335,7 +335,10 @@ def test_classes_filter_drops_normal_images_from_every_section_after_the_split(t
     path = write_datalist(tmp_path / "list.json", sections)
     assert datalist_section(path, "validation", classes=LESION_CLASSES) == expected["validation"]
     assert datalist_section(path, "all", classes=LESION_CLASSES) == expected["training"] + expected["validation"]
-    assert [item["case"] for item in datalist_section(tiny_busi, "all", classes="normal")] == ["normal (1)", "normal (2)"]
+    assert [item["case"] for item in datalist_section(tiny_busi, "all", classes="normal")] == [
+        "normal (1)",
+        "normal (2)",
+    ]
 
 
 def test_classes_filter_refuses_what_it_cannot_filter(tiny_busi, tmp_path, caplog):
@@ -352,7 +355,9 @@ def test_classes_filter_refuses_what_it_cannot_filter(tiny_busi, tmp_path, caplo
     for folder in ("images", "masks"):
         (pair / folder).mkdir(parents=True)
         for case in ("a", "b"):
-            Image.fromarray(np.full((8, 8), 255 if folder == "masks" else 90, np.uint8)).save(pair / folder / f"{case}.png")
+            Image.fromarray(np.full((8, 8), 255 if folder == "masks" else 90, np.uint8)).save(
+                pair / folder / f"{case}.png"
+            )
     with pytest.raises(DataError, match=r"pair.*keeps images by class, but .*a\.png .*has no class"):
         datalist_section(pair, "all", classes=LESION_CLASSES)
     assert len(datalist_section(pair, "all")) == 2
@@ -374,7 +379,9 @@ def test_bundles_classes_setting_filters_every_section_they_read(bundle, tiny_bu
     def parsed(names, ids, **overrides):
         parser = ConfigParser()
         parser.read_config([str(configs / f"{name}.yaml") for name in names])
-        parser.update({"bundle_root": str(configs.parent), "dataset_dir": str(tiny_busi), "val_fraction": 0.5, **overrides})
+        parser.update(
+            {"bundle_root": str(configs.parent), "dataset_dir": str(tiny_busi), "val_fraction": 0.5, **overrides}
+        )
         return {key: parser.get_parsed_content(key) for key in ids}
 
     cases = lambda items: [item["case"] for item in items]  # noqa: E731
@@ -390,12 +397,16 @@ def test_bundles_classes_setting_filters_every_section_they_read(bundle, tiny_bu
     evaluation = parsed(["train", "evaluate"], ["eval_items"], classes=LESION_CLASSES, eval_section="all")
     assert cases(evaluation["eval_items"]) == cases(item for item in read_busi(tiny_busi) if item["class"] != "normal")
     if bundle == "taichinet_bundle":
-        prepare = parsed(["prepare"], ["classes", "train#dataset#data", "preparation#validation_data"], classes=LESION_CLASSES)
+        prepare = parsed(
+            ["prepare"], ["classes", "train#dataset#data", "preparation#validation_data"], classes=LESION_CLASSES
+        )
         assert cases(prepare["train#dataset#data"]) == cases(lesion["training"])
         assert cases(prepare["preparation#validation_data"]) == cases(lesion["validation"])
         assert parsed(["prepare"], ["classes"])["classes"] is None
         # training hands its setting to the preparation it runs
         handed = {}
-        monkeypatch.setattr(lesionseg.engines.easy_hard, "run_preparation", lambda config, **kwargs: handed.update(kwargs))
+        monkeypatch.setattr(
+            lesionseg.workflows.easy_hard, "run_preparation", lambda config, **kwargs: handed.update(kwargs)
+        )
         parsed(["train"], ["prepare_parts"], classes=LESION_CLASSES)["prepare_parts"]()
         assert handed["classes"] == LESION_CLASSES

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn as nn
 from ignite.engine import Engine
-from PIL import Image
 from monai.handlers import CheckpointLoader
+from PIL import Image
 
 from lesionseg.engines.checkpoint import CheckpointError, TrainingCheckpoint, load_checkpoint
 from lesionseg.engines.checkpoint_loader import WeightsOnlyCheckpointLoader
@@ -95,7 +95,8 @@ def test_checkpoint_loader_refuses_non_finite_weights(tmp_path):
     CheckpointLoader(load_path=str(path), load_dict={"model": nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))})(
         Engine(lambda engine, batch: None)
     )  # accepted: the fault this guards against
-    loader = FiniteCheckpointLoader(load_path=str(path), load_dict={"model": nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))})
+    network = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    loader = FiniteCheckpointLoader(load_path=str(path), load_dict={"model": network})
     with pytest.raises(NonFiniteError, match=rf"^{path}: refused: tensor '1\.weight' holds 0 NaN and 1 infinite"):
         loader(Engine(lambda engine, batch: None))
     state["1.weight"][0, 1] = 0.5
@@ -122,7 +123,9 @@ def test_refuse_non_finite_names_the_image():
     check({"image": image, "pred": torch.zeros(1, 4, 4)})
     pred = torch.zeros(1, 4, 4)
     pred[0, 1, 2] = float("nan")
-    with pytest.raises(NonFiniteError, match=r"^/data/case \(1\)\.png: the network's output holds 1 NaN and 0 infinite"):
+    with pytest.raises(
+        NonFiniteError, match=r"^/data/case \(1\)\.png: the network's output holds 1 NaN and 0 infinite"
+    ):
         check({"image": image, "pred": pred})
 
 
@@ -306,7 +309,8 @@ def _tiff(path: Path, pixels, height: int | None = None, width: int | None = Non
     ifd = struct.pack("<H", len(entries))
     for tag, kind, value in entries:
         value = data_offset if tag == 273 else value
-        ifd += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+        packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
     path.write_bytes(b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + payload)
     return path
 
@@ -362,13 +366,14 @@ def _small(shape=(40, 50)):
 
 def _readers(name: str):
     """The project's readers of a file ``name``: the training loader (pictures, 2D NIfTI) and predict's."""
-    from lesionseg.data.io import load_pixels, read_image, read_mask
+    from lesionseg.data.io import load_pixels, read_image, read_mask, read_mask_stack, read_stack
     from lesionseg.data.transforms import LoadUltrasound
-    from lesionseg.data.volumes import read_mask_stack, read_stack
 
     readers = {"read_stack": read_stack, "read_mask_stack": read_mask_stack}
     if not name.endswith(".dcm"):
-        readers.update(load_pixels=load_pixels, read_image=read_image, read_mask=read_mask, LoadUltrasound=LoadUltrasound())
+        readers.update(
+            load_pixels=load_pixels, read_image=read_image, read_mask=read_mask, LoadUltrasound=LoadUltrasound()
+        )
     return readers
 
 
@@ -396,7 +401,8 @@ def test_every_format_and_reader_checks_the_pixel_limit_from_the_header(tmp_path
         with pytest.raises(DataError) as raised:
             reader(path)
         message = str(raised.value)
-        assert message.startswith(f"{path}: image is 8000 x 8000 = 64,000,000 pixels, more than the limit of 25,000,000"), (
+        limit = "image is 8000 x 8000 = 64,000,000 pixels, more than the limit of 25,000,000"
+        assert message.startswith(f"{path}: {limit}"), (
             reader_name, message)
         assert "LESIONSEG_MAX_PIXELS" in message
 
@@ -554,7 +560,7 @@ def test_bundle_handler_refuses_pickled_code_with_the_projects_message(booby_tra
 
 
 def test_predict_refuses_a_code_carrying_checkpoint_with_the_projects_message(booby_trapped):
-    from lesionseg.cli.predictor import ModelError, load_predictor
+    from lesionseg.workflows.predictor import ModelError, load_predictor
 
     path, marker = booby_trapped
     with pytest.raises(ModelError) as raised:
@@ -578,7 +584,11 @@ def test_every_checkpoint_load_goes_through_the_projects_loader():
         for source in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(source.read_text())):
                 function = node.func if isinstance(node, ast.Call) else None
-                if isinstance(function, ast.Attribute) and function.attr == "load" and ast.unparse(function.value) == "torch":
+                if (
+                    isinstance(function, ast.Attribute)
+                    and function.attr == "load"
+                    and ast.unparse(function.value) == "torch"
+                ):
                     loads.setdefault(source, []).append(node.lineno)
     assert list(loads) == [loader] and len(loads[loader]) == 1, f"torch.load outside load_checkpoint: {loads}"
     for config in (ROOT / "bundles").rglob("*.yaml"):

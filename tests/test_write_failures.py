@@ -97,7 +97,9 @@ def test_replacing_keeps_the_old_file_and_names_the_target_when_the_disk_fills(t
             temporary.write_text('{"dice": 0.9, "more": "text than fits"}\n')
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
     assert describe_os_error(raised.value) == f"{target}: No space left on device (free some space or write elsewhere)"
-    assert _snapshot(tmp_path) == {"summary.json": b'{"dice": 0.8}\n'}, "the old file must stay whole, no temporary left"
+    assert _snapshot(tmp_path) == {"summary.json": b'{"dice": 0.8}\n'}, (
+        "the old file must stay whole, no temporary left"
+    )
 
 
 def test_metrics_summary_and_datalist_keep_the_previous_file_on_a_full_disk(tmp_path, monkeypatch):

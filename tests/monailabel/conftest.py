@@ -45,7 +45,9 @@ def studies(tmp_path_factory) -> Path:
     from lesionseg.data.readers import read_dataset
 
     root = tmp_path_factory.mktemp("monailabel_data")
-    phantoms = write_phantom_dataset(root / "phantoms", num_images=6, seed=3, size=SOURCE_SHAPE, normal_fraction=0.0, progress=False)
+    phantoms = write_phantom_dataset(
+        root / "phantoms", num_images=6, seed=3, size=SOURCE_SHAPE, normal_fraction=0.0, progress=False
+    )
     folder = root / "studies"
     (folder / "labels" / "final").mkdir(parents=True)
     for index, item in enumerate(read_dataset(phantoms)):
@@ -81,7 +83,6 @@ def app_dir(tmp_path_factory) -> Path:
 def client(app_dir, studies, tmp_path_factory):
     """MONAI Label's FastAPI server app, in-process, serving both bundles (inference, training, scoring)."""
     from fastapi.testclient import TestClient
-
     from monailabel.config import settings
 
     conf = {

@@ -34,7 +34,8 @@ def copy_bundle(name: str, model_dir: Path) -> Path:
     from monai.bundle import ConfigParser
 
     target = model_dir / name
-    shutil.copytree(REPO / "bundles" / name, target, ignore=shutil.ignore_patterns("models", "eval", "easy_hard", "logs"))
+    ignore = shutil.ignore_patterns("models", "eval", "easy_hard", "logs")
+    shutil.copytree(REPO / "bundles" / name, target, ignore=ignore)
     tiny_config(target / "configs" / "inference.yaml")
     # MONAI Label fine-tunes from models/model.pt on every training: no resuming of an earlier run's state
     train_extra = {"num_workers": 0, "batch_size": 2, "resume": False}

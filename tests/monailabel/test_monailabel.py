@@ -78,7 +78,9 @@ def test_infer_returns_a_source_size_binary_png(client, name):
 
 
 def test_infer_result_json_names_the_label(client):
-    response = client.post("/infer/dcnet_bundle?image=case_1&output=json", data={"params": json.dumps({"device": "cpu"})})
+    response = client.post(
+        "/infer/dcnet_bundle?image=case_1&output=json", data={"params": json.dumps({"device": "cpu"})}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["label_names"] == {"lesion": 1}
 
@@ -121,13 +123,16 @@ def test_infer_mask_equals_the_bundles_own_run_pixel_for_pixel(client, app_dir, 
     (tmp_path / "shift").mkdir()
     torch.save(shift.state_dict(), tmp_path / "shift" / "model.pt")
     conv = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}
-    own_run = _bundle_cli_mask(bundle, studies / "case_2.png", tmp_path, network_def=conv, ckpt_dir=str(tmp_path / "shift"))
+    own_run = _bundle_cli_mask(
+        bundle, studies / "case_2.png", tmp_path, network_def=conv, ckpt_dir=str(tmp_path / "shift")
+    )
 
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.yaml"))
     data = Compose(parser.get_parsed_content("preprocessing").transforms)({"image": str(studies / "case_2.png")})
     data["pred"] = data["image"].clone() - 0.5
-    by_hand = (Compose(parser.get_parsed_content("mask_postprocessing"))(data)["pred"][0].numpy() > 0.5).astype(np.uint8)
+    probability = Compose(parser.get_parsed_content("mask_postprocessing"))(data)["pred"][0].numpy()
+    by_hand = (probability > 0.5).astype(np.uint8)
 
     assert served.shape == own_run.shape == by_hand.shape == SOURCE_SHAPE
     assert 0 < by_hand.sum() < by_hand.size, "the check needs a mask that is neither empty nor full"
@@ -197,7 +202,8 @@ def _free_port() -> int:
 def _multipart_params(params: dict) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params)}\r\n--{boundary}--\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
+        f"{json.dumps(params)}\r\n--{boundary}--\r\n"
     ).encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
@@ -211,7 +217,9 @@ def test_start_server_answers_infer_over_http(app_dir, studies, tmp_path):
     for key, value in conf.items():
         command += ["--conf", key, value]
     log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=server_env(tmp_path), start_new_session=True)
+    server = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=server_env(tmp_path), start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -223,7 +231,8 @@ def test_start_server_answers_infer_over_http(app_dir, studies, tmp_path):
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(1)
-        assert info is not None, f"server not up after 180 s (exit {server.poll()}):\n{(tmp_path / 'server.log').read_text()[-3000:]}"
+        log = (tmp_path / "server.log").read_text()[-3000:]
+        assert info is not None, f"server not up after 180 s (exit {server.poll()}):\n{log}"
         assert info["models"]["dcnet_bundle"]["labels"] == {"lesion": 1}
         body, content_type = _multipart_params({"device": "cpu"})
         request = urllib.request.Request(

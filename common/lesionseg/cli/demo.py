@@ -1,27 +1,14 @@
-"""``lesionseg demo``: the project's main job on its own phantoms, from nothing to predicted masks."""
+"""``lesionseg demo``: the project's main job on its own phantoms, from nothing to predicted masks.
+
+The arguments of :func:`lesionseg.workflows.demo.run_demo`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import time
 from pathlib import Path
 
-from PIL import Image
-
-from lesionseg.cli.bundle_runner import find_config, run_workflow
-from lesionseg.engines.training_log import epoch_curves, epoch_log_attacher
-from lesionseg.metrics import read_summary_json
-from lesionseg.metrics.plots import plot_training_curves
-from lesionseg.metrics.tables import format_table
-from lesionseg.utils.files import replacing, write_text_atomically
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_BUNDLE = Path("bundles") / "dcnet_bundle"
-#: the fewest phantoms whose validation fifth (the bundle's val_fraction, stratified by class) holds an image
-MIN_IMAGES = 5
+from lesionseg.workflows.demo import DEFAULT_BUNDLE, MIN_IMAGES, run_demo
 
 
 def _at_least(minimum: int):
@@ -72,78 +59,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _overlay_sheet(predictions_dir: Path, output_png: Path, num: int = 8) -> None:
-    """Tile the first overlay pictures into one PNG a person can glance at."""
-    overlays = sorted(predictions_dir.glob("*_overlay.png"))[:num]
-    if not overlays:
-        return
-    tile = 192
-    columns = min(4, len(overlays))
-    rows = -(-len(overlays) // columns)
-    sheet = Image.new("RGB", (columns * tile, rows * tile), "black")
-    for index, path in enumerate(overlays):
-        picture = Image.open(path).convert("RGB")
-        picture.thumbnail((tile, tile))
-        sheet.paste(picture, ((index % columns) * tile, (index // columns) * tile))
-    with replacing(output_png) as temporary:
-        sheet.save(temporary)
-
-
-def _lesion_means(summary: dict) -> dict[str, float]:
-    """The mean of each metric over the images with a lesion, from the evaluate workflow's summary."""
-    lesion = summary["lesion"]
-    return {name: round(float(value["mean"]), 4) for name, value in lesion.items() if isinstance(value, dict)}
-
-
-def _results_table(summary: dict) -> str:
-    """The paper-style table (mean ± std over the validation images) of lesion, normal and all images."""
-    rows = {group: summary[group] for group in ("lesion", "normal", "all") if summary.get(group, {}).get("n")}
-    return format_table(rows, label="images") if rows else "no validation images were evaluated\n"
-
-
 def run(args: argparse.Namespace) -> int:
-    from lesionseg.data.phantoms import write_phantom_dataset
-
-    start = time.monotonic()
-    for config in ("train", "evaluate"):  # a wrong --bundle fails now, not after the phantoms are written
-        find_config(args.bundle, config)
-    output = args.output.resolve()
-    data_dir = output / "phantoms"
-    if not (data_dir / "phantoms.json").is_file():  # the manifest is written last: a complete dataset
-        write_phantom_dataset(data_dir, num_images=args.num_images, seed=args.seed)
-    else:
-        logger.info("reusing the phantoms in %s", data_dir)
-    overrides = {
-        "dataset_dir": str(data_dir),
-        "ckpt_dir": str(output / "models"),
-        "output_dir": str(output / "train"),
-        "max_epochs": args.epochs,
-        "learning_rate": args.learning_rate,
-        "image_size": [args.image_size, args.image_size],
-        "network_def#features": list(args.features),
-        "seed": args.seed,
-        "split_seed": args.seed,
-        "num_workers": 0,
-    }
-    epoch_log = output / "train" / "epochs.jsonl"
-    run_workflow(args.bundle, ["train"], "train", overrides, before_run=epoch_log_attacher(epoch_log))
-    eval_dir = output / "evaluation"
-    run_workflow(args.bundle, ["train", "evaluate"], None, {**overrides, "output_dir": str(eval_dir)})
-    _overlay_sheet(eval_dir / "predictions", output / "overlays.png")
-    plot_training_curves(
-        {"DC-Net": epoch_curves(epoch_log)}, output / "training_curves.png", title="lesionseg demo: DC-Net on phantoms"
-    )
-    evaluation = read_summary_json(eval_dir / "summary.json")
-    table = _results_table(evaluation)
-    write_text_atomically(
-        output / "results.md",
-        f"# lesionseg demo: DC-Net on {args.num_images} phantoms\n\n{args.epochs} epochs at {args.image_size}x"
-        f"{args.image_size}, features {list(args.features)}, Adam {args.learning_rate}, seed {args.seed}; "
-        f"validation images, metrics at each image's own size (mean ± std over images).\n\n{table}",
-    )
-    summary = {"validation": _lesion_means(evaluation), "minutes": round((time.monotonic() - start) / 60, 1)}
-    write_text_atomically(output / "summary.json", json.dumps(summary, indent=2))
-    print(f"\ndemo finished in {summary['minutes']} min; validation images (mean ± std over images):\n\n{table}")
+    result = run_demo(
+        args.output, args.bundle, args.num_images, args.epochs, args.learning_rate, args.image_size, args.features,
+        args.seed,
+    )  # fmt: skip
+    output, eval_dir = result.output, result.output / "evaluation"
+    print(f"\ndemo finished in {result.summary['minutes']} min; validation images (mean ± std over images):\n")
+    print(result.table)
     print(f"  results:      {output / 'results.md'}")
     print(f"  curves:       {output / 'training_curves.png'} (training loss, validation Dice per epoch)")
     print(f"  model:        {output / 'models' / 'model.pt'}")

@@ -3,7 +3,8 @@
 :func:`inspect_dataset` reads every file once and reports, each as a :class:`Problem` naming its file:
 
 errors (the data is wrong or unusable as it stands)
-    an image listed twice (in a datalist), an image without mask, a mask without image, a file that is missing, empty, truncated, corrupt or not
+    an image listed twice (in a datalist), an image without mask, a mask without image, a file that is missing,
+    empty, truncated, corrupt or not
     an image, a mask whose size differs from its image (or from the other masks of its case), a mask whose
     lesion pixels take several values (e.g. 128 beside 255: anti-aliasing, a JPEG-compressed mask or a
     label map; binarising at > 0 may not be what the annotator meant), and an empty mask in a lesion class

@@ -111,7 +111,9 @@ def _entries(folder: Path) -> list[Path]:
     try:
         return list(folder.iterdir())
     except PermissionError as error:
-        raise DataError(folder, "cannot read the folder (permission denied); check its permissions (chmod +rx)") from error
+        raise DataError(
+            folder, "cannot read the folder (permission denied); check its permissions (chmod +rx)"
+        ) from error
     except NotADirectoryError as error:
         raise DataError(folder, "not a folder") from error
     except OSError as error:
@@ -292,8 +294,9 @@ def _check_spacing(value: object, where: str, path: Path) -> None:
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in numbers)
     ):
         raise DataError(
-            path, f"{where}['spacing'] must be the pixel size in mm as [row, column], two positive numbers such as "
-            f"[0.1, 0.1], got {value!r}"
+            path,
+            f"{where}['spacing'] must be the pixel size in mm as [row, column], two positive numbers such as "
+            f"[0.1, 0.1], got {value!r}",
         )
 
 
@@ -308,7 +311,9 @@ def _section_items(content: Mapping, section: str, path: Path, base_dir: Path) -
         if isinstance(entry, dict):
             misspelt = _misspelt_keys(entry)
             if misspelt:
-                raise DataError(path, f"{where} has the unknown key {', '.join(misspelt)}; keys read: {list(ITEM_KEYS)}")
+                raise DataError(
+                    path, f"{where} has the unknown key {', '.join(misspelt)}; keys read: {list(ITEM_KEYS)}"
+                )
         if not isinstance(entry, dict) or "image" not in entry:
             raise DataError(path, f"{where} has no 'image'")
         if "spacing" in entry:

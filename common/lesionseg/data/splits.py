@@ -418,8 +418,9 @@ def select_classes(
     unclassed = next((item for item in items if item.get("class") is None), None)
     if unclassed is not None:
         raise DataError(
-            source, f"classes={list(wanted)} keeps images by class, but {unclassed['image']} of its {section!r} "
-            "section has no class (a BUSI folder gives each image its class folder; a datalist needs \"class\" keys)"
+            source,
+            f"classes={list(wanted)} keeps images by class, but {unclassed['image']} of its {section!r} "
+            'section has no class (a BUSI folder gives each image its class folder; a datalist needs "class" keys)',
         )
     present = sorted({str(item["class"]) for item in items}, key=natural_key)
     kept = [item for item in items if item["class"] in wanted]
@@ -427,8 +428,12 @@ def select_classes(
         raise DataError(source, f"its {section!r} section has no image of the classes {list(wanted)}; it has {present}")
     missing = [name for name in wanted if name not in present]
     if missing:
-        logger.warning("the %r section of %s has no image of the classes %s (it has %s)", section, source, missing, present)
-    logger.info("%r section of %s: %d of %d images kept (classes %s)", section, source, len(kept), len(items), list(wanted))
+        logger.warning(
+            "the %r section of %s has no image of the classes %s (it has %s)", section, source, missing, present
+        )
+    logger.info(
+        "%r section of %s: %d of %d images kept (classes %s)", section, source, len(kept), len(items), list(wanted)
+    )
     return kept
 
 
@@ -469,8 +474,10 @@ def _unfiltered_section(source: PathLike, section: str, **split_kwargs) -> list[
         items = read_datalist(path, section)
         if not items:
             raise DataError(
-                path, f"section {section!r} is empty; list labelled items in it ({_EMPTY_SECTION_WHY[section]})"
-                if section in _EMPTY_SECTION_WHY else f"section {section!r} is empty; list labelled items in it"
+                path,
+                f"section {section!r} is empty; list labelled items in it ({_EMPTY_SECTION_WHY[section]})"
+                if section in _EMPTY_SECTION_WHY
+                else f"section {section!r} is empty; list labelled items in it",
             )
         require_labels(path, section, items)
         return items
@@ -480,8 +487,9 @@ def _unfiltered_section(source: PathLike, section: str, **split_kwargs) -> list[
     if not datalist[section]:
         sizes = ", ".join(f"{name} {len(items)}" for name, items in datalist.items())
         raise DataError(
-            source, f"its split has an empty {section!r} section ({sizes} images); use more images, or a larger "
-            "share for it (val_fraction)"
+            source,
+            f"its split has an empty {section!r} section ({sizes} images); use more images, or a larger "
+            "share for it (val_fraction)",
         )
     return datalist[section]
 

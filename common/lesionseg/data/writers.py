@@ -51,7 +51,7 @@ def save_nifti_like(voxels: np.ndarray, affine: np.ndarray, path: str | Path, he
     """Write voxels as NIfTI-1 with the given affine (qform and sform), e.g. a mask in its source's geometry.
 
     Args:
-        voxels: the array, in the source's voxel layout (see :func:`lesionseg.data.volumes.to_voxels`);
+        voxels: the array, in the source's voxel layout (see :func:`lesionseg.data.io.to_voxels`);
             its dtype is kept (uint8 for masks, float32 for probabilities).
         affine: (4, 4) voxel-to-world matrix.
         path: ``.nii`` or ``.nii.gz`` file.

@@ -16,7 +16,8 @@ folder). :func:`export_bundle` makes such a bundle from one of this project's bu
   ``models/model.pt`` is only read for its MD5 (below), so it may be a link to weights stored elsewhere;
 - ``scripts/`` is the ``lesionseg`` package, less its command line (``cli``) and this export code
   (``deploy``), with every ``lesionseg.`` import rewritten to ``scripts.``; the configs' ``lesionseg.``
-  dotted paths and ``$import lesionseg`` lines are rewritten the same way;
+  dotted paths and ``$import lesionseg`` lines are rewritten the same way. It carries
+  :mod:`lesionseg.workflows` (``scripts.workflows.predictor.load_predictor``, ``...bundle.run_workflow``);
 - ``configs/metadata.json`` loses its ``lesionseg`` requirement and lists instead the third-party packages
   the vendored code imports, with the installed versions;
 - weights (``models/model.pt``, which is 218 MB for DC-Net) never go into the folder: they are listed in
@@ -36,8 +37,8 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import re
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -224,8 +225,15 @@ def _write_large_files(bundle: Path, output: Path, weights_url: str | None) -> l
         )
         return []
     if weights_url is None:
-        logger.warning("no --weights-url: large_files.yml names a placeholder URL; upload %s and put its URL there", weights)
-    entry = {"path": "models/model.pt", "url": weights_url or WEIGHTS_URL_PLACEHOLDER, "hash_val": _md5(weights), "hash_type": "md5"}
+        logger.warning(
+            "no --weights-url: large_files.yml names a placeholder URL; upload %s and put its URL there", weights
+        )
+    entry = {
+        "path": "models/model.pt",
+        "url": weights_url or WEIGHTS_URL_PLACEHOLDER,
+        "hash_val": _md5(weights),
+        "hash_type": "md5",
+    }
     with open(output / "large_files.yml", "w", encoding="utf-8") as stream:
         yaml.safe_dump({"large_files": [entry]}, stream, sort_keys=False)
     for other in sorted((bundle / "models").iterdir()):

@@ -15,7 +15,6 @@ from lesionseg.engines.easy_hard import (
     easy_hard_parts,
     read_prepared_datalist,
     require_preparation,
-    run_preparation,
 )
 from lesionseg.engines.evaluation import PerImageMetricsWriter
 from lesionseg.engines.finite import (
@@ -55,5 +54,4 @@ __all__ = [
     "primary_output",
     "read_prepared_datalist",
     "require_preparation",
-    "run_preparation",
 ]

@@ -289,7 +289,9 @@ class TrainingCheckpoint:
         if best_file is not None and best_key not in save_dict:
             raise ValueError(f"best_key {best_key!r} is not in save_dict (has {sorted(save_dict)})")
         if {"trainer", "best", "format", "settings"} & set(save_dict):
-            raise ValueError("save_dict may not use the names 'trainer', 'best', 'format' or 'settings'; they are added")
+            raise ValueError(
+                "save_dict may not use the names 'trainer', 'best', 'format' or 'settings'; they are added"
+            )
         if isinstance(save_interval, bool) or not isinstance(save_interval, int) or save_interval < 1:
             raise ValueError(f"save_interval must be a positive integer, got {save_interval!r}")
         if not isinstance(resume, bool):
@@ -499,13 +501,18 @@ class TrainingCheckpoint:
         state = load_checkpoint(self.state_file)
         fix = "delete it, or pass --resume False, to start afresh"
         if not isinstance(state, Mapping) or state.get("format") != FORMAT_VERSION or "trainer" not in state:
-            raise CheckpointError(f"{self.state_file}: not a training state written by this version of lesionseg; {fix}")
+            raise CheckpointError(
+                f"{self.state_file}: not a training state written by this version of lesionseg; {fix}"
+            )
         missing = [key for key in self.save_dict if key not in state]
         if missing:
             raise CheckpointError(f"{self.state_file}: has no {missing} (it was written by another recipe); {fix}")
         changed = self._compare_settings(state.get("settings"), engine, fix)
         saved = state["trainer"]
-        epoch, max_epochs = int(saved.get("epoch", saved["iteration"] // saved["epoch_length"])), engine.state.max_epochs
+        epoch, max_epochs = (
+            int(saved.get("epoch", saved["iteration"] // saved["epoch_length"])),
+            engine.state.max_epochs,
+        )
         if max_epochs is not None and epoch > max_epochs:
             raise CheckpointError(
                 f"{self.state_file}: holds epoch {epoch}, beyond max_epochs {max_epochs}; raise max_epochs to "

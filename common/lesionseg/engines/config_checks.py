@@ -85,7 +85,9 @@ def check_training_config(
             f"dataset_dir: {dataset_dir} not found; pass --dataset_dir with your dataset folder (BUSI classes, "
             "images/ + masks/) or a MONAI datalist .json"
         )
-    if learning_rate is not None and not (_is_real(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0):
+    if learning_rate is not None and not (
+        _is_real(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0
+    ):
         problems.append(
             f"learning_rate: must be a finite number > 0, got {learning_rate!r} (e.g. 0.0001)"
         )
@@ -93,7 +95,9 @@ def check_training_config(
         if value is not None and not (_is_int(value) and value >= 1):
             problems.append(f"{key}: must be a whole number >= 1, got {value!r}")
     if num_workers is not None and not (_is_int(num_workers) and num_workers >= 0):
-        problems.append(f"num_workers: must be a whole number >= 0 (0: load data in the main process), got {num_workers!r}")
+        problems.append(
+            f"num_workers: must be a whole number >= 0 (0: load data in the main process), got {num_workers!r}"
+        )
     if val_fraction is not None and not (_is_real(val_fraction) and 0.0 < val_fraction < 1.0):
         problems.append(f"val_fraction: must be a fraction between 0 and 1 (e.g. 0.2), got {val_fraction!r}")
     if _is_int(val_interval) and _is_int(max_epochs) and val_interval > max_epochs >= 1:
@@ -117,7 +121,9 @@ def check_training_config(
             and len(image_size) > 0
             and all(_is_int(n) and n >= 1 for n in image_size)
         ):
-            problems.append(f"image_size: must be a list of positive whole numbers such as [256, 256], got {image_size!r}")
+            problems.append(
+                f"image_size: must be a list of positive whole numbers such as [256, 256], got {image_size!r}"
+            )
         elif network is not None and hasattr(network, "check_spatial_size"):
             try:
                 network.check_spatial_size(image_size)

@@ -264,7 +264,9 @@ def write_results(
         output / "results.json",
     )
 
-    curves = {f"fold {fold.index}": epoch_curves(fold.epoch_log, dice_key) for fold in folds if fold.epoch_log.is_file()}
+    curves = {
+        f"fold {fold.index}": epoch_curves(fold.epoch_log, dice_key) for fold in folds if fold.epoch_log.is_file()
+    }
     if curves:
         written["training_curves.png"] = plot_training_curves(curves, output / "training_curves.png", title=title)
     else:

@@ -38,7 +38,7 @@ class EasyToHardHandler:
 
     With ``prepare``, the easy and hard parts are made (or found) when the run starts, not when the workflow
     is built: at ``STARTED`` (once per handler) it calls ``prepare()``, which returns the preparation's
-    datalist (:func:`lesionseg.engines.easy_hard.run_preparation`), and gives each item of the training
+    datalist (:func:`lesionseg.workflows.easy_hard.run_preparation`), and gives each item of the training
     dataset its ``easy`` and ``hard`` masks (:func:`lesionseg.engines.easy_hard.with_parts`, then
     ``dataset.set_data``, which a ``CacheDataset`` caches again, or ``dataset.data``). The random
     generators (Python, NumPy, PyTorch) are restored afterwards: training starts from the same random state

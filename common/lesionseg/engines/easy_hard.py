@@ -34,7 +34,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ignite.engine import Engine
-from monai.bundle import ConfigWorkflow
 from monai.data import DataLoader, Dataset
 from PIL import Image
 
@@ -50,7 +49,6 @@ __all__ = [
     "with_parts",
     "check_preparation",
     "require_preparation",
-    "run_preparation",
     "EasyHardPreparation",
 ]
 
@@ -225,39 +223,6 @@ def require_preparation(
     raise ValueError(
         f"easy/hard parts in {prepare_dir} cannot be used: {problem}; redo them with\n  {command} --force True"
     )
-
-
-def run_preparation(
-    config_file: PathLike | Sequence[PathLike],
-    meta_file: PathLike | None = None,
-    logging_file: PathLike | bool | None = None,
-    **override: Any,
-) -> Path:
-    """Run the preparation workflow (``configs/prepare.yaml``) in this process; return its datalist.
-
-    The workflow reuses the parts already made (and says so) unless ``force`` is set, so calling this before
-    every training costs the time to check them. Its ``initialize`` seeds the random generators: call it
-    before seeding the caller's own workflow.
-
-    Args:
-        config_file: the preparation config (or configs, merged in order).
-        meta_file: the bundle's metadata; ``None``: ``metadata.json`` beside the first config.
-        logging_file: logging config; ``None``: ``logging.conf`` beside the first config, ``False``: none.
-        override: config ids to override, e.g. ``dataset_dir``, ``prepare_dir``, ``max_epochs``.
-    """
-    workflow = ConfigWorkflow(
-        config_file=[os.fspath(f) for f in config_file]
-        if isinstance(config_file, (list, tuple))
-        else os.fspath(config_file),
-        meta_file=None if meta_file is None else os.fspath(meta_file),
-        logging_file=logging_file,
-        workflow_type="train",
-        **override,
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow.parser.get_parsed_content("preparation").datalist_path
 
 
 def _unique_names(items: Sequence[Mapping]) -> list[str]:

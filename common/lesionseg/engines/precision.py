@@ -68,7 +68,8 @@ class CpuFeatures:
         return self.amx_bf16 or self.avx512_bf16
 
     def describe(self) -> str:
-        """One line, e.g. ``Intel(R) Xeon(R) ...: AMX-BF16 yes, AVX512-BF16 yes (/proc/cpuinfo; torch kernels AVX512)``."""
+        """One line, e.g. ``Intel(R) Xeon(R) ...: AMX-BF16 yes, AVX512-BF16 yes (/proc/cpuinfo; torch kernels
+        AVX512)``."""
         return (
             f"{self.model}: AMX-BF16 {'yes' if self.amx_bf16 else 'no'}, "
             f"AVX512-BF16 {'yes' if self.avx512_bf16 else 'no'} ({self.source}; torch kernels {self.capability})"
@@ -290,7 +291,9 @@ class AutocastInferer(Inferer):
         (torch.float32, torch.float32)
     """
 
-    def __init__(self, precision: Precision | str = "fp32", inferer: Inferer | Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self, precision: Precision | str = "fp32", inferer: Inferer | Callable[..., Any] | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(precision, Precision):
             _check_name(precision)

@@ -81,7 +81,7 @@ class EpochLog:
 
 def epoch_log_attacher(path: str | os.PathLike):
     """
-    A ``before_run`` callback for :func:`lesionseg.cli.bundle_runner.run_workflow` (or any code holding an
+    A ``before_run`` callback for :func:`lesionseg.workflows.bundle.run_workflow` (or any code holding an
     initialized MONAI ``ConfigWorkflow`` of a bundle's training) that attaches an :class:`EpochLog` writing to
     ``path`` to the workflow's trainer, with its evaluator (``workflow.evaluator``, when it has one) as the
     validator. Attached after the bundle's own handlers, so the epoch's validation metrics are in the record.

@@ -29,7 +29,8 @@ class DCNetLoss(_Loss):
     ``forward(input, target)`` takes the network's training output, the tuple
     ``(lesion_logits, foreground_saliency_logits, background_saliency_logits)`` of (B, 1, H, W) logits, or
     the lesion logits alone (the evaluation output, or the 1-tuple of a DC-Net trained without its
-    decomposition subnet), for which only the lesion term λ3 (L_d + λ4 L_h) is computed. ``target`` is the (B, 1, H, W) lesion mask Y. The result is a scalar,
+    decomposition subnet), for which only the lesion term λ3 (L_d + λ4 L_h) is computed. ``target`` is the
+    (B, 1, H, W) lesion mask Y. The result is a scalar,
     as MONAI's ``SupervisedTrainer`` expects, in float64: λ4 = 10 times a float32 harmonic loss leaves
     float32's range for diverged logits (|z| > 1e37), where the float64 total and every gradient stay finite;
     the unweighted terms of the last call are kept, detached,

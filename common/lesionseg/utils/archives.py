@@ -64,7 +64,9 @@ def _check_link(archive: Path, destination: Path, name: str, target_path: Path, 
     base = destination if hard else target_path.parent
     resolved = Path(os.path.normpath(base / link_posix))
     if not _inside(destination, resolved):
-        raise UnsafeArchiveError(f"{archive}: member {name!r} links to {link!r}, outside {destination}; refusing to unpack")
+        raise UnsafeArchiveError(
+            f"{archive}: member {name!r} links to {link!r}, outside {destination}; refusing to unpack"
+        )
 
 
 def _check_total(archive: Path, total: int, max_bytes: int) -> None:
@@ -128,9 +130,13 @@ def safe_extract(archive: PathLike, destination: PathLike, max_bytes: int = DEFA
                 target = _member_path(archive, destination, member.filename)
                 kind = stat.S_IFMT(member.external_attr >> 16)
                 if kind == stat.S_IFLNK:
-                    raise UnsafeArchiveError(f"{archive}: member {member.filename!r} is a symbolic link; refusing to unpack")
+                    raise UnsafeArchiveError(
+                        f"{archive}: member {member.filename!r} is a symbolic link; refusing to unpack"
+                    )
                 if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                    raise UnsafeArchiveError(f"{archive}: member {member.filename!r} is a special file; refusing to unpack")
+                    raise UnsafeArchiveError(
+                        f"{archive}: member {member.filename!r} is a special file; refusing to unpack"
+                    )
                 _check_free(archive, destination, member.filename, target, member.is_dir())
                 targets.append(target)
             _check_total(archive, sum(member.file_size for member in members), max_bytes)
@@ -148,7 +154,9 @@ def safe_extract(archive: PathLike, destination: PathLike, max_bytes: int = DEFA
             if member.issym() or member.islnk():
                 _check_link(archive, destination, member.name, target, member.linkname, hard=member.islnk())
             elif not (member.isfile() or member.isdir()):
-                raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device, FIFO or other special file; refusing to unpack")
+                raise UnsafeArchiveError(
+                    f"{archive}: member {member.name!r} is a device, FIFO or other special file; refusing to unpack"
+                )
             _check_free(archive, destination, member.name, target, member.isdir())
             written.append(target)
         _check_total(archive, sum(member.size for member in members if member.isfile()), max_bytes)

@@ -131,7 +131,9 @@ class TaiChiNet(nn.Module):
         if upsample_mode not in ("nearest", "linear"):
             raise ValueError(f"upsample_mode must be 'nearest' or 'linear', got {upsample_mode!r}.")
         if head_hidden_channels is not None and (
-            isinstance(head_hidden_channels, bool) or not isinstance(head_hidden_channels, int) or head_hidden_channels < 1
+            isinstance(head_hidden_channels, bool)
+            or not isinstance(head_hidden_channels, int)
+            or head_hidden_channels < 1
         ):
             raise ValueError(f"head_hidden_channels must be a positive integer or None, got {head_hidden_channels!r}.")
         if mutual_learning not in _MUTUAL_LEARNING:

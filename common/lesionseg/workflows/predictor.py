@@ -23,11 +23,11 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImaged
 
-from lesionseg.cli.bundle_runner import find_config
 from lesionseg.data.transforms import LoadUltrasoundd, ultrasound_tensor
 from lesionseg.engines.checkpoint import CheckpointError, load_checkpoint
 from lesionseg.engines.finite import NonFiniteError, check_finite_output, check_finite_weights
 from lesionseg.engines.precision import Precision, resolve_precision
+from lesionseg.workflows.bundle import find_config
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +307,9 @@ def load_predictor(
         if not model.is_file():
             raise ModelError(f"{model}: TorchScript model not found")
         if not is_torchscript(model):
-            raise ModelError(f"{model}: not a TorchScript model; weights for a bundle go with --bundle DIR --checkpoint")
+            raise ModelError(
+                f"{model}: not a TorchScript model; weights for a bundle go with --bundle DIR --checkpoint"
+            )
         network, extra = _load_torchscript(model, torch_device)
         _check_finite(network.state_dict(), model)
         if bundle is not None:

@@ -1,0 +1,534 @@
+"""Predicting a folder (``lesionseg predict``): segment a person's own images with a trained bundle or an exported
+model (:class:`FolderPrediction`).
+
+For every input file it writes, under the output folder (keeping the input's sub-folders):
+
+========================  ============================================  =========================================
+input                     mask                                          probability map (``--probabilities``)
+========================  ============================================  =========================================
+PNG, JPEG, BMP, TIFF      ``<stem>_mask.png``, 0/255, the input's size  ``<stem>_prob.png``, 16-bit (p × 65535)
+NIfTI, DICOM              ``<stem>_mask.nii.gz``, 0/1 uint8, the        ``<stem>_prob.nii.gz``, float32
+                          source's voxel shape and affine
+========================  ============================================  =========================================
+
+and ``<stem>_overlay.png`` (``<stem>_overlay_<k>.png`` for slice k of a multi-slice file): the image in gray
+with the predicted outline in yellow and, with ``--ground-truth``, the true outline in green, as in the
+papers' figures. ``predictions.csv`` has one row per file (lesion area, and Dice, IoU and HD95 in pixels
+and, where the file gives a pixel spacing, in mm against the ground truth when there is one) and
+``summary.json`` the totals printed at the end. A file that cannot be read is reported by name and skipped;
+the others are still written and the exit code is 1.
+
+Nothing is written over an input or over a file this run did not create: an output folder that holds inputs
+(images or ground truth, the input folder itself or a folder above it) is refused, and so is one that already
+holds results unless ``--overwrite`` is given (which still never replaces an input). Files under the output
+folder are never read as images or ground truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from lesionseg.engines.finite import check_threshold
+from lesionseg.utils.overrides import OverrideError
+from lesionseg.utils.overrides import parse_overrides as parse_key_values
+from lesionseg.workflows.predictor import ModelError, NonFiniteOutputError, Predictor, load_predictor
+
+logger = logging.getLogger(__name__)
+
+# ground-truth files named "<stem>_mask", "<stem>_mask_1", "<stem>_label", "<stem>_seg", "<stem>_gt"
+_MASK_NAME = re.compile(r"^(?P<stem>.+)_(?:mask|label|seg|gt)(?:_(?P<index>\d+))?$", re.IGNORECASE)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a#b=[1,2]", "c=3"]`` -> ``{"a#b": [1, 2], "c": 3}``; values are YAML (:mod:`lesionseg.utils.overrides`)."""
+    try:
+        return parse_key_values(items)
+    except OverrideError as error:
+        raise ModelError(str(error)) from None
+
+
+# masks (BUSI's "_mask", "_mask_1") and what predict writes: never read as images
+_NOT_AN_IMAGE = re.compile(r"^.+_(?:mask(?:_\d+)?|prob|overlay(?:_\d+)?)$")
+
+
+def list_inputs(source: Path, recursive: bool) -> list[Path]:
+    """The image files of ``source`` (a file: itself), skipping hidden files and files named like masks or like
+    predict's outputs (``*_mask``, ``*_mask_1``, ``*_prob``, ``*_overlay``, ``*_overlay_1``), so that results
+    of an earlier run in a folder inside ``source`` are not read back."""
+    from lesionseg.data.io import file_kind, file_stem
+    from lesionseg.data.readers import natural_key
+
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: input not found")
+    candidates = source.rglob("*") if recursive else source.iterdir()
+    files = []
+    for path in candidates:
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(source).parts):
+            continue
+        if file_kind(path) is None or _NOT_AN_IMAGE.match(file_stem(path)):
+            continue
+        files.append(path)
+    return sorted(files, key=lambda p: natural_key(str(p.relative_to(source))))
+
+
+class GroundTruth:
+    """Ground-truth masks matched to input files by name.
+
+    Args:
+        source: one mask file (paired with the only input) or a folder searched recursively.
+        exclude: a folder whose files are never ground truth: predict's output folder, where an earlier run's
+            ``<stem>_mask.png`` would otherwise be taken for the true mask of ``<stem>``.
+    """
+
+    def __init__(self, source: Path, exclude: Path | None = None) -> None:
+        from lesionseg.data.io import file_kind, file_stem
+
+        exclude = exclude.resolve() if exclude is not None else None
+        self.single = source if source.is_file() else None
+        self.suffixed: dict[str, list[tuple[int, Path]]] = {}
+        self.plain: dict[str, list[Path]] = {}
+        if self.single is None:
+            if not source.is_dir():
+                raise FileNotFoundError(f"{source}: ground truth not found")
+            for path in source.rglob("*"):
+                if not path.is_file() or file_kind(path) is None:
+                    continue
+                if exclude is not None and exclude in path.resolve().parents:
+                    continue
+                stem = file_stem(path)
+                match = _MASK_NAME.match(stem)
+                if match:
+                    index = int(match["index"]) if match["index"] else 0
+                    self.suffixed.setdefault(match["stem"], []).append((index, path))
+                else:
+                    self.plain.setdefault(stem, []).append(path)
+
+    def files(self) -> list[Path]:
+        """Every ground-truth file found."""
+        if self.single is not None:
+            return [self.single]
+        return [path for found in self.suffixed.values() for _, path in found] + [
+            path for found in self.plain.values() for path in found
+        ]
+
+    def find(self, image: Path) -> list[Path]:
+        """The mask files of ``image`` (several for BUSI's multi-lesion cases), or ``[]``."""
+        from lesionseg.data.io import file_stem
+
+        if self.single is not None:
+            return [self.single]
+        stem = file_stem(image)
+        if stem in self.suffixed:
+            return [path for _, path in sorted(self.suffixed[stem])]
+        plain = [path for path in self.plain.get(stem, []) if path.resolve() != image.resolve()]
+        return plain[:1]
+
+
+# what predict writes for an input with output base <stem>: masks, probability maps, overlays
+_OUTPUT_NAME = re.compile(r"^_(?:mask\.(?:png|nii\.gz)|prob\.(?:png|nii\.gz)|overlay(?:_\d+)?\.png)$")
+#: the files predict writes once per run, in the output folder
+RUN_FILES = ("predictions.csv", "summary.json")
+
+
+class OutputFiles:
+    """The files one ``predict`` run writes: never an input, never a file that existed before the run (unless
+    ``overwrite``), never one file twice.
+
+    Args:
+        protected: the run's inputs (images and ground-truth files), never written over.
+        overwrite: allow replacing files that exist (the results of an earlier run).
+    """
+
+    def __init__(self, protected: list[Path], overwrite: bool = False) -> None:
+        self.protected = {Path(path).resolve() for path in protected}
+        self.overwrite = overwrite
+        self.written: set[Path] = set()
+
+    def claim(self, path: str | Path) -> Path:
+        """``path``, once it is known that writing it loses nothing.
+
+        Raises:
+            DataError: naming ``path``, when it is an input, was written already in this run, or exists (and
+                ``overwrite`` is off).
+        """
+        from lesionseg.data.io import DataError
+
+        path = Path(path)
+        resolved = path.resolve()
+        if resolved in self.protected:
+            raise DataError(path, "is an input of this run; predict never writes over its inputs")
+        if resolved in self.written:
+            raise DataError(
+                path, "would be written twice in this run (two inputs give the same output name); rename one"
+            )
+        if path.exists() and not self.overwrite:
+            raise DataError(path, "exists already; pass --overwrite to replace it, or choose another --output")
+        self.written.add(resolved)
+        return path
+
+
+def check_output_folder(output: Path, inputs: list[Path], input_root: Path, truth: Path | None = None) -> None:
+    """Refuse an output folder that is, or lies above, the input or ground-truth folder, or that holds any input.
+
+    Writing ``<stem>_mask.png`` among BUSI's images would replace their ground truth ``<stem>_mask.png``.
+
+    Args:
+        output: the output folder.
+        inputs: the input files, ground-truth files included.
+        input_root: the ``--input`` path (a file or a folder).
+        truth: the ``--ground-truth`` path, if any.
+
+    Raises:
+        DataError: naming ``output`` and the input it holds.
+    """
+    from lesionseg.data.io import DataError
+
+    given_output, output = output, output.resolve()
+    for given, what in ((input_root, "--input"), (truth, "--ground-truth")):
+        if given is None or not given.is_dir():
+            continue
+        folder = given.resolve()
+        if output == folder or output in folder.parents:
+            where = "is" if output == folder else "holds"
+            raise DataError(
+                given_output,
+                f"the output folder {where} the {what} folder {given}: predictions there would be written among "
+                "(and could replace) the inputs, e.g. BUSI's ground truth <name>_mask.png; "
+                f"choose a new folder, e.g. --output {folder.parent / (folder.name + '_predictions')}",
+            )
+    for path in inputs:
+        if output in path.resolve().parents:
+            raise DataError(
+                given_output,
+                f"the output folder holds an input, {path}; predict never writes among its inputs: choose a folder "
+                "that holds no images or masks",
+            )
+
+
+def existing_outputs(output: Path, bases: dict[Path, Path]) -> list[Path]:
+    """The files of ``output`` that this run would write: an earlier run's results."""
+    found = [output / name for name in RUN_FILES if (output / name).exists()]
+    for base in bases.values():
+        if base.parent.is_dir():
+            found += sorted(
+                path
+                for path in base.parent.glob(glob.escape(base.name) + "_*")
+                if _OUTPUT_NAME.match(path.name[len(base.name) :])
+            )
+    return found
+
+
+def output_bases(files: list[Path], source: Path, output: Path) -> dict[Path, Path]:
+    """Each input's output path without postfix: ``output/<sub-folders>/<stem>``, or
+    ``.../<stem>_<format>`` for every file of a folder whose stem another file shares (``a.png``, ``a.jpg``)."""
+    from lesionseg.data.io import file_stem
+
+    def base(path: Path) -> Path:
+        relative = path.relative_to(source).parent if source.is_dir() else Path()
+        return output / relative / file_stem(path)
+
+    counts: dict[Path, int] = {}
+    for path in files:
+        counts[base(path)] = counts.get(base(path), 0) + 1
+    return {
+        path: base(path).with_name(path.name.replace(".", "_")) if counts[base(path)] > 1 else base(path)
+        for path in files
+    }
+
+
+def _overlay_paths(base: Path, slices: int) -> list[Path]:
+    if slices == 1:
+        return [base.parent / f"{base.name}_overlay.png"]
+    return [base.parent / f"{base.name}_overlay_{index:03d}.png" for index in range(slices)]
+
+
+def _write_overlays(stack, masks: np.ndarray, truths: np.ndarray | None, paths: list[Path]) -> list[Path]:
+    from lesionseg.data.writers import overlay_contours
+
+    # about 3 pixels on a 600-pixel image, 1 on small ones
+    thickness = max(1, round(min(stack.slices.shape[1:]) / 200))
+    for index, (image, path) in enumerate(zip(stack.slices, paths)):
+        contours = {"yellow": masks[index]}
+        if truths is not None:
+            contours = {"lime": truths[index], **contours}
+        Image.fromarray(overlay_contours(image, contours, thickness)).save(path)
+    return paths
+
+
+def predict_file(
+    path: Path,
+    base: Path,
+    predictor: Predictor,
+    threshold: float,
+    probabilities: bool,
+    truth_files: list[Path],
+    outputs: OutputFiles | None = None,
+) -> dict[str, Any]:
+    """Segment one file and write its outputs next to ``base``; returns its CSV record.
+
+    Args:
+        outputs: checks every file before it is written (see :class:`OutputFiles`); by default a fresh
+            one protecting ``path`` and ``truth_files``.
+
+    Raises:
+        DataError: the file (or its ground truth) cannot be read, the network's output is not finite, or an
+            output would replace an input or an existing file; nothing of it is written then, except for a
+            ground-truth problem found after the mask was written.
+        ValueError: ``threshold`` is not a probability strictly between 0 and 1.
+    """
+    from lesionseg.data.io import DataError, read_mask_stack, read_stack, to_voxels
+    from lesionseg.data.writers import save_mask_png, save_nifti_like, save_probability_png
+    from lesionseg.metrics import compute_image_metrics
+
+    threshold = check_threshold(threshold)
+    outputs = outputs if outputs is not None else OutputFiles([path, *truth_files])
+    stack = read_stack(path)
+    probability = np.stack([predictor(image, path) for image in stack.slices])
+    masks = probability >= threshold
+    suffix = ".png" if stack.kind == "picture" else ".nii.gz"
+    # every file of this input is checked before the first is written
+    mask_file = outputs.claim(f"{base}_mask{suffix}")
+    probability_file = outputs.claim(f"{base}_prob{suffix}") if probabilities else None
+    overlay_files = [outputs.claim(p) for p in _overlay_paths(base, len(stack.slices))]
+    claimed = [mask_file, *([probability_file] if probability_file is not None else []), *overlay_files]
+    with _no_partial_results(path, claimed):
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if stack.kind == "picture":
+            mask_path = save_mask_png(masks[0], mask_file)
+            if probability_file is not None:
+                save_probability_png(probability[0], probability_file)
+        else:
+            mask_path = save_nifti_like(to_voxels(stack, masks.astype(np.uint8)), stack.affine, mask_file, stack.header)
+            if probability_file is not None:
+                save_nifti_like(to_voxels(stack, probability), stack.affine, probability_file, stack.header)
+    lesion_pixels = int(masks.sum())
+    record: dict[str, Any] = {
+        "file": str(path),
+        "mask": str(mask_path),
+        "slices": int(masks.shape[0]),
+        "height": int(masks.shape[1]),
+        "width": int(masks.shape[2]),
+        "lesion_found": lesion_pixels > 0,
+        "lesion_pixels": lesion_pixels,
+        "lesion_fraction": lesion_pixels / masks.size,
+    }
+    truths = None
+    problem = None
+    if truth_files:
+        try:
+            truths = read_mask_stack(truth_files)
+            if truths.shape != masks.shape:
+                raise DataError(
+                    truth_files[0], f"ground truth of shape {truths.shape} (slices, H, W) but {path} has {masks.shape}"
+                )
+        except DataError as error:
+            truths, problem = None, error
+        if truths is not None:
+            scores = [compute_image_metrics(m, t, spacing=stack.spacing) for m, t in zip(masks, truths)]
+            record["ground_truth"] = ";".join(str(p) for p in truth_files)
+            # means over the slices; HD95 is NaN where exactly one mask is empty (lesionseg.metrics)
+            for name in ("dice", "iou", "hd95", "hd95_mm"):
+                if name in scores[0]:
+                    record[name] = _mean([score[name] for score in scores])
+    with _no_partial_results(path, claimed):
+        _write_overlays(stack, masks, truths, overlay_files)
+    if problem is not None:
+        raise problem
+    return record
+
+
+@contextlib.contextmanager
+def _no_partial_results(image: Path, files: list[Path]):
+    """Turn a failed write (disk full, read-only folder) into a :class:`DataError` naming ``image`` and the
+    problem, after removing what was written of ``files``, so that no truncated result is left behind."""
+    from lesionseg.data.io import DataError
+
+    try:
+        yield
+    except OSError as error:
+        for written in files:
+            written.unlink(missing_ok=True)
+        where = error.filename or files[0].parent
+        raise DataError(
+            image, f"cannot write its results ({error.strerror or error}: {where}); nothing of it was kept"
+        ) from error
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else None
+
+
+class FolderPrediction:
+    """One ``predict`` run: every check before the model is loaded, then the files one by one, then the tables.
+
+    Args:
+        source: an image file or a folder of images.
+        output: the folder the results go into; refused when it is or holds an input (:func:`check_output_folder`)
+            or holds an earlier run's results (unless ``overwrite``).
+        bundle, checkpoint, model, overrides, device, precision: the model, as :func:`load_predictor` takes them.
+        recursive: also read the sub-folders of ``source``.
+        probabilities: also write the lesion probability maps.
+        ground_truth: a mask file (for one input file) or a folder of masks matched by name (:class:`GroundTruth`).
+        threshold: probability a lesion pixel reaches, strictly between 0 and 1.
+        overwrite: replace the results of an earlier run (inputs are never written over).
+
+    Raises:
+        ModelError, DataError, FileNotFoundError, ValueError: naming the file and the problem, before anything is
+            written.
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        output: Path,
+        bundle: Path | None = None,
+        checkpoint: Path | None = None,
+        model: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        recursive: bool = False,
+        probabilities: bool = False,
+        ground_truth: Path | None = None,
+        threshold: float = 0.5,
+        overwrite: bool = False,
+    ) -> None:
+        from lesionseg.data.io import DataError, max_pixels_limit
+
+        self.start = time.monotonic()
+        self.threshold = threshold
+        self.probabilities = probabilities
+        given_output, output = output, output.resolve()
+        self.output = output
+        if output.exists() and not output.is_dir():
+            raise DataError(given_output, "is a file, not a folder; --output is the folder the results go into")
+        files = list_inputs(source, recursive)
+        if not files:
+            raise DataError(source, "no image files found (PNG, JPEG, BMP, TIFF, NIfTI, DICOM)")
+        truth = GroundTruth(ground_truth, exclude=output) if ground_truth is not None else None
+        if truth is not None and truth.single is not None and len(files) > 1:
+            raise DataError(ground_truth, f"one ground-truth file for {len(files)} inputs; give a folder of masks")
+        inputs = files + (truth.files() if truth is not None else [])
+        # before the model is loaded: a refused folder costs nothing
+        check_output_folder(given_output, inputs, source, ground_truth)
+        bases = output_bases(files, source, output)
+        existing = existing_outputs(output, bases) if not overwrite else []
+        if existing:
+            shown = ", ".join(str(path) for path in existing[:3])
+            shown += f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+            raise DataError(
+                output,
+                f"holds the results of an earlier run ({shown}); pass --overwrite to replace them, or choose "
+                "another --output",
+            )
+        self.files, self.truth, self.bases = files, truth, bases
+        self.outputs = OutputFiles(inputs, overwrite=overwrite)
+        check_threshold(threshold)
+        max_pixels_limit()  # a bad $LESIONSEG_MAX_PIXELS stops the run here, not at every file
+        self.predictor = load_predictor(bundle, checkpoint, model, overrides or {}, device, precision)
+        self.records: list[dict[str, Any]] = []
+
+    def create_output(self) -> None:
+        """Create the output folder.
+
+        Raises:
+            DataError: naming the folder, when it cannot be created.
+        """
+        from lesionseg.data.io import DataError
+
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DataError(
+                self.output,
+                f"cannot create the output folder ({error.strerror or error}); choose a folder you can write to",
+            ) from None
+
+    def run(self) -> dict[str, Any]:
+        """Segment every file (one that fails is reported and skipped, the others are still written); the summary."""
+        from lesionseg.data.io import DataError
+
+        failures: list[tuple[str, str]] = []
+        for path in tqdm(self.files, desc="predict", unit="image", file=sys.stderr):
+            base = self.bases[path]
+            truth_files = self.truth.find(path) if self.truth is not None else []
+            try:
+                self.records.append(
+                    predict_file(
+                        path, base, self.predictor, self.threshold, self.probabilities, truth_files, self.outputs
+                    )
+                )
+            except (DataError, NonFiniteOutputError) as error:
+                failures.append((str(path), str(error)))
+                logger.error("skipped: %s", error)
+            except Exception as error:  # one bad file never stops the others
+                failures.append((str(path), f"{path}: {type(error).__name__}: {error}"))
+                logger.exception("skipped %s", path)
+        records = self.records
+        with_truth = [r for r in records if "dice" in r]
+        return {
+            "images": len(records),
+            "slices": sum(r["slices"] for r in records),
+            "with_lesion": sum(r["lesion_found"] for r in records),
+            "mean_lesion_fraction": _mean([r["lesion_fraction"] for r in records]),
+            "with_ground_truth": len(with_truth),
+            "without_ground_truth": len(records) - len(with_truth) if self.truth is not None else None,
+            "mean_dice": _mean([r["dice"] for r in with_truth]),
+            "mean_iou": _mean([r["iou"] for r in with_truth]),
+            "failed": [{"file": file, "problem": problem} for file, problem in failures],
+            "threshold": self.threshold,
+            "seconds": round(time.monotonic() - self.start, 2),
+        }
+
+    def write_tables(self, summary: dict[str, Any]) -> None:
+        """Write ``predictions.csv`` (when a file was predicted) and ``summary.json``.
+
+        Raises:
+            OSError, DataError: the tables cannot be written.
+        """
+        from lesionseg.metrics import write_per_image_csv, write_summary_json
+
+        if self.records:
+            write_per_image_csv(self.records, self.outputs.claim(self.output / "predictions.csv"))
+        write_summary_json(summary, self.outputs.claim(self.output / "summary.json"))
+
+
+def format_summary(summary: dict[str, Any], output: Path) -> str:
+    """The lines ``lesionseg predict`` prints at the end of a run."""
+    lines = []
+    fraction = summary["mean_lesion_fraction"]
+    line = (
+        f"predicted {summary['images']} image(s) in {summary['seconds']} s: "
+        f"{summary['with_lesion']} with a lesion found"
+    )
+    if fraction is not None:
+        line += f", mean lesion area {100 * fraction:.2f} % of the image"
+    lines.append(line)
+    if summary["with_ground_truth"]:
+        lines.append(
+            f"  against the ground truth of {summary['with_ground_truth']}: mean Dice {summary['mean_dice']:.4f}, "
+            f"mean IoU {summary['mean_iou']:.4f}"
+        )
+    if summary["without_ground_truth"]:
+        lines.append(f"  no ground truth found for {summary['without_ground_truth']} image(s)")
+    if summary["failed"]:
+        lines.append(f"  FAILED {len(summary['failed'])} file(s), skipped:")
+        for failure in summary["failed"]:
+            lines.append(f"    {failure['problem']}")
+    lines.append(f"  results in {output} (predictions.csv, summary.json)")
+    return "\n".join(lines)
