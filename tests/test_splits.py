@@ -372,7 +372,7 @@ def test_bundles_classes_setting_filters_every_section_they_read(bundle, tiny_bu
     easy/hard preparation."""
     from monai.bundle import ConfigParser
 
-    import lesionseg.engines.easy_hard
+    import lesionseg.workflows.easy_hard
 
     configs = Path(__file__).resolve().parents[1] / "bundles" / bundle / "configs"
 
