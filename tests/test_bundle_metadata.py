@@ -1,5 +1,5 @@
 """Each bundle's metadata.json requires the lesionseg it ships with: a bundle run against an older lesionseg
-could lack an option its configs use (DC-Net's product normalisation is a 0.2.0 option)."""
+could lack an option its configs use (DC-Net's product normalisation is a 0.3.0 option)."""
 
 from __future__ import annotations
 

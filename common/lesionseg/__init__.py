@@ -15,4 +15,4 @@ Layers (each may import only what is below it):
 :mod:`lesionseg.utils` (file and override helpers) may be imported by every layer and imports none.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
