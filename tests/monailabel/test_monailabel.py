@@ -231,8 +231,8 @@ def test_start_server_answers_infer_over_http(app_dir, studies, tmp_path):
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(1)
-        log = (tmp_path / "server.log").read_text()[-3000:]
-        assert info is not None, f"server not up after 180 s (exit {server.poll()}):\n{log}"
+        log_tail = (tmp_path / "server.log").read_text()[-3000:]
+        assert info is not None, f"server not up after 180 s (exit {server.poll()}):\n{log_tail}"
         assert info["models"]["dcnet_bundle"]["labels"] == {"lesion": 1}
         body, content_type = _multipart_params({"device": "cpu"})
         request = urllib.request.Request(
