@@ -46,8 +46,9 @@ class CrossCorrelationFusion(nn.Module):
       output cubic in the scale of the inputs; in evaluation mode, before BatchNorm's running statistics have
       adapted, four fusions in a row then overflow float32 (a fresh DC-Net gave NaN logits on a real BUSI
       image for 3 of 4 seeds). Normalised, the output is linear in the inputs' scale. In training the inputs
-      come out of BatchNorm and ReLU, their RMS is close to 1 and nearly the same for every sample, so the
-      division is close to a constant that ``W`` absorbs (measured in ``benchmarks/dcnet_normalisation.py``).
+      come out of BatchNorm and ReLU, with an RMS that varies little between samples (0.55–0.89 over a short
+      BUSI training, ``benchmarks/dcnet_normalisation.py``), so the division is close to a constant that
+      ``W`` absorbs.
 
     No activation is applied to ``ω`` (Eq. 15 has none).
 
