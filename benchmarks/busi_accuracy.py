@@ -213,7 +213,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 def write_split(dataset_dir: Path, output: Path) -> Path:
     """The one split all models use, as ``output/datalist.json`` (kept if it exists, so reruns agree)."""
-    from lesionseg.data.readers import write_datalist
+    from lesionseg.data.datalist import write_datalist
     from lesionseg.data.splits import datalist_section
 
     path = output / "datalist.json"

@@ -19,9 +19,10 @@ import torch
 from monai.transforms import Compose, Resized
 from PIL import Image
 
+from lesionseg.data.datalist import read_datalist, write_datalist
 from lesionseg.data.integrity import ERROR, check_dataset
 from lesionseg.data.io import MAX_PIXELS, DataError, read_image, read_mask
-from lesionseg.data.readers import read_datalist, read_dataset, read_folder_pair, read_images, write_datalist
+from lesionseg.data.readers import read_dataset, read_folder_pair, read_images
 from lesionseg.data.splits import datalist_section
 from lesionseg.data.transforms import LoadUltrasoundd
 from lesionseg.engines.config_checks import ConfigError, check_training_config

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from lesionseg.cli import main
+from lesionseg.data.datalist import read_datalist
 from lesionseg.data.phantoms import write_phantom_dataset
-from lesionseg.data.readers import read_datalist, read_dataset
+from lesionseg.data.readers import read_dataset
 from lesionseg.engines.crossval import FoldPaths, plan_folds, write_fold_datalists
 from lesionseg.engines.training_log import read_epoch_log
 from lesionseg.metrics import read_per_image_csv

@@ -20,8 +20,8 @@ from PIL import Image
 
 from lesionseg.cli import main
 from lesionseg.data.download import BUSI_FOLDER, DownloadError, download_busi, fetch_file
+from lesionseg.data.grouping import GROUPS_FILENAME, load_groups
 from lesionseg.data.io import DataError
-from lesionseg.data.splits import GROUPS_FILENAME, load_groups
 from lesionseg.utils.archives import UnsafeArchiveError
 
 

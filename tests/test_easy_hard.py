@@ -18,6 +18,7 @@ from monai.networks.nets import BasicUNetPlusPlus
 from monai.transforms import Compose, EnsureTyped, Resized, ScaleIntensityd
 from PIL import Image
 
+from lesionseg.data.datalist import read_prepared_datalist
 from lesionseg.data.io import read_mask
 from lesionseg.data.phantoms import write_phantom_dataset
 from lesionseg.data.splits import datalist_section
@@ -29,7 +30,6 @@ from lesionseg.engines.easy_hard import (
     EasyHardPreparation,
     check_preparation,
     easy_hard_parts,
-    read_prepared_datalist,
     require_preparation,
     with_parts,
 )

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from lesionseg.cli import check_data
+from lesionseg.data.datalist import write_datalist
 from lesionseg.data.integrity import ERROR, NOTE, WARNING, Problem, check_dataset, inspect_dataset
-from lesionseg.data.readers import read_busi, write_datalist
+from lesionseg.data.readers import read_busi
 
 
 def run_check_data(argv):

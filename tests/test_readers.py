@@ -11,15 +11,9 @@ import pytest
 from monai.data import load_decathlon_datalist
 from PIL import Image
 
+from lesionseg.data.datalist import read_datalist, write_datalist
 from lesionseg.data.io import DataError, read_mask
-from lesionseg.data.readers import (
-    read_busi,
-    read_datalist,
-    read_dataset,
-    read_folder_pair,
-    read_images,
-    write_datalist,
-)
+from lesionseg.data.readers import read_busi, read_dataset, read_folder_pair, read_images
 
 TINY_CASES = [
     "benign (1)",
@@ -127,6 +121,17 @@ def test_datalist_round_trip_with_relative_paths(tiny_busi, tmp_path):
     # MONAI's own reader understands the file
     monai_items = load_decathlon_datalist(path, data_list_key="validation")
     assert [(i["image"], i["label"]) for i in monai_items] == [(i["image"], i["label"]) for i in items[5:]]
+
+
+def test_datalist_metadata_is_written_before_the_sections_and_skipped_by_readers(tiny_busi, tmp_path):
+    """How a datalist was made (an easy/hard preparation's settings) sits beside its sections, not among them."""
+    items = read_busi(tiny_busi)
+    metadata = {"preparation": {"threshold": 0.5, "recipe": {"max_epochs": 2}}}
+    path = write_datalist(tmp_path / "list.json", {"training": items[:3]}, description="made here", metadata=metadata)
+    content = json.loads(path.read_text())
+    assert list(content) == ["description", "preparation", "training"]
+    assert content["preparation"] == metadata["preparation"]
+    assert read_dataset(path) == read_datalist(path, "training") == items[:3]
 
 
 def test_read_datalist_keeps_values_that_name_folders(tiny_busi):

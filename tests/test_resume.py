@@ -471,8 +471,9 @@ def test_dcnet_bundle_refuses_a_changed_image_size_or_dataset_and_applies_a_chan
 
 
 def test_dcnet_bundle_refuses_an_empty_validation_section_before_training(phantoms, tmp_path):
+    from lesionseg.data.datalist import write_datalist
     from lesionseg.data.io import DataError
-    from lesionseg.data.readers import read_dataset, write_datalist
+    from lesionseg.data.readers import read_dataset
 
     datalist = write_datalist(tmp_path / "list.json", {"training": read_dataset(phantoms)[:4], "validation": []})
     with pytest.raises(Exception) as raised:

@@ -14,19 +14,11 @@ import pytest
 from PIL import Image
 
 from lesionseg.cli import split as split_cli
+from lesionseg.data.datalist import read_datalist, write_datalist
+from lesionseg.data.grouping import find_groups, load_groups, resolve_groups, save_groups, similar_groups
 from lesionseg.data.io import DataError
-from lesionseg.data.readers import read_busi, read_datalist, write_datalist
-from lesionseg.data.splits import (
-    datalist_section,
-    find_groups,
-    kfold_split,
-    load_groups,
-    make_datalist,
-    resolve_groups,
-    save_groups,
-    similar_groups,
-    train_val_test_split,
-)
+from lesionseg.data.readers import read_busi
+from lesionseg.data.splits import datalist_section, kfold_split, make_datalist, train_val_test_split
 
 CLASS_SIZES = {"a": 50, "b": 30, "c": 20}
 

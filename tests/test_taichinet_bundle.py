@@ -18,10 +18,11 @@ from ignite.engine import Events
 from monai.bundle import verify_metadata, verify_net_in_out
 from PIL import Image
 
+from lesionseg.data.datalist import read_prepared_datalist
 from lesionseg.data.io import read_mask
 from lesionseg.data.phantoms import write_phantom_dataset
 from lesionseg.data.splits import datalist_section
-from lesionseg.engines.easy_hard import DATALIST_FILENAME, WEIGHTS_FILENAME, read_prepared_datalist
+from lesionseg.engines.easy_hard import DATALIST_FILENAME, WEIGHTS_FILENAME
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "taichinet_bundle"
 SCHEMA = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "meta_schema_20240725.json"

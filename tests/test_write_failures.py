@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lesionseg.cli import main
-from lesionseg.data.readers import write_datalist
+from lesionseg.data.datalist import write_datalist
 from lesionseg.metrics.tables import write_summary_json
 from lesionseg.utils.files import describe_os_error, replacing
 

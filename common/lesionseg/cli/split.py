@@ -7,8 +7,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from lesionseg.data.datalist import write_datalist
 from lesionseg.data.io import DataError
-from lesionseg.data.readers import natural_key, write_datalist
+from lesionseg.data.readers import natural_key
 from lesionseg.data.splits import make_datalist
 
 

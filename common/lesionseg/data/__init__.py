@@ -1,21 +1,17 @@
-"""Ultrasound data: readers, loading transforms, phantoms, grouped splits and integrity checks."""
+"""Ultrasound data: readers, datalists, loading transforms, near-duplicate groups, splits and integrity checks.
 
+The phantom simulator is a subpackage of its own, :mod:`lesionseg.data.phantoms`, imported only where it is
+used: importing :mod:`lesionseg.data` or any of its modules does not load it.
+"""
+
+from lesionseg.data.datalist import read_datalist, write_datalist
+from lesionseg.data.grouping import find_groups, load_groups
 from lesionseg.data.integrity import Problem, check_dataset, inspect_dataset
 from lesionseg.data.io import DataError, read_image, read_mask
-from lesionseg.data.phantoms import KINDS, Phantom, PhantomConfig, contact_sheet, make_phantom, write_phantom_dataset
-from lesionseg.data.readers import (
-    read_busi,
-    read_datalist,
-    read_dataset,
-    read_folder_pair,
-    read_images,
-    write_datalist,
-)
+from lesionseg.data.readers import read_busi, read_dataset, read_folder_pair, read_images
 from lesionseg.data.splits import (
     datalist_section,
-    find_groups,
     kfold_split,
-    load_groups,
     make_datalist,
     select_classes,
     train_val_test_split,
@@ -23,12 +19,6 @@ from lesionseg.data.splits import (
 from lesionseg.data.transforms import LoadUltrasound, LoadUltrasoundd
 
 __all__ = [
-    "KINDS",
-    "Phantom",
-    "PhantomConfig",
-    "contact_sheet",
-    "make_phantom",
-    "write_phantom_dataset",
     "DataError",
     "LoadUltrasound",
     "LoadUltrasoundd",

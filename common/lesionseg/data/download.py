@@ -9,7 +9,7 @@ CC BY 4.0) from its published location, and:
    leaves no file behind, least of all one that looks complete. The SHA-256 is mandatory;
 2. unpacks it with :func:`lesionseg.utils.safe_extract` into a hidden staging folder, and moves the
    dataset folder into place only when the archive was accepted and holds a BUSI-layout dataset;
-3. writes the near-duplicate groups that splits keep together (:func:`lesionseg.data.splits.find_groups`)
+3. writes the near-duplicate groups that splits keep together (:func:`lesionseg.data.grouping.find_groups`)
    as ``near_duplicate_groups.json`` beside the dataset folder, where ``groups="auto"`` finds it;
 4. checks the dataset (:func:`lesionseg.data.integrity.inspect_dataset`, as ``lesionseg check-data``).
 
@@ -32,10 +32,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lesionseg.data.grouping import GROUPS_FILENAME, find_groups, save_groups
 from lesionseg.data.integrity import IntegrityReport, inspect_dataset
 from lesionseg.data.io import DataError, PathLike
 from lesionseg.data.readers import detect_layout
-from lesionseg.data.splits import GROUPS_FILENAME, find_groups, save_groups
 from lesionseg.utils.archives import safe_extract
 
 __all__ = [
@@ -335,7 +335,7 @@ def download_busi(
             temporary,
             groups,
             description=f"Groups of near-duplicate images in {BUSI_FOLDER}, found by "
-            f"lesionseg.data.splits.find_groups (thumbnail correlation) after lesionseg download busi from {url}. "
+            f"lesionseg.data.grouping.find_groups (thumbnail correlation) after lesionseg download busi from {url}. "
             "Keep each group on one side of any split.",
         )
         os.replace(temporary, groups_file)

@@ -15,7 +15,7 @@ warnings (usable, but worth a look)
     whose mask marks a lesion; a blank image.
 notes (information)
     identical images of one class already grouped (``near_duplicate_groups.json`` beside the dataset), and
-    groups of near-duplicate images (thumbnail correlation, see :func:`lesionseg.data.splits.find_groups`)
+    groups of near-duplicate images (thumbnail correlation, see :func:`lesionseg.data.grouping.find_groups`)
     that the groups file does not keep together.
 
 Empty masks in the ``normal`` class are expected and only counted.
@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lesionseg.data.datalist import LABELLED_SECTIONS
+from lesionseg.data.grouping import case_id, image_signature, resolve_groups, similar_groups
 from lesionseg.data.io import DataError, PathLike, load_pixels, read_json, to_foreground, to_grayscale
-from lesionseg.data.readers import LABELLED_SECTIONS, natural_key, scan_dataset
-from lesionseg.data.splits import case_id, image_signature, resolve_groups, similar_groups
+from lesionseg.data.readers import natural_key, scan_dataset
 
 __all__ = [
     "ERROR",

@@ -7,7 +7,8 @@
 2. **Folder pair**: ``images/`` and ``masks/`` side by side, matched by file stem (masks may carry a suffix
    such as ``_mask``).
 3. **MONAI datalist**: a Decathlon-style JSON file with sections (``"training"``, ``"validation"``...)
-   of ``{"image": ..., "label": ...}`` items, paths relative to the JSON's folder.
+   of ``{"image": ..., "label": ...}`` items, paths relative to the JSON's folder, read by
+   :mod:`lesionseg.data.datalist`.
 
 Every reader returns MONAI data dicts ``{"image": str, "label": str | list[str], ...}`` that
 :class:`lesionseg.data.transforms.LoadUltrasoundd` loads. BUSI items also carry ``"class"`` and
@@ -16,10 +17,6 @@ Every reader returns MONAI data dicts ``{"image": str, "label": str | list[str],
 
 from __future__ import annotations
 
-import difflib
-import json
-import logging
-import math
 import os
 import re
 from collections import Counter
@@ -27,8 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lesionseg.data.io import DataError, PathLike, read_json
-from lesionseg.utils.files import write_text_atomically
+from lesionseg.data.datalist import read_datalist_items
+from lesionseg.data.io import DataError, PathLike
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -40,24 +37,13 @@ __all__ = [
     "detect_layout",
     "read_busi",
     "read_folder_pair",
-    "read_datalist",
-    "require_labels",
-    "write_datalist",
     "read_dataset",
     "read_images",
+    "dataset_items",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: file suffixes read as images (lower case)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-#: the keys of a data dict that lesionseg reads; a datalist item key that is none of them but close to one the
-#: item lacks ('lable' for 'label') is a misspelling and an error, before training meets it as a KeyError
-ITEM_KEYS = ("image", "label", "class", "case", "spacing", "easy", "hard")
-
-#: datalist sections whose every item must have a 'label' (training selects and validates on them)
-LABELLED_SECTIONS = ("training", "validation")
 
 # "<case>_mask" or "<case>_mask_<k>", BUSI's mask naming
 _BUSI_MASK = re.compile(r"^(?P<case>.+)_mask(?:_(?P<index>\d+))?$")
@@ -258,128 +244,6 @@ def read_folder_pair(images_dir: PathLike, masks_dir: PathLike, mask_suffix: str
     return scan.items
 
 
-def _load_json(path: Path) -> dict:
-    content = read_json(path, "datalist file")
-    if not isinstance(content, dict):
-        raise DataError(path, 'a datalist is a JSON object of sections ({"training": [...], ...})')
-    return content
-
-
-def _resolve(value: object, base_dir: Path, where: str, path: Path) -> str | list[str]:
-    if isinstance(value, str):
-        return os.path.normpath(base_dir / value)
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return [os.path.normpath(base_dir / v) for v in value]
-    raise DataError(path, f"{where} must be a path or a list of paths, got {value!r}")
-
-
-def _misspelt_keys(entry: Mapping) -> list[str]:
-    # "'lable' (did you mean 'label'?)" for each key close to a known key that the entry lacks
-    missing = [key for key in ITEM_KEYS if key not in entry]
-    found = []
-    for key in entry:
-        if key in ITEM_KEYS or not isinstance(key, str):
-            continue
-        close = difflib.get_close_matches(key.lower(), missing, n=1, cutoff=0.75)
-        if close:
-            found.append(f"{key!r} (did you mean {close[0]!r}?)")
-    return found
-
-
-def _check_spacing(value: object, where: str, path: Path) -> None:
-    numbers = value if isinstance(value, (list, tuple)) else None
-    if not (
-        numbers is not None
-        and len(numbers) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in numbers)
-    ):
-        raise DataError(
-            path,
-            f"{where}['spacing'] must be the pixel size in mm as [row, column], two positive numbers such as "
-            f"[0.1, 0.1], got {value!r}",
-        )
-
-
-def _section_items(content: Mapping, section: str, path: Path, base_dir: Path) -> list[dict]:
-    entries = content[section]
-    if not isinstance(entries, list):
-        raise DataError(path, f"section {section!r} is not a list of items")
-    items = []
-    for index, entry in enumerate(entries):
-        where = f"{section}[{index}]"
-        entry = {"image": entry} if isinstance(entry, str) else entry  # Decathlon "test": bare image paths
-        if isinstance(entry, dict):
-            misspelt = _misspelt_keys(entry)
-            if misspelt:
-                raise DataError(
-                    path, f"{where} has the unknown key {', '.join(misspelt)}; keys read: {list(ITEM_KEYS)}"
-                )
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise DataError(path, f"{where} has no 'image'")
-        if "spacing" in entry:
-            _check_spacing(entry["spacing"], where, path)
-        item = dict(entry)
-        for key in ("image", "label"):
-            if key in item:
-                item[key] = _resolve(item[key], base_dir, f"{where}[{key!r}]", path)
-        items.append(item)
-    return items
-
-
-def read_datalist(path: PathLike, section: str = "training", base_dir: PathLike | None = None) -> list[dict]:
-    """Read one section of a MONAI (Decathlon-style) datalist JSON.
-
-    Same format and path rule as :func:`monai.data.load_decathlon_datalist` (``image`` and ``label``,
-    possibly lists, are joined to ``base_dir``, by default the JSON's folder; a ``"test"`` section may list
-    bare image paths), except that other values are left alone: MONAI also rewrites any value naming an
-    existing path, which would turn ``"class": "benign"`` into a folder when the JSON sits beside the
-    class folders.
-
-    Args:
-        path: the JSON file.
-        section: which list to read.
-        base_dir: folder relative paths start from; default the JSON's folder.
-
-    Raises:
-        DataError: naming the JSON, when it is missing, not valid JSON, lacks ``section`` (the message
-            lists the sections it has) or has a malformed item.
-    """
-    path = Path(path)
-    content = _load_json(path)
-    if section not in content:
-        sections = [k for k, v in content.items() if isinstance(v, list)]
-        raise DataError(path, f"no section {section!r}; it has {sections}")
-    return _section_items(content, section, path, Path(base_dir) if base_dir is not None else path.parent)
-
-
-def write_datalist(path: PathLike, sections: Mapping[str, Sequence[Mapping]], description: str | None = None) -> Path:
-    """Write a MONAI datalist JSON whose ``image`` and ``label`` paths are relative to the JSON's folder.
-
-    Args:
-        path: the JSON file to write (its folder is created).
-        sections: section name -> data dicts (other keys, such as ``class``, are kept).
-        description: optional ``"description"`` entry.
-
-    Returns:
-        the path written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = path.parent.resolve()
-
-    def relative(value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list):
-            return [relative(v) for v in value]
-        return Path(os.path.relpath(Path(value).resolve(), folder)).as_posix()
-
-    content: dict[str, object] = {"description": description} if description else {}
-    for name, items in sections.items():
-        content[name] = [
-            {key: relative(value) if key in ("image", "label") else value for key, value in item.items()}
-            for item in items
-        ]
-    return write_text_atomically(path, json.dumps(content, indent=2) + "\n")  # an old datalist stays whole on failure
-
 
 def detect_layout(source: PathLike) -> tuple[str, Path]:
     """Which layout ``source`` is in: ``("busi" | "folder_pair" | "datalist", path to read)``.
@@ -410,43 +274,6 @@ def detect_layout(source: PathLike) -> tuple[str, Path]:
     raise DataError(source, f"no dataset found; {LAYOUTS_HELP}")
 
 
-def _no_label(section: str, items: Sequence[Mapping]) -> str:
-    index = next(i for i, item in enumerate(items) if "label" not in item)
-    return (
-        f"{section}[{index}] has no 'label' (its keys: {', '.join(map(str, items[index]))}); every item of a "
-        f"{section!r} section needs its mask"
-    )
-
-
-def require_labels(path: PathLike, section: str, items: Sequence[Mapping]) -> None:
-    """Raise a :class:`DataError` naming ``path`` and the first item of ``section`` without a ``'label'``."""
-    if not all("label" in item for item in items):
-        raise DataError(path, _no_label(section, items))
-
-
-def _datalist_items(path: Path, labelled_only: bool = True) -> list[dict]:
-    # the items of every section, in file order; with labelled_only, sections without labels are left out
-    content = _load_json(path)
-    items = []
-    for section, entries in content.items():
-        if not isinstance(entries, list):
-            continue  # metadata such as "description"
-        section_items = _section_items(content, section, path, path.parent)
-        labelled = ["label" in item for item in section_items]
-        if section in LABELLED_SECTIONS and section_items and not all(labelled):
-            raise DataError(path, _no_label(section, section_items))
-        if labelled_only and not any(labelled):
-            logger.info("%s: section %r has no labels, left out", path, section)
-            continue
-        if labelled_only and not all(labelled):
-            raise DataError(path, f"{section}[{labelled.index(False)}] has no 'label' (other items of the section do)")
-        items += section_items
-    if not items:
-        raise DataError(
-            path, 'no section of labelled items ({"image": ..., "label": ...})' if labelled_only else "no items"
-        )
-    return items
-
 
 def scan_dataset(source: PathLike) -> DatasetScan:
     """Pair the files of a dataset in any supported layout, without failing on unpaired files.
@@ -459,7 +286,7 @@ def scan_dataset(source: PathLike) -> DatasetScan:
         return scan_busi(path)
     if layout == "folder_pair":
         return scan_folder_pair(path / "images", path / "masks")
-    return DatasetScan("datalist", path, items=_datalist_items(path))
+    return DatasetScan("datalist", path, items=read_datalist_items(path))
 
 
 def read_dataset(source: PathLike) -> list[dict]:
@@ -500,7 +327,7 @@ def read_images(source: PathLike) -> list[dict]:
             raise DataError(source, f"no image files ({', '.join(IMAGE_SUFFIXES)}) found") from None
         return [{"image": str(p), "case": p.stem} for p in sorted(files, key=lambda p: natural_key(p.name))]
     if layout == "datalist":
-        return _datalist_items(path, labelled_only=False)
+        return read_datalist_items(path, labelled_only=False)
     scan = scan_dataset(path)
     if not scan.images_without_mask:
         return scan.items
@@ -509,3 +336,10 @@ def read_images(source: PathLike) -> list[dict]:
         for item in unpaired:
             item["class"] = Path(item["image"]).parent.name
     return sorted(scan.items + unpaired, key=lambda item: natural_key(item["image"]))
+
+
+def dataset_items(source_or_items: PathLike | Sequence[Mapping]) -> list[Mapping]:
+    """The data dicts of a dataset :func:`read_dataset` reads, or the data dicts given, as a list."""
+    if isinstance(source_or_items, (str, os.PathLike)):
+        return read_dataset(source_or_items)
+    return list(source_or_items)

@@ -13,7 +13,6 @@ from lesionseg.engines.easy_hard import (
     EasyHardPreparation,
     check_preparation,
     easy_hard_parts,
-    read_prepared_datalist,
     require_preparation,
 )
 from lesionseg.engines.evaluation import PerImageMetricsWriter
@@ -52,6 +51,5 @@ __all__ = [
     "check_preparation",
     "easy_hard_parts",
     "primary_output",
-    "read_prepared_datalist",
     "require_preparation",
 ]

@@ -17,15 +17,16 @@ Running the folds (training and evaluating each one through a bundle) is the com
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lesionseg.data.datalist import keep_or_write_datalist
+from lesionseg.data.grouping import resolve_groups
 from lesionseg.data.io import PathLike
-from lesionseg.data.readers import read_datalist, read_dataset, write_datalist
-from lesionseg.data.splits import kfold_split, resolve_groups, train_val_test_split
+from lesionseg.data.readers import read_dataset
+from lesionseg.data.splits import kfold_split, train_val_test_split
 from lesionseg.engines.training_log import epoch_curves
 from lesionseg.metrics import (
     METRICS,
@@ -117,7 +118,7 @@ def plan_folds(
         val_fraction: share of each fold's training folds held out for validation (model selection); 0: the test
             fold validates too.
         seed: seed of the folds and of the validation split.
-        groups: near-duplicate groups, see :func:`lesionseg.data.splits.resolve_groups` (``"auto"``: the
+        groups: near-duplicate groups, see :func:`lesionseg.data.grouping.resolve_groups` (``"auto"``: the
             ``near_duplicate_groups.json`` beside the dataset, if any).
         stratify_key: item key whose classes every fold gets in proportion.
 
@@ -154,8 +155,9 @@ def write_fold_datalists(plan: Sequence[Mapping[str, Sequence[Mapping]]], output
     """
     Write each fold's datalist (:attr:`FoldPaths.datalist`), keeping those already written.
 
-    A datalist already there must hold the planned images in every section: folds of a half-finished
-    cross-validation must not change under it (e.g. because images were added to the dataset).
+    A datalist already there must hold the planned images in every section
+    (:func:`lesionseg.data.datalist.keep_or_write_datalist`): folds of a half-finished cross-validation must not
+    change under it (e.g. because images were added to the dataset).
 
     Returns:
         the datalist paths, one per fold.
@@ -163,24 +165,14 @@ def write_fold_datalists(plan: Sequence[Mapping[str, Sequence[Mapping]]], output
     Raises:
         ValueError: naming the file and the section, when an existing datalist differs from the plan.
     """
-    output = Path(output)
-    paths = []
-    for index, sections in enumerate(plan):
-        path = FoldPaths(output, index).datalist
-        if path.is_file():
-            for section in SECTIONS:
-                written = sorted(os.path.abspath(item["image"]) for item in read_datalist(path, section))
-                planned = sorted(os.path.abspath(item["image"]) for item in sections[section])
-                if written != planned:
-                    raise ValueError(
-                        f"{path}: its {section!r} section differs from the folds of the dataset now (was the dataset "
-                        "or the split changed?); finished folds would not be comparable. Use a new output folder."
-                    )
-        else:
-            description = f"cross-validation fold {index} of {len(plan)}: test = fold {index}"
-            write_datalist(path, {section: sections[section] for section in SECTIONS}, description=description)
-        paths.append(path)
-    return paths
+    return [
+        keep_or_write_datalist(
+            FoldPaths(Path(output), index).datalist,
+            {section: sections[section] for section in SECTIONS},
+            description=f"cross-validation fold {index} of {len(plan)}: test = fold {index}",
+        )
+        for index, sections in enumerate(plan)
+    ]
 
 
 def write_results(

@@ -15,16 +15,14 @@ down-samplings).
 
 The parts are written as PNG masks (0/255) at the size of each source mask into a preparation folder,
 beside a MONAI datalist whose training items gain ``easy`` and ``hard`` keys (paths relative to the JSON,
-see :func:`read_prepared_datalist`). A later run reuses them when they match the dataset
-(:func:`check_preparation`). The bundle's ``configs/prepare.yaml`` is the workflow;
+see :func:`lesionseg.data.datalist.read_prepared_datalist`). A later run reuses them when they match the
+dataset (:func:`check_preparation`). The bundle's ``configs/prepare.yaml`` is the workflow;
 :class:`EasyHardPreparation` holds its logic.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,15 +35,14 @@ from ignite.engine import Engine
 from monai.data import DataLoader, Dataset
 from PIL import Image
 
+from lesionseg.data.datalist import PART_KEYS, read_datalist_entry, read_prepared_datalist, write_datalist
 from lesionseg.data.io import DataError, PathLike, read_mask
-from lesionseg.data.readers import read_datalist
 from lesionseg.engines.precision import Precision, resolve_precision
 
 __all__ = [
     "DATALIST_FILENAME",
     "WEIGHTS_FILENAME",
     "easy_hard_parts",
-    "read_prepared_datalist",
     "with_parts",
     "check_preparation",
     "require_preparation",
@@ -58,8 +55,6 @@ logger = logging.getLogger(__name__)
 DATALIST_FILENAME = "datalist.json"
 #: the trained U-Net++ (a plain state dict), kept beside the parts it made
 WEIGHTS_FILENAME = "unetplusplus.pt"
-#: datalist keys of the easy part E_p and the hard part H_p
-PART_KEYS = ("easy", "hard")
 
 _COMMAND = (
     "python -m monai.bundle run --config_file configs/prepare.yaml --dataset_dir {dataset} --prepare_dir {folder}"
@@ -98,27 +93,6 @@ def easy_hard_parts(shallow: Any, deep: Any, ground_truth: Any) -> tuple[Any, An
     return easy, hard
 
 
-def read_prepared_datalist(path: PathLike, section: str = "training") -> list[dict]:
-    """Read one section of a preparation's datalist, with every path made absolute.
-
-    Like :func:`lesionseg.data.readers.read_datalist` (``image`` and ``label`` joined to the JSON's folder),
-    and the ``easy`` and ``hard`` mask paths too.
-
-    Raises:
-        DataError: naming the JSON, when it is missing, invalid, lacks ``section`` or an item's ``easy`` or
-            ``hard`` is not a path.
-    """
-    path = Path(path)
-    items = read_datalist(path, section)
-    for index, item in enumerate(items):
-        for key in PART_KEYS:
-            if key in item:
-                if not isinstance(item[key], str):
-                    raise DataError(path, f"{section}[{index}][{key!r}] must be a path, got {item[key]!r}")
-                item[key] = os.path.normpath(path.parent / item[key])
-    return items
-
-
 def with_parts(items: Sequence[Mapping], datalist: PathLike) -> list[dict]:
     """The training items with the ``easy`` and ``hard`` masks a preparation's datalist gives their images.
 
@@ -126,7 +100,8 @@ def with_parts(items: Sequence[Mapping], datalist: PathLike) -> list[dict]:
 
     Args:
         items: the training data dicts (``image``, ``label``...), e.g. a training dataset's ``data``.
-        datalist: the preparation's datalist (:func:`read_prepared_datalist` reads its training section).
+        datalist: the preparation's datalist (:func:`~lesionseg.data.datalist.read_prepared_datalist` reads its
+            training section).
 
     Raises:
         ValueError: naming the datalist and the image, when an item's image has no parts in it (the parts were
@@ -241,17 +216,11 @@ def _resize_nearest(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(mask[None].float(), size=tuple(size), mode="nearest-exact")[0, 0] > 0.5
 
 
-def _relative(value: str | Sequence[str], folder: Path) -> str | list[str]:
-    if isinstance(value, (list, tuple)):
-        return [_relative(v, folder) for v in value]
-    return Path(os.path.relpath(Path(value).resolve(), folder)).as_posix()
-
-
 class EasyHardPreparation:
     """
     TaiChiNet's one-shot training preparation (Sec. IV-C, Fig. 6): train a deep-supervision network once,
     then write the easy part E_p and hard part H_p (Eq. 23–24, :func:`easy_hard_parts`) of every training
-    image and a datalist that training reads (:func:`read_prepared_datalist`).
+    image and a datalist that training reads (:func:`~lesionseg.data.datalist.read_prepared_datalist`).
 
     :meth:`run` first checks (:func:`check_preparation`) whether ``prepare_dir`` already holds parts made
     for these training and validation sections; if so it reuses them without training. Otherwise (or with
@@ -376,8 +345,7 @@ class EasyHardPreparation:
         return self.datalist_path
 
     def _log_reuse(self) -> None:
-        with open(self.datalist_path) as file:
-            recorded = json.load(file).get("preparation", {})
+        recorded = read_datalist_entry(self.datalist_path, "preparation", {})
         logger.info(
             "easy/hard parts in %s match the dataset's training (%d) and validation (%d) images: reusing them "
             "without training (force=True makes them again); %s",
@@ -466,31 +434,23 @@ class EasyHardPreparation:
         return training, statistics
 
     def _write_datalist(self, training: Sequence[Mapping], statistics: Mapping[str, float]) -> None:
-        folder = self.prepare_dir.resolve()
-
-        def portable(item: Mapping) -> dict:
-            return {
-                key: _relative(value, folder) if key in ("image", "label") else value
-                for key, value in item.items()
-            }
-
-        content = {
-            "description": "TaiChiNet easy-to-hard training data: training items with their easy part E_p "
+        # image and label paths relative to the folder; the easy/hard paths (written by _mine) already are
+        write_datalist(
+            self.datalist_path,
+            {"training": training, "validation": self.validation_data},
+            description="TaiChiNet easy-to-hard training data: training items with their easy part E_p "
             "(Eq. 23) and hard part H_p (Eq. 24) mined by a deep-supervision U-Net++ (one-shot preparation)",
-            "preparation": {
-                "dataset": None if self.dataset_dir is None else str(self.dataset_dir.resolve()),
-                "threshold": self.threshold,
-                "easy_output": self.easy_output,
-                "hard_output": self.hard_output,
-                "recipe": self.recipe,
-                "statistics": dict(statistics),
+            metadata={
+                "preparation": {
+                    "dataset": None if self.dataset_dir is None else str(self.dataset_dir.resolve()),
+                    "threshold": self.threshold,
+                    "easy_output": self.easy_output,
+                    "hard_output": self.hard_output,
+                    "recipe": self.recipe,
+                    "statistics": dict(statistics),
+                }
             },
-            "training": [portable(item) for item in training],
-            "validation": [portable(item) for item in self.validation_data],
-        }
-        with open(self.datalist_path, "w") as file:
-            json.dump(content, file, indent=2)
-            file.write("\n")
+        )
 
 
 def _describe(statistics: Mapping[str, float]) -> str:
