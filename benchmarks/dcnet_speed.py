@@ -59,11 +59,11 @@ def _current_rss_bytes() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
-def _build(name: str):
+def _build(name: str, activation_checkpointing: bool = True):
     if name == "dcnet":
         from lesionseg.networks.nets.dcnet import DCNet
 
-        return DCNet(in_channels=1, out_channels=1)
+        return DCNet(in_channels=1, out_channels=1, use_checkpoint=activation_checkpointing)
     from monai.networks.nets import BasicUNet
 
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1)
@@ -150,7 +150,12 @@ def time_both(args: argparse.Namespace, mode: str) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     steps = {
         f"{name}:{precision}": _step_function(
-            _to(_build(name), args), mode, image, target, args.fused_adam, resolve_precision(precision, args.device)
+            _to(_build(name, not args.no_activation_checkpointing), args),
+            mode,
+            image,
+            target,
+            args.fused_adam,
+            resolve_precision(precision, args.device),
         )
         for name, precision in _runs(args)
     }
@@ -181,7 +186,7 @@ def peak_memory(args: argparse.Namespace, name: str, mode: str, precision: str) 
         torch.cuda.reset_peak_memory_stats(device)
     else:
         base = _current_rss_bytes()
-    net = _to(_build(name), args)
+    net = _to(_build(name, not args.no_activation_checkpointing), args)
     step = _step_function(net, mode, image, target, args.fused_adam, resolve_precision(precision, args.device))
     for _ in range(2):
         step()
@@ -203,6 +208,7 @@ def _subprocess(args: argparse.Namespace, worker: str, fixed_mmap_threshold: boo
     options += ["--channels-last"] if args.channels_last else []
     options += ["--precision", args.precision]
     options += ["--against-fp32"] if args.against_fp32 else []
+    options += ["--no-activation-checkpointing"] if args.no_activation_checkpointing else []
     command = [sys.executable, __file__, "--worker", worker, *options]
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -234,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         "--against-fp32",
         action="store_true",
         help="also time both networks in fp32 (same layout and optimiser) in the same rounds and print the speed-ups",
+    )
+    parser.add_argument(
+        "--no-activation-checkpointing",
+        action="store_true",
+        help="DC-Net keeps its decomposition subnet's activations instead of recomputing them (use_checkpoint=False)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -275,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} threads, device {args.device}, "
         f"{args.warmup} warm-up + {args.iters} timed steps x {args.repeats}, torch {version}{malloc}"
         f"{', fused Adam' if args.fused_adam else ''}{', channels-last' if args.channels_last else ''}"
+        f"{', DC-Net without activation checkpointing' if args.no_activation_checkpointing else ''}"
     )
     print(
         f"{'network':<10} {'precision':<9} {'params (M)':>10} {'mode':<6} {'images/s best':>13} {'(median)':>9} "
