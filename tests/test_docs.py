@@ -25,9 +25,7 @@ BUNDLES = sorted(path.parents[1] for path in (ROOT / "bundles").glob("*/configs/
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *(b / "docs" / "README.md" for b in BUNDLES)]
 
 #: a repository path: one of these folders, then path characters; not inside a longer path or a URL
-REPOSITORY_PATH = re.compile(
-    r"(?<![\w./-])((?:common|bundles|benchmarks|docs|tests|\.ci|configs|lesionseg)/[\w.*/-]*)"
-)
+REPOSITORY_PATH = re.compile(r"(?<![\w./-])((?:common|bundles|benchmarks|docs|tests|\.ci|configs|lesionseg)/[\w.*/-]*)")
 #: what bundle runs write into a bundle folder, absent from a checkout
 RUN_OUTPUTS = {"models", "eval", "easy_hard"}
 #: [text](target) and ![alt](target); the target up to the closing parenthesis or a title
