@@ -105,12 +105,32 @@ def mentioned_commands(text: str) -> set[str]:
     return set(COMMAND.findall(_split_code(text)[1]))
 
 
+def mentioned_options(text: str) -> set[tuple[str, str]]:
+    """``(command, --option)`` for every option given to a ``lesionseg <command>`` in the code of ``text``
+    (up to the end of the line, a shell line continuation joined, or the next ``&&``, ``|`` or ``;``)."""
+    options = set()
+    for line in _split_code(text)[1].replace("\\\n", " ").splitlines():
+        for match in COMMAND.finditer(line):
+            arguments = re.split(r"&&|\||;", line[match.end() :])[0]
+            options |= {(match.group(1), option) for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", arguments)}
+    return options
+
+
 @pytest.fixture(scope="module")
-def subcommands() -> set[str]:
+def command_options() -> dict[str, set[str]]:
+    """Each subcommand of the ``lesionseg`` command line and its option strings."""
     from lesionseg.cli import build_parser
 
     actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return set(actions[0].choices)
+    return {
+        name: {option for action in parser._actions for option in action.option_strings}
+        for name, parser in actions[0].choices.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def subcommands(command_options) -> set[str]:
+    return set(command_options)
 
 
 def test_the_documents_are_found():
@@ -134,10 +154,20 @@ def test_lesionseg_commands_exist(document, subcommands):
     assert not mentioned_commands(document.read_text(encoding="utf-8")) - subcommands, document
 
 
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_lesionseg_options_exist(document, command_options):
+    mentioned = mentioned_options(document.read_text(encoding="utf-8"))
+    unknown = sorted(
+        (command, option) for command, option in mentioned if option not in command_options.get(command, ())
+    )
+    assert not unknown, document
+
+
 def test_the_checks_see_what_the_documents_name(subcommands):
     """The README names paths, links and commands, so the checks above have something to check."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert {"demo", "download", "check-data", "predict", "crossval", "export-bundle"} <= mentioned_commands(readme)
+    assert {("download", "--root"), ("predict", "--bundle"), ("crossval", "--folds")} <= mentioned_options(readme)
     assert "common/lesionseg/networks/" in REPOSITORY_PATH.findall(readme)
     assert "docs/security.md" in LINK.findall(readme)
 
@@ -158,3 +188,5 @@ def test_the_checks_report_what_is_broken(subcommands):
     ]
     assert broken_links(readme, text) == ["docs/nowhere.md", "docs/security.md#no-such-heading"]
     assert mentioned_commands(text) - subcommands == {"extract"}
+    options = mentioned_options("`lesionseg predict --input a --ouptut b && lesionseg split --folds 5`")
+    assert options == {("predict", "--input"), ("predict", "--ouptut"), ("split", "--folds")}
