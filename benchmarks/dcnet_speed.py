@@ -26,12 +26,14 @@ follows the live memory, as CUDA's counter does. ``--default-malloc`` measures w
 Precision: ``--precision`` (fp32, bf16, fp16 on CUDA, auto; :func:`lesionseg.engines.resolve_precision`) runs
 both networks' forward passes under autocast, as the bundles do, with the loss on float32 outputs; fp16
 training steps use a gradient scaler. The report starts with the CPU model and its AMX and AVX-512-BF16
-flags, on which the bf16 ratios depend.
+flags, on which the bf16 ratios depend. ``--against-fp32`` also times both networks in fp32 in the same
+rounds (same layout and optimiser), so the bf16 / fp32 speed-ups come from one run.
 
 Usage::
 
     python benchmarks/dcnet_speed.py                       # 256x256, batch 4, fp32, 2 CPU threads
     python benchmarks/dcnet_speed.py --precision bf16 --channels-last --fused-adam
+    python benchmarks/dcnet_speed.py --precision bf16 --against-fp32 --channels-last --fused-adam  # bf16 speed-up
     python benchmarks/dcnet_speed.py --device cuda --iters 20
 """
 
@@ -57,11 +59,11 @@ def _current_rss_bytes() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
-def _build(name: str):
+def _build(name: str, activation_checkpointing: bool = True):
     if name == "dcnet":
         from lesionseg.networks.nets.dcnet import DCNet
 
-        return DCNet(in_channels=1, out_channels=1)
+        return DCNet(in_channels=1, out_channels=1, use_checkpoint=activation_checkpointing)
     from monai.networks.nets import BasicUNet
 
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1)
@@ -134,19 +136,33 @@ def _inputs(args: argparse.Namespace):
     return torch, device, image, target
 
 
+def _runs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The timed (network, precision) pairs: both networks in ``--precision``, and in fp32 with ``--against-fp32``."""
+    precisions = [args.precision] + (["fp32"] if args.against_fp32 and args.precision != "fp32" else [])
+    return [(name, precision) for precision in precisions for name in NETWORKS]
+
+
 def time_both(args: argparse.Namespace, mode: str) -> dict:
-    """Step times (seconds) of both networks, alternating, in this process."""
+    """Step times (seconds) of every (network, precision) run, alternating, in this process."""
+    from lesionseg.engines.precision import resolve_precision
+
     torch, device, image, target = _inputs(args)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    precision = _precision(args)
     steps = {
-        name: _step_function(_to(_build(name), args), mode, image, target, args.fused_adam, precision)
-        for name in NETWORKS
+        f"{name}:{precision}": _step_function(
+            _to(_build(name, not args.no_activation_checkpointing), args),
+            mode,
+            image,
+            target,
+            args.fused_adam,
+            resolve_precision(precision, args.device),
+        )
+        for name, precision in _runs(args)
     }
     for _ in range(args.warmup):
         for step in steps.values():
             step()
-    times: dict[str, list[float]] = {name: [] for name in NETWORKS}
+    times: dict[str, list[float]] = {key: [] for key in steps}
     for _ in range(args.iters):
         for name, step in steps.items():
             sync()
@@ -157,8 +173,11 @@ def time_both(args: argparse.Namespace, mode: str) -> dict:
     return {"times": times, "torch": torch.__version__}
 
 
-def peak_memory(args: argparse.Namespace, name: str, mode: str) -> dict:
-    """Peak memory growth (bytes) of one network in one mode, from before it is built, in this process."""
+def peak_memory(args: argparse.Namespace, name: str, mode: str, precision: str) -> dict:
+    """Peak memory growth (bytes) of one network in one mode and precision, from before it is built, in this
+    process."""
+    from lesionseg.engines.precision import resolve_precision
+
     torch, device, image, target = _inputs(args)
     cuda = device.type == "cuda"
     if cuda:
@@ -167,8 +186,8 @@ def peak_memory(args: argparse.Namespace, name: str, mode: str) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     else:
         base = _current_rss_bytes()
-    net = _to(_build(name), args)
-    step = _step_function(net, mode, image, target, args.fused_adam, _precision(args))
+    net = _to(_build(name, not args.no_activation_checkpointing), args)
+    step = _step_function(net, mode, image, target, args.fused_adam, resolve_precision(precision, args.device))
     for _ in range(2):
         step()
     if cuda:
@@ -188,6 +207,8 @@ def _subprocess(args: argparse.Namespace, worker: str, fixed_mmap_threshold: boo
     options += ["--fused-adam"] if args.fused_adam else []
     options += ["--channels-last"] if args.channels_last else []
     options += ["--precision", args.precision]
+    options += ["--against-fp32"] if args.against_fp32 else []
+    options += ["--no-activation-checkpointing"] if args.no_activation_checkpointing else []
     command = [sys.executable, __file__, "--worker", worker, *options]
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -215,6 +236,16 @@ def main(argv: list[str] | None = None) -> int:
         default="fp32",
         help="forward passes under autocast in this precision (fp16: CUDA only; auto: bf16 where native); default fp32",
     )
+    parser.add_argument(
+        "--against-fp32",
+        action="store_true",
+        help="also time both networks in fp32 (same layout and optimiser) in the same rounds and print the speed-ups",
+    )
+    parser.add_argument(
+        "--no-activation-checkpointing",
+        action="store_true",
+        help="DC-Net keeps its decomposition subnet's activations instead of recomputing them (use_checkpoint=False)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.size % 16 or args.size < 32:
@@ -230,18 +261,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    times = {(name, mode): [] for name in NETWORKS for mode in MODES}
+    runs = _runs(args)
+    times = {(f"{name}:{precision}", mode): [] for name, precision in runs for mode in MODES}
     version = ""
     for _ in range(args.repeats):
         for mode in MODES:
             timed = _subprocess(args, f"time:{mode}")
             version = timed["torch"]
-            for name in NETWORKS:
-                times[(name, mode)] += timed["times"][name]
+            for key, step_times in timed["times"].items():
+                times[(key, mode)] += step_times
     fixed = not args.default_malloc and not args.device.startswith("cuda")
     memory = {
-        (name, mode): _subprocess(args, f"memory:{name}:{mode}", fixed_mmap_threshold=fixed)
-        for name in NETWORKS
+        (f"{name}:{precision}", mode): _subprocess(
+            args, f"memory:{name}:{mode}:{precision}", fixed_mmap_threshold=fixed
+        )
+        for name, precision in runs
         for mode in MODES
     }
 
@@ -252,21 +286,38 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} threads, device {args.device}, "
         f"{args.warmup} warm-up + {args.iters} timed steps x {args.repeats}, torch {version}{malloc}"
         f"{', fused Adam' if args.fused_adam else ''}{', channels-last' if args.channels_last else ''}"
+        f"{', DC-Net without activation checkpointing' if args.no_activation_checkpointing else ''}"
     )
-    print(f"{'network':<10} {'params (M)':>10} {'mode':<6} {'images/s best':>13} {'(median)':>9} {'peak (GB)':>9}")
-    speed = {}
-    for name in NETWORKS:
+    print(
+        f"{'network':<10} {'precision':<9} {'params (M)':>10} {'mode':<6} {'images/s best':>13} {'(median)':>9} "
+        f"{'peak (GB)':>9}"
+    )
+    speed, peak = {}, {}
+    for name, precision in runs:
+        key = f"{name}:{precision}"
         for mode in MODES:
-            step_times = times[(name, mode)]
-            speed[(name, mode)] = args.batch / min(step_times)
+            step_times = times[(key, mode)]
+            speed[(key, mode)] = args.batch / min(step_times)
             median = args.batch / statistics.median(step_times)
-            peak = memory[(name, mode)]["peak_bytes"] / 1e9
-            params = memory[(name, mode)]["parameters"] / 1e6
-            print(f"{name:<10} {params:>10.2f} {mode:<6} {speed[(name, mode)]:>13.3f} {median:>9.3f} {peak:>9.2f}")
+            peak[(key, mode)] = memory[(key, mode)]["peak_bytes"]
+            params = memory[(key, mode)]["parameters"] / 1e6
+            print(
+                f"{name:<10} {precision:<9} {params:>10.2f} {mode:<6} {speed[(key, mode)]:>13.3f} {median:>9.3f} "
+                f"{peak[(key, mode)] / 1e9:>9.2f}"
+            )
+    chosen = args.precision
     for mode in MODES:
-        ratio = speed[("dcnet", mode)] / speed[("basicunet", mode)]
-        mem = memory[("dcnet", mode)]["peak_bytes"] / memory[("basicunet", mode)]["peak_bytes"]
-        print(f"DC-Net / BasicUNet, {mode:<5}: throughput {ratio:.2f}x, peak memory {mem:.1f}x")
+        ratio = speed[(f"dcnet:{chosen}", mode)] / speed[(f"basicunet:{chosen}", mode)]
+        mem = peak[(f"dcnet:{chosen}", mode)] / peak[(f"basicunet:{chosen}", mode)]
+        print(f"DC-Net / BasicUNet ({chosen}), {mode:<5}: throughput {ratio:.2f}x, peak memory {mem:.1f}x")
+    if ("dcnet:fp32", "train") in speed and chosen != "fp32":
+        for mode in MODES:
+            for name in NETWORKS:
+                gain = speed[(f"{name}:{chosen}", mode)] / speed[(f"{name}:fp32", mode)]
+                mem = peak[(f"{name}:{chosen}", mode)] / peak[(f"{name}:fp32", mode)]
+                print(f"{name} {chosen} / fp32, {mode:<5}: throughput {gain:.2f}x, peak memory {mem:.2f}x")
+        against = speed[(f"dcnet:{chosen}", "infer")] / speed[("basicunet:fp32", "infer")]
+        print(f"DC-Net {chosen} inference / BasicUNet fp32 inference: {against:.2f}x")
     return 0
 
 

@@ -39,6 +39,7 @@ Usage::
 
     python benchmarks/taichinet_speed.py                   # 224x224, batch 16, fp32, 2 CPU threads
     python benchmarks/taichinet_speed.py --precision bf16 --channels-last
+    python benchmarks/taichinet_speed.py --precision bf16 --channels-last --against-fp32  # against the 0.2.0 bundle
     python benchmarks/taichinet_speed.py --batch 4 --iters 5
     python benchmarks/taichinet_speed.py --device cuda --iters 20
 """
@@ -55,6 +56,8 @@ import sys
 import time
 
 NETWORKS = ("taichinet", "path")
+# ``--against-fp32``: TaiChiNet as the 0.2.0 bundle trained it, in fp32 and contiguous memory
+BASELINE = "taichinet_fp32_contiguous"
 MODES = ("train", "infer")
 # glibc: never serve allocations with mmap, never give the freed top of the heap back to the system.
 REUSE_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
@@ -193,21 +196,26 @@ def measure_memory(
 
 def measure_speed(
     mode: str, size: int, batch: int, iters: int, warmup: int, device: str, threads: int,
-    precision: str = "fp32", channels_last: bool = False,
+    precision: str = "fp32", channels_last: bool = False, against_fp32: bool = False,
 ) -> dict:
-    """Median wall and CPU seconds per image of both networks, their steps alternating in this process."""
+    """Median wall and CPU seconds per image of both networks, their steps alternating in this process; with
+    ``against_fp32`` also of TaiChiNet in fp32 and contiguous memory (:data:`BASELINE`) in the same rounds."""
     images, masks = _inputs(size, batch, device, threads)
     resolved = _precision(precision, device)
     steps = {
         name: _step_function(_network(name, device, channels_last), mode, images, masks, resolved) for name in NETWORKS
     }
+    if against_fp32:
+        steps[BASELINE] = _step_function(
+            _network("taichinet", device, False), mode, images, masks, _precision("fp32", device)
+        )
     for step in steps.values():
         for _ in range(warmup):
             step()
-    wall: dict[str, list[float]] = {name: [] for name in NETWORKS}
-    cpu: dict[str, list[float]] = {name: [] for name in NETWORKS}
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(iters):
-        for name in reversed(NETWORKS):  # the path first, then TaiChiNet
+        for name in ("path", "taichinet", BASELINE)[: len(steps)]:  # the path first, then TaiChiNet
             seconds, cpu_seconds = _timed(steps[name], device.startswith("cuda"))
             wall[name].append(seconds / batch)
             cpu[name].append(cpu_seconds / batch)
@@ -218,7 +226,7 @@ def measure_speed(
             "seconds_per_image_all": wall[name],
             "cpu_seconds_per_image_all": cpu[name],
         }
-        for name in NETWORKS
+        for name in steps
     }
 
 
@@ -232,6 +240,7 @@ def _run_worker(args: argparse.Namespace, worker: str) -> dict:
         *("--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads)),
         *("--precision", args.precision),
         *(["--channels-last"] if args.channels_last else []),
+        *(["--against-fp32"] if args.against_fp32 else []),
     ]
     env = {**os.environ, **REUSE_FREED_MEMORY} if args.reuse_freed_memory else None
     finished = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -267,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--channels-last", action="store_true", help="both networks in channels-last memory format (as the bundle runs)"
     )
+    parser.add_argument(
+        "--against-fp32",
+        action="store_true",
+        help="also time TaiChiNet in fp32 and contiguous memory (the 0.2.0 bundle) in the same rounds",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # "memory:NETWORK:MODE" or "speed:MODE"
     args = parser.parse_args(argv)
     if args.size % 16 != 0:
@@ -278,16 +292,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         kind, *rest = args.worker.split(":")
-        if kind == "memory":
+        if kind == "memory" and rest[0] == BASELINE:
+            result = measure_memory("taichinet", rest[1], args.size, args.batch, args.warmup, args.device,
+                                    args.threads, "fp32", False)
+        elif kind == "memory":
             result = measure_memory(*rest, args.size, args.batch, args.warmup, args.device, args.threads,
                                     args.precision, args.channels_last)
         else:
             result = measure_speed(*rest, args.size, args.batch, args.iters, args.warmup, args.device, args.threads,
-                                   args.precision, args.channels_last)
+                                   args.precision, args.channels_last, args.against_fp32)
         print(json.dumps(result))
         return 0
 
-    memory = {(name, mode): _run_worker(args, f"memory:{name}:{mode}") for mode in MODES for name in NETWORKS}
+    measured = NETWORKS + ((BASELINE,) if args.against_fp32 else ())
+    memory = {(name, mode): _run_worker(args, f"memory:{name}:{mode}") for mode in MODES for name in measured}
     speed = {mode: _run_worker(args, f"speed:{mode}") for mode in MODES}
 
     print(cpu_report())
@@ -298,13 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         + ("; glibc reusing freed memory" if args.reuse_freed_memory else "")
     )
     print(
-        f"{'network':<10} {'mode':<6} {'params':>11} {'images/s':>9} {'s/image':>8} {'CPU s/image':>11} {'peak MiB':>9}"
+        f"{'network':<26} {'mode':<6} {'params':>11} {'images/s':>9} {'s/image':>8} {'CPU s/image':>11} {'peak MiB':>9}"
     )
     for mode in MODES:
-        for name in NETWORKS:
+        for name in measured:
             timing, peak = speed[mode][name], memory[(name, mode)]
             print(
-                f"{name:<10} {mode:<6} {peak['parameters']:>11,} {1 / timing['seconds_per_image']:>9.3f} "
+                f"{name:<26} {mode:<6} {peak['parameters']:>11,} {1 / timing['seconds_per_image']:>9.3f} "
                 f"{timing['seconds_per_image']:>8.3f} {timing['cpu_seconds_per_image']:>11.3f} "
                 f"{peak['peak_memory_mib']:>9.0f}"
             )
@@ -320,6 +338,16 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio of the medians {ratio_of_medians:.2f}x), {cpu_ratio:.2f}x CPU time, "
             f"{memory_ratio:.2f}x peak memory"
         )
+    if args.against_fp32:
+        settings = f"{resolved}{' + channels-last' if args.channels_last else ''}"
+        for mode in MODES:
+            gain = _paired_ratio(speed[mode][BASELINE]["seconds_per_image_all"],
+                                 speed[mode]["taichinet"]["seconds_per_image_all"])
+            memory_ratio = memory[("taichinet", mode)]["peak_memory_mib"] / memory[(BASELINE, mode)]["peak_memory_mib"]
+            print(
+                f"{mode}: TaiChiNet {settings} / TaiChiNet fp32 contiguous = {gain:.2f}x throughput "
+                f"(median of the paired ratios), {memory_ratio:.2f}x peak memory"
+            )
     return 0
 
 

@@ -71,6 +71,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "runs it natively, see the README); default: the bundle's `precision` setting (fp32 today)",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the network with torch.compile: about a minute at the first image, then faster images "
+        "(benchmarks/compile_speed.py); for long runs over thousands of images (a CPU needs a C++ compiler)",
+    )
+    parser.add_argument(
         "--threshold",
         type=probability_threshold,
         default=0.5,
@@ -97,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.override)
         prediction = FolderPrediction(
             args.input, args.output, args.bundle, args.checkpoint, args.model, overrides, args.device, args.precision,
-            args.recursive, args.probabilities, args.ground_truth, args.threshold, args.overwrite,
+            args.recursive, args.probabilities, args.ground_truth, args.threshold, args.overwrite, args.compile,
         )  # fmt: skip
         prediction.create_output()
     except (ModelError, DataError, FileNotFoundError, ValueError) as error:

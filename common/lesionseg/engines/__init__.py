@@ -7,6 +7,7 @@ from lesionseg.engines.checkpoint import (
     load_checkpoint,
     save_atomically,
 )
+from lesionseg.engines.compiled import CompilerMissingError, compile_for_inference
 from lesionseg.engines.config_checks import ConfigError, check_training_config
 from lesionseg.engines.curriculum import EasyToHardHandler
 from lesionseg.engines.easy_hard import (
@@ -31,6 +32,8 @@ __all__ = [
     "AutocastInferer",
     "Precision",
     "resolve_precision",
+    "CompilerMissingError",
+    "compile_for_inference",
     "ConfigError",
     "check_training_config",
     "CheckpointError",

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
+from lesionseg.engines.compiled import CompiledNetworkCache
+
 __all__ = [
     "PRECISIONS",
     "AutocastInferer",
@@ -281,6 +283,8 @@ class AutocastInferer(Inferer):
         precision: a :class:`Precision` (:func:`resolve_precision`), or a setting (``"fp32"``, ``"bf16"``,
             ``"fp16"``, ``"auto"``) resolved for the inputs' device at the first call.
         inferer: the inferer to run; ``None``: :class:`monai.inferers.SimpleInferer`.
+        compile: run the network compiled by :func:`torch.compile` (:mod:`lesionseg.engines.compiled`),
+            compiled at the first call; for long batch inference of one image size.
 
     Example:
         >>> import torch
@@ -292,13 +296,17 @@ class AutocastInferer(Inferer):
     """
 
     def __init__(
-        self, precision: Precision | str = "fp32", inferer: Inferer | Callable[..., Any] | None = None
+        self,
+        precision: Precision | str = "fp32",
+        inferer: Inferer | Callable[..., Any] | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(precision, Precision):
             _check_name(precision)
         self.precision = precision
         self.inferer = SimpleInferer() if inferer is None else inferer
+        self.compiled = CompiledNetworkCache() if compile else None
 
     def precision_for(self, device: torch.device) -> Precision:
         """The precision on ``device`` (resolved once per device type)."""
@@ -314,6 +322,8 @@ class AutocastInferer(Inferer):
             args, kwargs: passed on to the wrapped inferer.
         """
         device = inputs.device if isinstance(inputs, torch.Tensor) else torch.device("cpu")
+        if self.compiled is not None:
+            network = self.compiled(network, device.type)
         with self.precision_for(device).autocast(device.type):
             outputs = self.inferer(inputs, network, *args, **kwargs)
         return to_float32(outputs)
