@@ -45,6 +45,7 @@ __all__ = [
     "write_datalist",
     "read_dataset",
     "read_images",
+    "inference_datalist",
 ]
 
 logger = logging.getLogger(__name__)
@@ -509,3 +510,19 @@ def read_images(source: PathLike) -> list[dict]:
         for item in unpaired:
             item["class"] = Path(item["image"]).parent.name
     return sorted(scan.items + unpaired, key=lambda item: natural_key(item["image"]))
+
+
+def inference_datalist(source: PathLike) -> list[dict]:
+    """The data of an inference run over ``source``: ``[{"image": path}, ...]`` for every image :func:`read_images`
+    finds, in its order.
+
+    Only the image is kept: MONAI's evaluators take a ``label`` in the batch for a ground truth to move to the
+    device, and a mask path there would fail the run.
+
+    Args:
+        source: any source :func:`read_images` reads (a dataset in a supported layout or a flat folder of images).
+
+    Raises:
+        DataError: naming ``source``, when it holds no image.
+    """
+    return [{"image": item["image"]} for item in read_images(source)]
