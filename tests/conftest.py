@@ -149,3 +149,25 @@ def busi_dir() -> Path:
     if not dataset.is_dir():
         pytest.skip(f"real BUSI data not found at {dataset}")
     return dataset
+
+
+@pytest.fixture
+def single_process_group(monkeypatch):
+    """The environment torchrun gives a world of one process (gloo on the CPU); the group is destroyed after the
+    test, when the test made one."""
+    import socket
+
+    import ignite.distributed
+    import torch.distributed as dist
+
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    # a port the system has just handed out, so that two test runs on one machine do not collide
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(probe.getsockname()[1]))
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    # ignite caches the distributed context it last saw; without this, later workflows still ask the destroyed group
+    ignite.distributed.sync()

@@ -5,10 +5,8 @@ inference and distributed training, on tiny phantoms."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
-import ignite.distributed
 import numpy as np
 import pytest
 import torch
@@ -195,22 +193,6 @@ def test_inference_segments_a_folder(trained, data, tmp_path):
     run_zoo_pattern(workflow)
     sources = [p for p in data.rglob("*.png") if "_mask" not in p.name]
     assert len(list(tmp_path.glob("*_mask.png"))) == len(sources)
-
-
-@pytest.fixture
-def single_process_group(monkeypatch):
-    """The environment torchrun gives a world of one process (gloo on the CPU)."""
-    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
-        monkeypatch.setenv(name, value)
-    # a port the system has just handed out, so that two test runs on one machine do not collide
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("MASTER_PORT", str(probe.getsockname()[1]))
-    yield
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    # ignite caches the distributed context it last saw; without this, later workflows still ask the destroyed group
-    ignite.distributed.sync()
 
 
 @pytest.mark.slow

@@ -40,6 +40,7 @@ __all__ = [
     "read_dataset",
     "read_images",
     "dataset_items",
+    "inference_datalist",
 ]
 
 #: file suffixes read as images (lower case)
@@ -343,3 +344,19 @@ def dataset_items(source_or_items: PathLike | Sequence[Mapping]) -> list[Mapping
     if isinstance(source_or_items, (str, os.PathLike)):
         return read_dataset(source_or_items)
     return list(source_or_items)
+
+
+def inference_datalist(source: PathLike) -> list[dict]:
+    """The data of an inference run over ``source``: ``[{"image": path}, ...]`` for every image :func:`read_images`
+    finds, in its order.
+
+    Only the image is kept: MONAI's evaluators take a ``label`` in the batch for a ground truth to move to the
+    device, and a mask path there would fail the run.
+
+    Args:
+        source: any source :func:`read_images` reads (a dataset in a supported layout or a flat folder of images).
+
+    Raises:
+        DataError: naming ``source``, when it holds no image.
+    """
+    return [{"image": item["image"]} for item in read_images(source)]

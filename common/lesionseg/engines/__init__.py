@@ -10,6 +10,7 @@ from lesionseg.engines.checkpoint import (
 from lesionseg.engines.compiled import CompilerMissingError, compile_for_inference
 from lesionseg.engines.config_checks import ConfigError, check_training_config
 from lesionseg.engines.curriculum import EasyToHardHandler
+from lesionseg.engines.distributed import handlers_for_rank, sync_batch_norm
 from lesionseg.engines.easy_hard import (
     EasyHardPreparation,
     check_preparation,
@@ -43,6 +44,8 @@ __all__ = [
     "save_atomically",
     "EasyHardPreparation",
     "EasyToHardHandler",
+    "handlers_for_rank",
+    "sync_batch_norm",
     "FiniteCheckpointLoader",
     "NonFiniteError",
     "RefuseNonFinited",

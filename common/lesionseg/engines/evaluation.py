@@ -32,10 +32,35 @@ from monai.utils import ImageMetaKey
 
 from lesionseg.metrics import METRICS, compute_image_metrics, summarise, write_per_image_csv, write_summary_json
 
-__all__ = ["PerImageMetricsWriter"]
+__all__ = ["PerImageMetricsWriter", "with_source_labels"]
 
 logger = logging.getLogger(__name__)
 
+
+
+def with_source_labels(
+    items: Sequence[Mapping], label_key: str = "label", source_key: str = "source_label"
+) -> list[dict]:
+    """Copies of the data items with their mask path also under ``source_key``, for the evaluate workflows.
+
+    The workflows load ``source_key`` unresized and score the prediction, inverted to the source image size,
+    against it (the mask as read from disk); ``label_key`` goes through the resizing preprocessing.
+
+    Args:
+        items: data dicts with a ``label_key`` (e.g. a section of :func:`lesionseg.data.splits.datalist_section`);
+            they are not changed.
+        label_key: the mask's key.
+        source_key: the key the copy goes under.
+
+    Raises:
+        KeyError: naming the item (its image where it has one) that has no ``label_key``.
+    """
+    copies = []
+    for index, item in enumerate(items):
+        if label_key not in item:
+            raise KeyError(f"item {index} ({item.get('image', 'no image')}) has no {label_key!r} to evaluate against")
+        copies.append({**item, source_key: item[label_key]})
+    return copies
 
 class PerImageMetricsWriter:
     """

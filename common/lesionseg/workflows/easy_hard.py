@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from monai.bundle import ConfigWorkflow
 from lesionseg.data.io import PathLike
 from lesionseg.workflows.bundle import run_steps
 
-__all__ = ["run_preparation"]
+__all__ = ["prepare_for_training", "run_preparation"]
 
 
 def run_preparation(
@@ -46,3 +46,22 @@ def run_preparation(
     # a preparation trains a U-Net++ but is not a bundle training: it lacks the ids MONAI requires of one
     run_steps(workflow, check_properties=False, label=f"the easy/hard preparation {config_file}")
     return workflow.parser.get_parsed_content("preparation").datalist_path
+
+
+def prepare_for_training(
+    config_file: PathLike, shared: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> Path:
+    """Run the preparation for a training workflow (TaiChiNet's ``train.yaml``); return the parts' datalist.
+
+    The training's settings that the preparation must share (dataset, split, folders, precision) are passed as
+    ``shared``; the user's own settings of ``prepare.yaml`` (``overrides``, the training's ``prepare_overrides``)
+    are applied over them. The training config makes a callable of it (``_mode_: callable``) for
+    :class:`lesionseg.engines.curriculum.EasyToHardHandler`, which calls it when training starts.
+
+    Args:
+        config_file: the preparation config (``configs/prepare.yaml``).
+        shared: config ids of the preparation set from the training's settings, e.g. ``dataset_dir``.
+        overrides: further config ids of the preparation, e.g. ``{"max_epochs": 40, "force": True}``; they win
+            over ``shared``.
+    """
+    return run_preparation(config_file, **{**shared, **(overrides or {})})
