@@ -5,6 +5,7 @@ inference and distributed training, on tiny phantoms."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,33 @@ def test_inference_segments_a_folder(trained, data, tmp_path):
     run_zoo_pattern(workflow)
     sources = [p for p in data.rglob("*.png") if "_mask" not in p.name]
     assert len(list(tmp_path.glob("*_mask.png"))) == len(sources)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("g++"), reason="TorchInductor on a CPU needs a C++ compiler")
+def test_compiled_inference_writes_the_eager_masks(trained, data, tmp_path):
+    _, overrides, _ = trained
+    masks = {}
+    for compile in (False, True):
+        output = tmp_path / f"compile_{compile}"
+        workflow = _workflow(
+            ["inference"],
+            "infer",
+            dataset_dir=str(data),
+            ckpt_dir=overrides["ckpt_dir"],
+            output_dir=str(output),
+            image_size=TINY["image_size"],
+            compile=compile,
+            **{"network_def#features": TINY["network_def#features"]},
+        )
+        run_zoo_pattern(workflow)
+        # compiled at the first batch, when asked for
+        assert (workflow.inferer.compiled is not None and workflow.inferer.compiled._compiled is not None) == compile
+        masks[compile] = {p.name: np.asarray(Image.open(p)) for p in sorted(output.glob("*_mask.png"))}
+    assert masks[True].keys() == masks[False].keys() and masks[True]
+    for name, eager in masks[False].items():
+        # fused kernels sum in another order: a pixel at the threshold may flip, no more
+        assert np.mean(masks[True][name] != eager) <= 1e-3, name
 
 
 @pytest.mark.slow
