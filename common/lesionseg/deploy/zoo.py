@@ -223,12 +223,12 @@ _PROJECT_COMMAND = re.compile(
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 #: what an inline project command becomes in the export's model card
-_PROJECT_ONLY = " (a command of the lesionseg project, which this bundle does not include)"
+_PROJECT_ONLY = " (a lesionseg command, not part of this bundle)"
 
 
 def _filter_code_block(lines: list[str]) -> list[str]:
-    """The lines of a fenced block less its project commands (with their ``\\`` continuation lines and a
-    comment line ending in ``:`` just before them, which introduces them)."""
+    """The lines of a fenced block less its project commands, with their ``\\`` continuation lines and the
+    comment lines just above them (which describe them)."""
     kept: list[str] = []
     skipping = False
     for line in lines:
@@ -236,7 +236,7 @@ def _filter_code_block(lines: list[str]) -> list[str]:
             skipping = line.rstrip().endswith("\\")
             continue
         if _PROJECT_COMMAND.match(line):
-            if kept and kept[-1].lstrip().startswith("#") and kept[-1].rstrip().endswith(":"):
+            while kept and kept[-1].lstrip().startswith("#"):
                 kept.pop()
             skipping = line.rstrip().endswith("\\")
             continue
