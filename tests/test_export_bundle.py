@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from monai.bundle import download_large_files
+from test_zoo_export import bundle_copy, needs_formatters
 
 from lesionseg.cli import main
 from lesionseg.data.phantoms import write_phantom_dataset
@@ -46,21 +46,19 @@ TRAIN = {
 }
 
 
-def _bundle_copy(source: Path, destination: Path, weights_bytes: int | None) -> Path:
-    """The bundle's definition (no run outputs) in ``destination``, with a ``models/model.pt`` of that size."""
-    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("models", "eval", "easy_hard", "__pycache__"))
-    if weights_bytes is not None:
-        (destination / "models").mkdir()
-        (destination / "models" / "model.pt").write_bytes(os.urandom(weights_bytes))
-    return destination
+def _bundle_copy(source: Path, parent: Path, weights_bytes: int | None) -> Path:
+    """The bundle's definition (no run outputs) in ``parent/<its folder name>``, with a ``models/model.pt`` of
+    that size and a ``docs/data_license.txt`` (see ``test_zoo_export.bundle_copy``)."""
+    return bundle_copy(source, parent, weights_bytes=weights_bytes)
 
 
+@needs_formatters
 def test_export_lists_large_weights_and_vendors_the_code(tmp_path):
     source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=MAX_FILE_BYTES + 1024)
     weights = source / "models" / "model.pt"
     url = weights.as_uri()  # a file:// URL, so the download below stays offline
-    archive = export_bundle(source, tmp_path / "zoo" / "breast_us_dcnet", weights_url=url, make_zip=True)
-    out = tmp_path / "zoo" / "breast_us_dcnet"
+    archive = export_bundle(source, tmp_path / "zoo", name="breast_us_dcnet", weights_url=url, make_zip=True)
+    out = tmp_path / "zoo" / "models" / "breast_us_dcnet"
 
     assert archive == tmp_path / "zoo" / "breast_us_dcnet.zip"
     assert not (out / "models").exists(), "the weights must not be copied into the bundle folder"
@@ -107,11 +105,12 @@ def test_export_lists_large_weights_and_vendors_the_code(tmp_path):
 
 
 def test_export_refuses_a_used_output_and_a_non_bundle(tmp_path):
-    used = tmp_path / "used"
-    used.mkdir()
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=1024)
+    used = tmp_path / "zoo" / "models" / "breast_ultrasound_dcnet_segmentation"
+    used.mkdir(parents=True)
     (used / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not an empty folder"):
-        export_bundle(BUNDLES["dcnet"], used)
+        export_bundle(source, tmp_path / "zoo")
     assert (used / "keep.txt").read_text() == "mine"
     with pytest.raises(FileNotFoundError, match="configs/metadata.json"):
         export_bundle(tmp_path, tmp_path / "out")
@@ -124,13 +123,16 @@ def _isolated_python_sees_no_lesionseg() -> list[str]:
 
 
 @pytest.mark.slow
+@needs_formatters
 @pytest.mark.parametrize("name", sorted(BUNDLES))
 def test_exported_bundle_passes_zoo_checks_without_lesionseg(name, tmp_path):
     if not SCHEMA.is_file():
         pytest.skip(f"model-zoo schema not found at {SCHEMA}")
     data = write_phantom_dataset(tmp_path / "data", num_images=8, seed=1, size=(48, 64), progress=False)
-    out = tmp_path / "zoo" / f"{name}_ultrasound"
-    assert main(["export-bundle", "--bundle", str(BUNDLES[name]), "--output", str(out)]) == 0
+    source = _bundle_copy(BUNDLES[name], tmp_path / "source", weights_bytes=None)
+    out = tmp_path / "zoo" / "models" / f"{name}_ultrasound"
+    arguments = ["--bundle", str(source), "--output", str(tmp_path / "zoo"), "--name", f"{name}_ultrasound"]
+    assert main(["export-bundle", *arguments, "--no-weights"]) == 0
     spec = {
         "bundle": str(out),
         "site_packages": _isolated_python_sees_no_lesionseg(),
@@ -167,6 +169,7 @@ def _exported_files(out: Path) -> set[str]:
     return {path.as_posix() for path in files if path.parts[0] != "scripts"}
 
 
+@needs_formatters
 def test_export_copies_only_what_defines_the_bundle(tmp_path, caplog):
     source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=1024)
     definition = {
@@ -181,9 +184,8 @@ def test_export_copies_only_what_defines_the_bundle(tmp_path, caplog):
         (source / stray).parent.mkdir(parents=True, exist_ok=True)
         (source / stray).write_bytes(b"stray")
     (source / "docs" / "card.md").symlink_to("README.md")  # a link inside the bundle: copied as the file
-    out = tmp_path / "zoo" / "breast_us_dcnet"
     with caplog.at_level("WARNING", logger="lesionseg.deploy.zoo"):
-        export_bundle(source, out)
+        out = export_bundle(source, tmp_path / "zoo", name="breast_us_dcnet")
     assert _exported_files(out) == definition | {"large_files.yml", "docs/card.md"}
     assert not (out / "docs" / "card.md").is_symlink()
     assert (out / "docs" / "card.md").read_text() == (source / "docs" / "README.md").read_text()
@@ -191,6 +193,7 @@ def test_export_copies_only_what_defines_the_bundle(tmp_path, caplog):
     assert "train.yaml.bak (not part of a bundle's definition)" in caplog.text
 
 
+@needs_formatters
 @pytest.mark.parametrize(
     "link, target_kind",
     [("docs/notes.md", "file"), ("configs/extra.yaml", "file"), ("docs/figures", "folder"), ("LICENSE", "file")],
@@ -203,13 +206,14 @@ def test_export_refuses_a_link_out_of_the_bundle(tmp_path, capsys, link, target_
     link_path = source / link
     link_path.unlink(missing_ok=True)
     link_path.symlink_to(private / "id_rsa.md" if target_kind == "file" else private)
-    out = tmp_path / "zoo" / "breast_us_dcnet"
-    assert main(["export-bundle", "--bundle", str(source), "--output", str(out)]) == 1
+    out = tmp_path / "zoo" / "models" / "breast_ultrasound_dcnet_segmentation"
+    assert main(["export-bundle", "--bundle", str(source), "--output", str(tmp_path / "zoo"), "--no-weights"]) == 1
     err = capsys.readouterr().err
     assert f"{link_path}: symbolic link to {private}" in err and "outside the bundle" in err, err
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
+@needs_formatters
 def test_export_leaves_out_stray_links_without_following_them(tmp_path):
     source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=None)
     private = tmp_path / "private"
@@ -217,26 +221,28 @@ def test_export_leaves_out_stray_links_without_following_them(tmp_path):
     (private / "secret.txt").write_text("SECRET KEY")
     (source / "data").symlink_to(private)  # e.g. a dataset linked into the bundle folder
     (source / "eval").symlink_to(private)
-    out = export_bundle(source, tmp_path / "zoo" / "breast_us_dcnet")
+    out = export_bundle(source, tmp_path / "zoo", no_weights=True)
     assert not any("SECRET KEY" in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file())
     assert not (out / "data").exists() and not (out / "eval").exists()
 
 
 def test_export_zip_never_replaces_an_existing_archive(tmp_path):
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=1024)
     (tmp_path / "zoo").mkdir()
     archive = tmp_path / "zoo" / "breast_us_dcnet.zip"
     archive.write_bytes(b"someone else's archive")
     with pytest.raises(FileExistsError, match="breast_us_dcnet.zip exists"):
-        export_bundle(BUNDLES["dcnet"], tmp_path / "zoo" / "breast_us_dcnet", make_zip=True)
+        export_bundle(source, tmp_path / "zoo", name="breast_us_dcnet", make_zip=True)
     assert archive.read_bytes() == b"someone else's archive"
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["breast_us_dcnet.zip"]
 
 
+@needs_formatters
 def test_export_names_a_broken_metadata_file(tmp_path, capsys):
     source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=None)
     (source / "configs" / "metadata.json").write_text('{"version": "0.1",')
-    out = tmp_path / "zoo" / "breast_us_dcnet"
-    assert main(["export-bundle", "--bundle", str(source), "--output", str(out)]) == 1
+    out = tmp_path / "zoo" / "models" / "breast_ultrasound_dcnet_segmentation"
+    assert main(["export-bundle", "--bundle", str(source), "--output", str(tmp_path / "zoo"), "--no-weights"]) == 1
     err = capsys.readouterr().err.strip()
     metadata = source / "configs" / "metadata.json"
     assert err.startswith(f"lesionseg export-bundle: {metadata}: not a valid bundle metadata file"), err

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_zoo_export import bundle_copy, needs_formatters
 
 from lesionseg.cli import main
 from lesionseg.data.datalist import write_datalist
@@ -162,16 +163,19 @@ def test_split_refuses_to_write_over_the_datalist_it_splits(tiny_busi, tmp_path,
     assert datalist.read_bytes() == before
 
 
+@needs_formatters
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EACCES])
 def test_export_bundle_that_cannot_write_leaves_no_folder(tmp_path, monkeypatch, capsys, error):
-    output = tmp_path / "zoo" / "breast_us_dcnet"
-    output.parent.mkdir()
-    _failing_disk(monkeypatch, output.parent, budget=20_000, error=error)
-    bundle = ROOT / "bundles" / "dcnet_bundle"
-    assert main(["export-bundle", "--bundle", str(bundle), "--output", str(output)]) == 1
+    bundle = bundle_copy(ROOT / "bundles" / "dcnet_bundle", tmp_path / "source", weights_bytes=None)
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    _failing_disk(monkeypatch, zoo, budget=20_000, error=error)
+    assert main(["export-bundle", "--bundle", str(bundle), "--output", str(zoo), "--no-weights"]) == 1
     line = _one_line(capsys.readouterr().err)
+    output = zoo / "models" / "breast_ultrasound_dcnet_segmentation"
     assert line.startswith(f"lesionseg export-bundle: {output}: {os.strerror(error)}"), line
     assert list(output.parent.iterdir()) == [], "no half-written export and no temporary folder may be left"
+    assert not (zoo / "ci").exists()
 
 
 def test_a_read_error_is_one_line_too(tmp_path, monkeypatch, capsys):

@@ -104,7 +104,7 @@ class DataError(ValueError):
         problem: what is wrong with it.
     """
 
-    def __init__(self, path: PathLike, problem: str | None = None) -> None:
+    def __init__(self, path: PathLike, problem: str | None = None) -> None:  # noqa: B042 (__reduce__ pickles it)
         if problem is None:
             path, _, problem = str(path).partition(": ")
         self.path = str(path)

@@ -14,7 +14,7 @@ __all__ = ["channels_by_positions", "per_channel", "sample_rms", "spatial_axes"]
 
 def spatial_axes(x: torch.Tensor) -> List[int]:
     """The spatial axes ``[2, …, x.dim() - 1]`` of a (B, C, *S) tensor, e.g. for a mean over positions."""
-    return [axis for axis in range(2, x.dim())]
+    return list(range(2, x.dim()))
 
 
 def per_channel(values: torch.Tensor, dims: int) -> torch.Tensor:
@@ -49,7 +49,7 @@ def sample_rms(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
         >>> sample_rms(torch.full((2, 3, 4, 4), -2.0)).flatten().tolist()
         [2.0, 2.0]
     """
-    axes = [axis for axis in range(1, x.dim())]
+    axes = list(range(1, x.dim()))
     # a half-precision input's mean of squares accumulates in float32; only the (B, 1, …, 1) result is cast
     accumulate = torch.promote_types(x.dtype, torch.float32)
     return x.square().mean(axes, keepdim=True, dtype=accumulate).clamp_min(eps * eps).sqrt()
