@@ -375,3 +375,29 @@ def test_easy_hard_mining_runs_in_the_precision(phantoms, tmp_path, precision, d
     (tmp_path / "parts").mkdir()  # as run() makes it before training and mining
     preparation._mine()
     assert network.dtypes and set(network.dtypes) == {dtype}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_training_validation_refuses_non_finite_outputs_naming_the_image(bundle, phantoms, tmp_path):
+    """A diverged network's NaN outputs would threshold to empty masks and read as a low validation Dice."""
+    from lesionseg.engines import NonFiniteError
+
+    extra = {"easy_to_hard": False} if bundle == "taichinet_bundle" else {}
+    workflow = make_workflow(
+        REPO / "bundles" / bundle, ["train"], "train", **TINY, max_epochs=1, tensorboard=False,
+        dataset_dir=str(phantoms), ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "eval"), **extra,
+    )  # fmt: skip
+    workflow.initialize()
+    with torch.no_grad():
+        for parameter in workflow.network_def.parameters():
+            parameter.fill_(float("nan"))
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    with pytest.raises(Exception) as raised:
+        evaluator.run()
+    errors = [raised.value]
+    while errors[-1].__cause__ is not None or errors[-1].__context__ is not None:
+        errors.append(errors[-1].__cause__ or errors[-1].__context__)
+    refused = [error for error in errors if isinstance(error, NonFiniteError)]
+    assert refused, repr(raised.value)
+    assert str(refused[0]).startswith(str(phantoms)) and "the network's output holds" in str(refused[0])
