@@ -11,6 +11,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Resize
 from monai.utils import MetaKeys
 
+from lesionseg.utils.meta import item_meta
+
 
 class ToXYMaskd(MapTransform):
     """A binary mask in lesionseg's (row, column) order to a 2-D uint8 array in MONAI's (x, y) order.
@@ -50,7 +52,7 @@ class ToXYMaskd(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         ref = d.get(self.ref_key)
-        meta = getattr(ref, "meta", None) or d.get(f"{self.ref_key}_meta_dict") or {}
+        meta = item_meta(d, self.ref_key)
         if MetaKeys.SPATIAL_SHAPE not in meta:
             raise KeyError(f"ToXYMaskd: '{self.ref_key}' carries no '{MetaKeys.SPATIAL_SHAPE}' in its metadata")
         height, width = (int(s) for s in np.asarray(meta[MetaKeys.SPATIAL_SHAPE]).ravel()[-2:])

@@ -11,6 +11,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
 
+from lesionseg.utils.meta import source_filename
+
 
 def _to_2d_array(data: torch.Tensor | np.ndarray) -> np.ndarray:
     array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
@@ -21,9 +23,7 @@ def _to_2d_array(data: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _source_stem(data: Mapping[Hashable, object], source_key: str) -> str:
-    source = data.get(source_key)
-    meta = getattr(source, "meta", None) or data.get(f"{source_key}_meta_dict") or {}
-    filename = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
+    filename = source_filename(data, source_key)
     if not filename:
         raise KeyError(f"cannot name the output: '{source_key}' carries no 'filename_or_obj' in its metadata")
     return Path(str(filename)).stem
@@ -145,9 +145,8 @@ class SaveMaskd(MapTransform):
     def _check_not_among_inputs(self, data: Mapping[Hashable, object]) -> None:
         output_dir = self.output_dir.resolve()
         for key in (self.source_key, self.label_key):
-            meta = getattr(data.get(key), "meta", None) or data.get(f"{key}_meta_dict") or {}
-            filename = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
-            if filename and isinstance(filename, (str, Path)) and Path(filename).resolve().parent == output_dir:
+            filename = source_filename(data, key)
+            if filename and Path(filename).resolve().parent == output_dir:
                 raise ValueError(
                     f"{self.output_dir}: the output folder holds the input {filename}; the predicted masks "
                     "(<name>_mask.png) would be written among the inputs and could replace their ground truth: "

@@ -18,6 +18,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from lesionseg.engines.checkpoint_loader import WeightsOnlyCheckpointLoader
+from lesionseg.utils.meta import source_filename
 
 __all__ = [
     "NonFiniteError",
@@ -155,9 +156,7 @@ class RefuseNonFinited(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        source = d.get(self.source_key)
-        meta = getattr(source, "meta", None) or d.get(f"{self.source_key}_meta_dict") or {}
-        image = meta.get("filename_or_obj", "an image") if isinstance(meta, Mapping) else "an image"
+        image = source_filename(d, self.source_key) or "an image"
         for key in self.key_iterator(d):
             value = d[key]
             check_finite_output(value if isinstance(value, torch.Tensor) else torch.as_tensor(value), str(image))

@@ -1,0 +1,46 @@
+"""lesionseg.utils.meta: one lookup of an item's metadata for every transform that names a file."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from lesionseg.data.layout import ToXYMaskd
+from lesionseg.data.writers import SaveMaskd
+from lesionseg.engines import NonFiniteError, RefuseNonFinited
+from lesionseg.engines import compiled as compiled_module
+from lesionseg.utils import meta as meta_module
+from lesionseg.utils.meta import item_meta, source_filename
+
+
+@pytest.mark.parametrize("module", [meta_module, compiled_module])
+def test_docstring_examples(module):
+    assert doctest.testmod(module, raise_on_error=False).failed == 0
+
+
+def test_a_meta_tensor_and_a_meta_dict_give_the_same_answers():
+    meta = {"filename_or_obj": "/data/a.png", "spatial_shape": np.array([4, 6])}
+    as_tensor = {"image": MetaTensor(torch.zeros(1, 4, 6), meta=meta)}
+    as_dict = {"image": torch.zeros(1, 4, 6), "image_meta_dict": meta}
+    for data in (as_tensor, as_dict):
+        assert source_filename(data, "image") == "/data/a.png"
+        assert item_meta(data, "image")["spatial_shape"].tolist() == [4, 6]
+    assert item_meta({"image": torch.zeros(1)}, "image") == {} and source_filename({}, "image") is None
+    assert item_meta({"image_meta_dict": "not a mapping"}, "image") == {}
+
+
+def test_the_transforms_name_the_file_from_a_meta_dict_too(tmp_path):
+    """Apps that hand over plain arrays with MONAI's `<key>_meta_dict` (older MONAI Label paths) get the same
+    file names in errors and outputs as MetaTensor pipelines."""
+    meta = {"filename_or_obj": str(tmp_path / "in" / "case 1.png"), "spatial_shape": np.array([4, 6])}
+    data = {"pred": torch.full((1, 4, 6), float("nan")), "image": torch.zeros(1, 4, 6), "image_meta_dict": meta}
+    with pytest.raises(NonFiniteError, match=r"case 1\.png"):
+        RefuseNonFinited(keys="pred")(data)
+    data["pred"] = torch.ones(1, 4, 6)
+    SaveMaskd(keys="pred", output_dir=tmp_path / "out", overlay=False)(data)
+    assert (tmp_path / "out" / "case 1_mask.png").is_file()
+    assert tuple(ToXYMaskd(keys="pred", ref_key="image")(data)["pred"].shape) == (6, 4)
