@@ -290,14 +290,17 @@ def test_start_sh_passes_an_explicit_host_through(app_dir, tmp_path):
 def test_start_sh_serves_on_127_0_0_1_labels_and_infers_over_http(app_dir, bundle_source, studies, tmp_path):
     """A real server from ``monailabel/start.sh`` without ``--host`` (bounded waits; killed at the end): it
     listens on 127.0.0.1 only, takes a label by ``PUT /datastore/label`` for an id with a space and parentheses
-    (URL-encoded, as BUSI's ``benign (1)``) and answers ``/infer`` for it."""
+    (URL-encoded, as BUSI's ``benign (1)``), answers ``/infer`` for it, scores the unlabelled images in the
+    background (the task MONAI Label starts as a separate process) and picks the most uncertain."""
     from urllib.parse import quote
 
     folder = tmp_path / "studies"
     folder.mkdir()
     image_id = "benign (1)"
     shutil.copy(studies / "case_0.png", folder / f"{image_id}.png")
-    shutil.copy(studies / "case_1.png", folder / "benign (2).png")
+    unlabelled = ["benign (2)", "malignant (3)"]
+    for index, name in enumerate(unlabelled, start=1):
+        shutil.copy(studies / f"case_{index}.png", folder / f"{name}.png")
     port = _free_port()
     command = [str(app_dir.parent / "start.sh"), "--studies", str(folder), "--port", str(port)]
     conf = {"bundles": str(bundle_source), "model_dir": str(tmp_path / "served"), "models": "dcnet_bundle"}
@@ -305,6 +308,8 @@ def test_start_sh_serves_on_127_0_0_1_labels_and_infers_over_http(app_dir, bundl
     for key, value in conf.items():
         command += ["--conf", key, value]
     env = {**server_env(tmp_path), "MONAILABEL": str(Path(sys.executable).parent / "monailabel")}
+    # MONAI Label's default: the server re-reads the datastore that its background tasks (scoring) write
+    env["MONAI_LABEL_DATASTORE_AUTO_RELOAD"] = "true"
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -350,6 +355,29 @@ def test_start_sh_serves_on_127_0_0_1_labels_and_infers_over_http(app_dir, bundl
             assert reply.status == 200
             mask = _png(reply.read())
         assert mask.shape == SOURCE_SHAPE and set(np.unique(mask)) <= {0, 1}
+
+        body = json.dumps({"device": "cpu", "max_workers": 1}).encode()
+        headers = {"Content-Type": "application/json"}
+        request = urllib.request.Request(f"{base}/scoring/dcnet_bundle", data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            assert reply.status == 200
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and status not in ("DONE", "ERROR"):
+            time.sleep(1)
+            with urllib.request.urlopen(f"{base}/scoring/", timeout=10) as reply:
+                status = json.loads(reply.read())["status"]
+        assert status == "DONE", f"scoring: {status}\n{(tmp_path / 'server.log').read_text()[-3000:]}"
+        deadline, scores = time.monotonic() + 30, {}
+        while time.monotonic() < deadline and len(scores) < len(unlabelled):
+            with urllib.request.urlopen(f"{base}/datastore/?output=all", timeout=10) as reply:
+                objects = json.loads(reply.read())["objects"]
+            scores = {i: objects[i]["image"]["info"].get("epistemic_entropy_dcnet_bundle") for i in unlabelled}
+            scores = {i: s for i, s in scores.items() if s is not None}
+            time.sleep(0.5)
+        assert len(set(scores.values())) > 1 and min(scores.values()) > 0, scores
+        request = urllib.request.Request(f"{base}/activelearning/epistemic", data=b"{}", headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert json.loads(reply.read())["id"] == max(scores, key=scores.get)
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
