@@ -80,18 +80,37 @@ def test_served_copies_carry_only_what_serving_needs(client, bundle_source, serv
         assert all((bundle_source / name / output).is_file() for output in RUN_OUTPUTS), "the source was changed"
 
 
-def test_a_bundle_without_weights_is_refused_naming_the_file(app_dir, bundle_source, tmp_path):
-    """The app's start-up check (its lib/served.py) names the missing model file."""
+@pytest.fixture
+def served_module(app_dir):
+    """The app's ``lib/served.py`` (the served copies), imported from its file."""
     import importlib.util
-    import shutil
 
     spec = importlib.util.spec_from_file_location("served", app_dir / "lib" / "served.py")
-    served = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(served)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_bundle_without_weights_is_refused_naming_the_file(served_module, bundle_source, tmp_path):
     shutil.copytree(bundle_source / "dcnet_bundle" / "configs", tmp_path / "source" / "dcnet_bundle" / "configs")
     with pytest.raises(FileNotFoundError, match=r"dcnet_bundle/models/model\.pt: missing"):
-        served.prepare_served_bundles(tmp_path / "source", tmp_path / "served", ["dcnet_bundle"])
+        served_module.prepare_served_bundles(tmp_path / "source", tmp_path / "served", ["dcnet_bundle"])
     assert not (tmp_path / "served" / "dcnet_bundle").exists()
+    with pytest.raises(ValueError, match="model_dir"):
+        served_module.prepare_served_bundles(bundle_source, bundle_source, ["dcnet_bundle"])
+
+
+def test_a_restart_updates_the_configs_and_keeps_the_trained_weights(served_module, bundle_source, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(bundle_source / "dcnet_bundle", source / "dcnet_bundle")
+    served = served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])["dcnet_bundle"]
+    model = Path(served) / "models" / "model.pt"
+    model.write_bytes(b"fine-tuned by MONAI Label")
+    config = source / "dcnet_bundle" / "configs" / "inference.yaml"
+    config.write_text(config.read_text() + "\n# changed\n")
+    served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
+    assert model.read_bytes() == b"fine-tuned by MONAI Label"
+    assert (Path(served) / "configs" / "inference.yaml").read_text() == config.read_text()
 
 
 @pytest.mark.parametrize("name", BUNDLES)

@@ -7,6 +7,7 @@ files, easy/hard parts) is not copied.
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import shutil
 from pathlib import Path
@@ -29,7 +30,7 @@ def bundle_names(models: str | None) -> list[str]:
 def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict[str, str]:
     """Make ``served/<name>`` for each bundle name from ``source/<name>``.
 
-    The definition (``configs/``, ``docs/``, ``LICENSE``) is copied again at every start, so that the served
+    The definition (``configs/``, ``docs/``, ``LICENSE``) is brought up to date at every start, so that the served
     copy follows the source; ``models/model.pt`` is copied only into a copy that has none, because MONAI Label's
     training rewrites it there (the fine-tuned weights stay across restarts; delete the served copy to start
     again from the source's weights).
@@ -43,9 +44,12 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
         ``{name: path of the served copy}``.
 
     Raises:
-        FileNotFoundError: naming the bundle folder, its ``configs/metadata.json`` or its ``models/model.pt``
-            when one is missing (the served copy is then left as it was).
+        FileNotFoundError: naming the bundle's ``configs/metadata.json`` or ``models/model.pt`` when one is
+            missing (the served copy is then left as it was).
+        ValueError: when ``served`` is ``source`` (the copies would be the bundles themselves).
     """
+    if served.resolve() == source.resolve():
+        raise ValueError(f"{served}: the served copies' folder (model_dir) must differ from the bundles' folder")
     copies: dict[str, str] = {}
     for name in names:
         bundle = source / name
@@ -60,10 +64,7 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
         target = served / name
         target.mkdir(parents=True, exist_ok=True)
         for part in DEFINITION:
-            if (bundle / part).is_dir():
-                shutil.copytree(bundle / part, target / part, dirs_exist_ok=True)
-            elif (bundle / part).is_file():
-                shutil.copy2(bundle / part, target / part)
+            _copy_changed(bundle / part, target / part)
         model = target / MODEL_FILE
         if model.is_file():
             logger.info(f"{name}: serving the weights already in {model} (MONAI Label's training writes there)")
@@ -76,3 +77,14 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
             logger.info(f"{name}: weights copied from {bundle / MODEL_FILE}")
         copies[name] = str(target)
     return copies
+
+
+def _copy_changed(source: Path, target: Path) -> None:
+    """Copy the file or folder ``source`` to ``target``, writing only the files that differ (MONAI Label starts
+    the app again in each background task, while the server reads the served copy)."""
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for file in files:
+        copy = target / file.relative_to(source) if file != source else target
+        if not copy.is_file() or not filecmp.cmp(file, copy, shallow=False):
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, copy)
