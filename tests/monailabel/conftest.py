@@ -5,23 +5,21 @@ These tests run in the MONAI Label virtual environment (``.ci/monailabel-tests.s
 
 - ``studies`` (session): a MONAI Label datastore folder of 6 phantom images (72 x 88, H x W, so that a
   transposed mask would have the wrong size), the first 4 with labels in ``labels/final/``.
-- ``app_dir`` (session): the stock ``monaibundle`` app, copied by ``monailabel apps --download`` from the
-  installed package (no network), with both bundles in its ``model/`` folder. The copies are the bundles as
+- ``bundle_source`` (session): a folder of both bundles as a user has them (``--conf bundles``): the bundles as
   they are, with tiny settings written into their configs (image size 32, network widths 2..32, no worker
-  processes; TaiChiNet trains without the easy/hard preparation, see the README) and ``models/model.pt``
-  saved from the network's random initialisation.
+  processes), ``models/model.pt`` saved from the network's random initialisation and what runs write beside a
+  bundle (training state, exports, ``eval/``), which the app must not carry.
+- ``app_dir`` (session): the repository's app, ``monailabel/lesionseg_app`` (with ``monailabel/start.sh``),
+  copied to a temporary folder so that MONAI Label's ``logs/`` and the served copies stay out of the checkout.
 - ``client`` (session): a FastAPI ``TestClient`` of MONAI Label's server app (``monailabel.app.app``), started
-  as MONAI Label's own endpoint tests start it, offline: bundles from the local ``model/`` folder
-  (``zoo_source`` other than ``monaihosting``), no SAM, no automatic scoring.
+  as MONAI Label's own endpoint tests start it, with the app's defaults (no ``epistemic_model`` or other
+  settings) besides the bundle folders and a small scoring; no automatic scoring.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,8 @@ _spec = importlib.util.find_spec("monailabel")
 if _spec is None or _spec.origin in (None, "namespace"):
     collect_ignore_glob = ["test_*.py"]
 else:
-    from monailabel_testing import BUNDLES, LABELLED, OFFLINE_CONF, SOURCE_SHAPE, copy_bundle
+    from monailabel_testing import BUNDLES, LABELLED, REPO, SOURCE_SHAPE, copy_bundle
+
 
 @pytest.fixture(scope="session")
 def studies(tmp_path_factory) -> Path:
@@ -60,38 +59,37 @@ def studies(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_dir(tmp_path_factory) -> Path:
-    """The stock monaibundle app with both (tiny) bundles in ``model/``."""
-    apps = tmp_path_factory.mktemp("apps")
-    monailabel = Path(sys.executable).parent / "monailabel"
-    subprocess.run(
-        [str(monailabel), "apps", "--download", "--name", "monaibundle", "--output", str(apps)],
-        check=True,
-        timeout=120,
-        capture_output=True,
-        # the monailabel script runs `python` from PATH unless told which
-        env={**os.environ, "MONAILABEL_PYEXE": sys.executable},
-    )
-    app = apps / "monaibundle"
-    assert (app / "main.py").is_file(), f"monailabel apps --download wrote no {app / 'main.py'}"
+def bundle_source(tmp_path_factory) -> Path:
+    """Both (tiny) bundles, trained-bundle style, in one folder."""
+    source = tmp_path_factory.mktemp("bundles")
     for name in BUNDLES:
-        copy_bundle(name, app / "model")
-    return app
+        copy_bundle(name, source)
+    return source
 
 
 @pytest.fixture(scope="session")
-def client(app_dir, studies, tmp_path_factory):
+def app_dir(tmp_path_factory) -> Path:
+    """A copy of the repository's ``monailabel/`` folder: its ``lesionseg_app``."""
+    target = tmp_path_factory.mktemp("apps") / "monailabel"
+    ignore = shutil.ignore_patterns("model", "logs", "bin", "__pycache__")
+    shutil.copytree(REPO / "monailabel", target, ignore=ignore)
+    assert (target / "lesionseg_app" / "main.py").is_file()
+    return target / "lesionseg_app"
+
+
+@pytest.fixture(scope="session")
+def served_dir(tmp_path_factory) -> Path:
+    """The folder of the served copies (``--conf model_dir``) of the in-process server."""
+    return tmp_path_factory.mktemp("served")
+
+
+@pytest.fixture(scope="session")
+def client(app_dir, bundle_source, served_dir, studies, tmp_path_factory):
     """MONAI Label's FastAPI server app, in-process, serving both bundles (inference, training, scoring)."""
     from fastapi.testclient import TestClient
     from monailabel.config import settings
 
-    conf = {
-        **OFFLINE_CONF,
-        "models": ",".join(BUNDLES),
-        "epistemic_model": ",".join(BUNDLES),
-        "epistemic_simulation_size": "3",
-        "epistemic_dropout": "0.2",
-    }
+    conf = {"bundles": str(bundle_source), "model_dir": str(served_dir), "epistemic_simulation_size": "3"}
     settings.MONAI_LABEL_APP_DIR = str(app_dir)
     settings.MONAI_LABEL_STUDIES = str(studies)
     settings.MONAI_LABEL_APP_CONF = conf

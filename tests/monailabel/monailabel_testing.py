@@ -13,8 +13,8 @@ SOURCE_SHAPE = (72, 88)  # (H, W) of the datastore images
 LABELLED = 4
 
 TINY = {"image_size": [32, 32], "features": [2, 4, 8, 16, 32]}
-# what MONAI Label's app needs to stay offline: bundles from model/, no SAM 2 (its weights are downloaded)
-OFFLINE_CONF = {"zoo_source": "github", "sam2": "false", "preload": "false"}
+#: what a run writes beside a bundle and a served copy must not carry
+RUN_OUTPUTS = ("models/training_state.pt", "models/model.ts", "models/model.onnx", "eval/case_mask.png")
 
 
 def tiny_config(path: Path, extra: dict | None = None) -> None:
@@ -29,7 +29,11 @@ def tiny_config(path: Path, extra: dict | None = None) -> None:
 
 
 def copy_bundle(name: str, model_dir: Path) -> Path:
-    """Copy ``bundles/<name>`` (configs, docs, licence) into ``model_dir``, make it tiny and save a model."""
+    """Copy ``bundles/<name>`` (configs, docs, licence) into ``model_dir``, make it tiny, save a model and
+    leave the files of ``RUN_OUTPUTS`` beside it (as a trained bundle folder has them).
+
+    Only the size settings change: ``resume`` and TaiChiNet's ``easy_to_hard`` keep the bundles' defaults
+    (``true``), which the app overrides for MONAI Label's training."""
     import torch
     from monai.bundle import ConfigParser
 
@@ -37,18 +41,16 @@ def copy_bundle(name: str, model_dir: Path) -> Path:
     ignore = shutil.ignore_patterns("models", "eval", "easy_hard", "logs")
     shutil.copytree(REPO / "bundles" / name, target, ignore=ignore)
     tiny_config(target / "configs" / "inference.yaml")
-    # MONAI Label fine-tunes from models/model.pt on every training: no resuming of an earlier run's state
-    train_extra = {"num_workers": 0, "batch_size": 2, "resume": False}
-    if name == "taichinet_bundle":
-        # MONAI Label passes its own datalist and cannot pass the dataset folder the preparation mines
-        train_extra["easy_to_hard"] = False
-    tiny_config(target / "configs" / "train.yaml", train_extra)
+    tiny_config(target / "configs" / "train.yaml", {"num_workers": 0, "batch_size": 2})
     parser = ConfigParser()
     parser.read_config(str(target / "configs" / "inference.yaml"))
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def")
     (target / "models").mkdir()
     torch.save(network.state_dict(), target / "models" / "model.pt")
+    for output in RUN_OUTPUTS:
+        (target / output).parent.mkdir(exist_ok=True)
+        (target / output).write_bytes(b"written by a run")
     return target
 
 
@@ -61,7 +63,6 @@ def server_env(tmp_path: Path) -> dict:
             "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
             "MONAI_LABEL_TRACKING_ENABLED": "false",
             "MONAI_LABEL_SESSION_PATH": str(tmp_path / "sessions"),
-            "MONAI_ZOO_SOURCE": "github",
             "OMP_NUM_THREADS": "1",
             # the monailabel script runs `python` from PATH unless told which
             "MONAILABEL_PYEXE": sys.executable,

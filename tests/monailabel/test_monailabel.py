@@ -1,12 +1,14 @@
-"""Both bundles in MONAI Label 0.8.5's stock ``monaibundle`` app: info, inference, training and epistemic
-scoring through the FastAPI server app in-process, and inference once through a real ``monailabel
-start_server`` on 127.0.0.1. Fixtures: ``conftest.py`` beside this file."""
+"""The repository's MONAI Label app (``monailabel/lesionseg_app``) with MONAI Label 0.8.5, both bundles as they
+are (no hand edits): info, inference, training twice, epistemic scoring and strategy through the FastAPI server
+app in-process, and label upload and inference through a real server started by ``monailabel/start.sh``
+(127.0.0.1 by default). Fixtures: ``conftest.py`` beside this file."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monailabel_testing import BUNDLES, LABELLED, OFFLINE_CONF, SOURCE_SHAPE, server_env
+from monailabel_testing import BUNDLES, LABELLED, RUN_OUTPUTS, SOURCE_SHAPE, server_env
 from PIL import Image
 
 UNLABELLED = [f"case_{i}" for i in range(LABELLED, 6)]
@@ -64,8 +66,51 @@ def test_info_lists_both_bundles_as_2d_lesion_segmenters(client):
         assert model["type"] == "segmentation", name
         assert name in info["trainers"], name
         assert name in info["scoring"], name
-    assert set(info["strategies"]) == {"random", "first"}
-    assert not any(name.startswith("sam") for name in info["models"]), "SAM must be off (it downloads weights)"
+    strategies = {"random", "first", "epistemic", *(f"epistemic_{name}" for name in BUNDLES)}
+    assert set(info["strategies"]) == strategies
+    assert set(info["models"]) == set(BUNDLES), "the app serves the bundles only (no SAM: it downloads weights)"
+
+
+def test_served_copies_carry_only_what_serving_needs(client, bundle_source, served_dir):
+    for name in BUNDLES:
+        served = {p.relative_to(served_dir / name).as_posix() for p in (served_dir / name).rglob("*") if p.is_file()}
+        assert "models/model.pt" in served and "configs/inference.yaml" in served, name
+        assert not served & set(RUN_OUTPUTS), f"{name}: run outputs copied: {served & set(RUN_OUTPUTS)}"
+        assert not any(p.startswith("eval/") for p in served), name
+        assert all((bundle_source / name / output).is_file() for output in RUN_OUTPUTS), "the source was changed"
+
+
+@pytest.fixture
+def served_module(app_dir):
+    """The app's ``lib/served.py`` (the served copies), imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("served", app_dir / "lib" / "served.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_bundle_without_weights_is_refused_naming_the_file(served_module, bundle_source, tmp_path):
+    shutil.copytree(bundle_source / "dcnet_bundle" / "configs", tmp_path / "source" / "dcnet_bundle" / "configs")
+    with pytest.raises(FileNotFoundError, match=r"dcnet_bundle/models/model\.pt: missing"):
+        served_module.prepare_served_bundles(tmp_path / "source", tmp_path / "served", ["dcnet_bundle"])
+    assert not (tmp_path / "served" / "dcnet_bundle").exists()
+    with pytest.raises(ValueError, match="model_dir"):
+        served_module.prepare_served_bundles(bundle_source, bundle_source, ["dcnet_bundle"])
+
+
+def test_a_restart_updates_the_configs_and_keeps_the_trained_weights(served_module, bundle_source, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(bundle_source / "dcnet_bundle", source / "dcnet_bundle")
+    served = served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])["dcnet_bundle"]
+    model = Path(served) / "models" / "model.pt"
+    model.write_bytes(b"fine-tuned by MONAI Label")
+    config = source / "dcnet_bundle" / "configs" / "inference.yaml"
+    config.write_text(config.read_text() + "\n# changed\n")
+    served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
+    assert model.read_bytes() == b"fine-tuned by MONAI Label"
+    assert (Path(served) / "configs" / "inference.yaml").read_text() == config.read_text()
 
 
 @pytest.mark.parametrize("name", BUNDLES)
@@ -96,14 +141,14 @@ def _shift_model() -> torch.nn.Conv2d:
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_infer_mask_equals_the_bundles_own_run_pixel_for_pixel(client, app_dir, studies, name, tmp_path):
+def test_infer_mask_equals_the_bundles_own_run_pixel_for_pixel(client, served_dir, studies, name, tmp_path):
     """MONAI Label's PNG, the bundle's own inference run and the bundle's transforms applied by hand give
     the same mask, with the network replaced by ``x - 0.5`` in all three."""
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
     from monailabel.interfaces.utils.app import app_instance
 
-    bundle = app_dir / "model" / name
+    bundle = served_dir / name
     shift = _shift_model()
     torch.save(shift.state_dict(), bundle / "models" / "shift.pt")
     task = app_instance()._infers[name]
@@ -140,28 +185,46 @@ def test_infer_mask_equals_the_bundles_own_run_pixel_for_pixel(client, app_dir, 
     np.testing.assert_array_equal(own_run, by_hand)
 
 
+def _state_dict(path: Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state)
+
+
 @pytest.mark.parametrize("name", BUNDLES)
-def test_train_rewrites_the_model(client, app_dir, name):
-    model = app_dir / "model" / name / "models" / "model.pt"
-    before = torch.load(model, map_location="cpu", weights_only=True)
-    mtime = model.stat().st_mtime_ns
+def test_train_twice_rewrites_the_model_each_time(client, served_dir, name):
+    """The served train.yaml keeps ``resume: true`` (and TaiChiNet ``easy_to_hard: true``): the app's overrides
+    make a second training fine-tune again instead of finding the first one's finished state."""
+    import yaml
+
+    train = yaml.safe_load((served_dir / name / "configs" / "train.yaml").read_text())
+    assert train["resume"] is True and train.get("easy_to_hard", True) is True, "the served copy was edited"
+    model = served_dir / name / "models" / "model.pt"
     params = {"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False, "pretrained": True}
-    response = client.post(f"/train/{name}?run_sync=true", json=params)
-    assert response.status_code == 200, response.text
-    assert model.stat().st_mtime_ns > mtime, f"{model} was not rewritten"
-    after = torch.load(model, map_location="cpu", weights_only=True)
-    after = after.get("model", after)
-    assert set(after) == set(before)
-    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
-    assert changed, "training changed no weight"
+    for run in (1, 2):
+        before = _state_dict(model)
+        mtime = model.stat().st_mtime_ns
+        response = client.post(f"/train/{name}?run_sync=true", json=params)
+        assert response.status_code == 200, f"training {run}: {response.text}"
+        assert model.stat().st_mtime_ns > mtime, f"training {run}: {model} was not rewritten"
+        after = _state_dict(model)
+        assert set(after) == set(before)
+        changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+        assert changed, f"training {run} changed no weight"
     # the new model answers
     response = client.post(f"/infer/{name}?image=case_0&output=image", data={"params": json.dumps({"device": "cpu"})})
     assert response.status_code == 200, response.text
     assert _png(response.content).shape == SOURCE_SHAPE
 
 
+def test_epistemic_strategy_refuses_before_any_scoring(client):
+    response = client.post("/activelearning/epistemic", json={})
+    assert response.status_code == 409, response.text
+    assert "run POST /scoring/dcnet_bundle first" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("name", BUNDLES)
 def test_epistemic_scoring_uses_dropout_and_scores_the_unlabelled_images(client, name):
+    """The app's default scoring (no ``--conf epistemic_model``): dropout 0.2, a score per unlabelled image."""
     from monailabel.interfaces.utils.app import app_instance
 
     method = app_instance()._scoring_methods[name]
@@ -169,26 +232,22 @@ def test_epistemic_scoring_uses_dropout_and_scores_the_unlabelled_images(client,
     assert dropouts and all(p == pytest.approx(0.2) for p in dropouts), f"{name}: network_def#dropout not applied"
     response = client.post(f"/scoring/{name}?run_sync=true", json={"device": "cpu", "max_workers": 1})
     assert response.status_code == 200, response.text
+    assert response.json()["executed"] == len(UNLABELLED), response.text
     datastore = client.get("/datastore/?output=all").json()
-    scores = {i: datastore["objects"][i]["image"]["info"].get("epistemic_entropy") for i in UNLABELLED}
-    assert all(isinstance(s, float) and np.isfinite(s) and s >= 0 for s in scores.values()), scores
+    scores = {i: datastore["objects"][i]["image"]["info"].get(f"epistemic_entropy_{name}") for i in UNLABELLED}
+    assert all(isinstance(s, float) and np.isfinite(s) and s > 0 for s in scores.values()), scores
 
 
 def test_epistemic_strategy_picks_the_most_uncertain_image(client):
-    """The README's recipe: MONAI Label's Epistemic strategy registered beside the stock app's random and
-    first, asked through the active-learning endpoint after a scoring run."""
+    """``/activelearning/epistemic`` (DC-Net's scores) after a scoring run: the image of highest entropy."""
     from monailabel.interfaces.utils.app import app_instance
-    from monailabel.tasks.activelearning.epistemic import Epistemic
 
     response = client.post("/scoring/dcnet_bundle?run_sync=true", json={"device": "cpu", "max_workers": 1})
     assert response.status_code == 200, response.text
-    app = app_instance()
-    scores = {i: app.datastore().get_image_info(i)["epistemic_entropy"] for i in UNLABELLED}
-    app._strategies["epistemic"] = Epistemic()  # what init_strategies does with the README's line added
-    try:
-        response = client.post("/activelearning/epistemic", json={})
-    finally:
-        del app._strategies["epistemic"]
+    datastore = app_instance().datastore()
+    scores = {i: datastore.get_image_info(i)["epistemic_entropy_dcnet_bundle"] for i in UNLABELLED}
+    assert len(set(scores.values())) > 1, f"the check needs different scores: {scores}"
+    response = client.post("/activelearning/epistemic", json={})
     assert response.status_code == 200, response.text
     assert response.json()["id"] == max(scores, key=scores.get)
 
@@ -208,18 +267,70 @@ def _multipart_params(params: dict) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def test_start_server_answers_infer_over_http(app_dir, studies, tmp_path):
-    """A real ``monailabel start_server`` on 127.0.0.1 (bounded waits; the server is killed at the end)."""
+def _listening_addresses(port: int) -> set[str]:
+    """The IPv4/IPv6 addresses a socket listens on at ``port``, from /proc/net/tcp{,6} (hex, as the kernel
+    writes them: 0100007F is 127.0.0.1, 00000000 is 0.0.0.0)."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, local_port = local.split(":")
+            if state == "0A" and int(local_port, 16) == port:  # 0A: LISTEN
+                addresses.add(address)
+    return addresses
+
+
+def _multipart_file(field: str, filename: str, content: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_start_sh_passes_an_explicit_host_through(app_dir, tmp_path):
+    """``start.sh`` adds ``--host 127.0.0.1`` unless the command line names a host (``MONAILABEL=echo`` prints
+    the command it would run)."""
+    start = app_dir.parent / "start.sh"
+    env = {**os.environ, "MONAILABEL": "echo"}
+    default = subprocess.run([str(start), "--studies", "s"], env=env, capture_output=True, text=True, check=True)
+    assert default.stdout.split() == ["start_server", "--app", str(app_dir), "--host", "127.0.0.1", "--studies", "s"]
+    chosen = subprocess.run(
+        [str(start), "--studies", "s", "--host", "0.0.0.0"], env=env, capture_output=True, text=True, check=True
+    )
+    assert chosen.stdout.split() == ["start_server", "--app", str(app_dir), "--studies", "s", "--host", "0.0.0.0"]
+
+
+def test_start_sh_serves_on_127_0_0_1_labels_and_infers_over_http(app_dir, bundle_source, studies, tmp_path):
+    """A real server from ``monailabel/start.sh`` without ``--host`` (bounded waits; killed at the end): it
+    listens on 127.0.0.1 only, takes a label by ``PUT /datastore/label`` for an id with a space and parentheses
+    (URL-encoded, as BUSI's ``benign (1)``), answers ``/infer`` for it, scores the unlabelled images in the
+    background (the task MONAI Label starts as a separate process) and picks the most uncertain."""
+    from urllib.parse import quote
+
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    image_id = "benign (1)"
+    shutil.copy(studies / "case_0.png", folder / f"{image_id}.png")
+    unlabelled = ["benign (2)", "malignant (3)"]
+    for index, name in enumerate(unlabelled, start=1):
+        shutil.copy(studies / f"case_{index}.png", folder / f"{name}.png")
     port = _free_port()
-    conf = {**OFFLINE_CONF, "models": "dcnet_bundle", "skip_trainers": "true"}
-    command = [str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(app_dir)]
-    command += ["--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+    command = [str(app_dir.parent / "start.sh"), "--studies", str(folder), "--port", str(port)]
+    conf = {"bundles": str(bundle_source), "model_dir": str(tmp_path / "served"), "models": "dcnet_bundle"}
+    conf["skip_trainers"] = "true"
     for key, value in conf.items():
         command += ["--conf", key, value]
+    env = {**server_env(tmp_path), "MONAILABEL": str(Path(sys.executable).parent / "monailabel")}
+    # MONAI Label's default: the server re-reads the datastore that its background tasks (scoring) write
+    env["MONAI_LABEL_DATASTORE_AUTO_RELOAD"] = "true"
     log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env=server_env(tmp_path), start_new_session=True
-    )
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -234,14 +345,58 @@ def test_start_server_answers_infer_over_http(app_dir, studies, tmp_path):
         log_tail = (tmp_path / "server.log").read_text()[-3000:]
         assert info is not None, f"server not up after 180 s (exit {server.poll()}):\n{log_tail}"
         assert info["models"]["dcnet_bundle"]["labels"] == {"lesion": 1}
+        assert "dcnet_bundle" in info["scoring"] and "epistemic" in info["strategies"]
+        assert _listening_addresses(port) == {"0100007F"}, f"listening on {_listening_addresses(port)}"
+
+        encoded = quote(image_id)
+        assert encoded == "benign%20%281%29"
+        mask = (np.asarray(Image.open(studies / "labels" / "final" / "case_0.png")) > 0).astype(np.uint8) * 255
+        buffer = io.BytesIO()
+        Image.fromarray(mask).save(buffer, format="PNG")
+        body, content_type = _multipart_file("label", "label.png", buffer.getvalue())
+        request = urllib.request.Request(
+            f"{base}/datastore/label?image={encoded}&tag=final",
+            data=body,
+            headers={"Content-Type": content_type},
+            method="PUT",
+        )
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            assert json.loads(reply.read())["image"] == image_id
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(folder / "labels" / "final" / f"{image_id}.png")) > 0, mask > 0
+        )
+
         body, content_type = _multipart_params({"device": "cpu"})
         request = urllib.request.Request(
-            f"{base}/infer/dcnet_bundle?image=case_3&output=image", data=body, headers={"Content-Type": content_type}
+            f"{base}/infer/dcnet_bundle?image={encoded}&output=image", data=body, headers={"Content-Type": content_type}
         )
         with urllib.request.urlopen(request, timeout=120) as reply:
             assert reply.status == 200
             mask = _png(reply.read())
         assert mask.shape == SOURCE_SHAPE and set(np.unique(mask)) <= {0, 1}
+
+        body = json.dumps({"device": "cpu", "max_workers": 1}).encode()
+        headers = {"Content-Type": "application/json"}
+        request = urllib.request.Request(f"{base}/scoring/dcnet_bundle", data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            assert reply.status == 200
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and status not in ("DONE", "ERROR"):
+            time.sleep(1)
+            with urllib.request.urlopen(f"{base}/scoring/", timeout=10) as reply:
+                status = json.loads(reply.read())["status"]
+        assert status == "DONE", f"scoring: {status}\n{(tmp_path / 'server.log').read_text()[-3000:]}"
+        deadline, scores = time.monotonic() + 30, {}
+        while time.monotonic() < deadline and len(scores) < len(unlabelled):
+            with urllib.request.urlopen(f"{base}/datastore/?output=all", timeout=10) as reply:
+                objects = json.loads(reply.read())["objects"]
+            scores = {i: objects[i]["image"]["info"].get("epistemic_entropy_dcnet_bundle") for i in unlabelled}
+            scores = {i: s for i, s in scores.items() if s is not None}
+            time.sleep(0.5)
+        assert len(set(scores.values())) > 1 and min(scores.values()) > 0, scores
+        request = urllib.request.Request(f"{base}/activelearning/epistemic", data=b"{}", headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert json.loads(reply.read())["id"] == max(scores, key=scores.get)
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
