@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the MONAI Label virtual environment .venv-monailabel/ (apart from the main .venv: MONAI Label 0.8.5
 # needs numpy < 2, pydicom 2 and its own torch/torchvision pair). Does nothing when it is already complete.
-#   bash .ci/monailabel-env.sh            # about 7 minutes and 8 GB on a fresh machine (CUDA torch wheels)
+#   bash .ci/monailabel-env.sh            # 7 to 13 minutes (790 s measured on 2 cores) and 8 GB on a fresh machine (CUDA torch wheels)
 # The pins: monailabel 0.8.5 accepts monai >= 1.4, so pip keeps monai 1.6.1, the version the bundles pin;
 # the DICOM packages are the versions monailabel 0.8.5 works with; torch 2.14.1 / torchvision 0.29.1 are a
 # matching pair (a CUDA build, which runs on the CPU too).
