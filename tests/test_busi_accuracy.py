@@ -13,6 +13,7 @@ import yaml
 
 from lesionseg.data.phantoms import write_phantom_dataset
 from lesionseg.data.readers import read_busi
+from lesionseg.engines import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 LESION_CLASSES = ["benign", "malignant"]
@@ -90,7 +91,7 @@ def test_paper_preset_recipes_precision_and_run_folder(tmp_path):
     taichinet, dcnet = _train_config("taichinet_bundle"), _train_config("dcnet_bundle")
     assert (taichinet["batch_size"], taichinet["learning_rate"], taichinet["aug_prob"]) == (16, 1e-4, 0.5)
     assert (dcnet["batch_size"], dcnet["learning_rate"], dcnet["flip_prob"]) == (4, 3e-4, 0.0)
-    assert taichinet["precision"] == dcnet["precision"] == "fp32"
+    assert (taichinet["precision"], dcnet["precision"]) == ("fp32", "auto")
     assert overrides["dcnet"]["loss#alpha"] == 0.5
     assert busi_accuracy.PRESETS["paper"].models["dcnet"][0] == "dcnet_bundle"
     assert "max_epochs" not in overrides["taichinet"]["prepare_overrides"]  # prepare.yaml's own recipe
@@ -179,7 +180,9 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
     for name in ("basicunet", "dcnet", "taichinet"):
         for text in (results, test_results):
             row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
-            assert row.endswith("| fp32 |"), row
+            # the bundles' defaults: DC-Net auto, TaiChiNet (and BasicUNet, on its pipeline) fp32
+            expected = resolve_precision("auto", "cpu").name if name == "dcnet" else "fp32"
+            assert row.endswith(f"| {expected} |"), row
         # validation: lesion images only; test set: every labelled image, normal ones included
         assert set(_classes(out / name / "evaluation" / "per_image.csv")) <= set(LESION_CLASSES)
         assert sorted(_classes(out / name / "test" / "per_image.csv")) == test_classes
