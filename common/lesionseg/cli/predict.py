@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--precision",
         choices=("fp32", "bf16", "fp16", "auto"),
         help="precision of the network's forward pass: fp32, bf16, fp16 (CUDA only) or auto (bf16 where the device "
-        "runs it natively, see the README); default: the bundle's `precision` setting (auto)",
+        "runs it natively, see the README); default: the bundle's `precision` setting (DC-Net auto, TaiChiNet fp32)",
     )
     parser.add_argument(
         "--compile",
