@@ -49,7 +49,8 @@ Paper protocol (``--preset paper``):
   MONAI's ``BasicUNet`` with Dice + BCE through the TaiChiNet bundle (its easy-to-hard strategy off), so it
   gets TaiChiNet's data pipeline, augmentation, batch 16 and Adam 1e-4, the settings the TaiChiNet paper
   gives for all the networks it trains (Sec. V-B), its U-Net row (0.725 without normal images) included;
-- precision: ``--precision`` for every model (default: each bundle's own: DC-Net auto, TaiChiNet and BasicUNet fp32); the table states it;
+- precision: ``--precision`` for every model (default: each bundle's own: DC-Net auto, TaiChiNet and BasicUNet
+  fp32); the table states it;
 - run folder: ``../runs/busi_paper`` beside the checkout, outside the work tree, so that a later run on the
   same machine (or a fresh checkout beside it) finds and continues it;
 - targets (issue 15): TaiChiNet lesion Dice ≥ 0.80, DC-Net ≥ 0.78, and each ≥ BasicUNet + 0.02 with the
