@@ -73,7 +73,8 @@ class CompiledNetworkCache:
     """The compiled forward pass of whichever network is passed, compiled once per network object.
 
     An inferer receives the network at every call (MONAI's ``SupervisedEvaluator``); this keeps the compiled
-    version of the last one, through a weak reference so that it does not keep a replaced network alive.
+    version of the last network only (a new network object replaces it, so the old one can be freed), and
+    recognises that network by a weak reference, which cannot match a later object at a reused address.
     """
 
     def __init__(self) -> None:
