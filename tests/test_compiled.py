@@ -3,6 +3,7 @@ weights shared, and a plain error where no C++ compiler is there."""
 
 from __future__ import annotations
 
+import doctest
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from lesionseg.cli import main
 from lesionseg.engines import AutocastInferer, CompilerMissingError, compile_for_inference
+from lesionseg.engines import compiled as compiled_module
 
 needs_cxx = pytest.mark.skipif(
     not any(shutil.which(name) for name in ("g++", "c++", "clang++")), reason="TorchInductor needs a C++ compiler"
@@ -27,6 +29,11 @@ def _net() -> torch.nn.Module:
     with torch.no_grad():  # running statistics that are not (0, 1)
         net.train()(torch.rand(2, 1, 16, 16) * 3 + 1)
     return net.eval()
+
+
+@needs_cxx
+def test_docstring_examples():  # they compile, so they need the C++ compiler too
+    assert doctest.testmod(compiled_module, raise_on_error=False).failed == 0
 
 
 @needs_cxx
