@@ -239,17 +239,19 @@ def test_epistemic_scoring_uses_dropout_and_scores_the_unlabelled_images(client,
 
 
 def test_epistemic_strategy_picks_the_most_uncertain_image(client):
-    """``/activelearning/epistemic`` (DC-Net's scores) after a scoring run: the image of highest entropy."""
+    """``/activelearning/epistemic`` picks the unlabelled image of highest DC-Net score, here the last one in the
+    datastore's order (so not the first by default). The scores are written, not scored: the tiny random networks
+    of these tests predict lesion almost everywhere, so their scores tie on some CPUs (scoring has its own
+    tests above)."""
     from monailabel.interfaces.utils.app import app_instance
 
-    response = client.post("/scoring/dcnet_bundle?run_sync=true", json={"device": "cpu", "max_workers": 1})
-    assert response.status_code == 200, response.text
     datastore = app_instance().datastore()
-    scores = {i: datastore.get_image_info(i)["epistemic_entropy_dcnet_bundle"] for i in UNLABELLED}
-    assert len(set(scores.values())) > 1, f"the check needs different scores: {scores}"
+    scores = {image_id: 0.1 * (rank + 1) for rank, image_id in enumerate(UNLABELLED)}
+    for image_id, score in scores.items():
+        datastore.update_image_info(image_id, {"epistemic_entropy_dcnet_bundle": score})
     response = client.post("/activelearning/epistemic", json={})
     assert response.status_code == 200, response.text
-    assert response.json()["id"] == max(scores, key=scores.get)
+    assert response.json()["id"] == UNLABELLED[-1] == max(scores, key=scores.get)
 
 
 def _free_port() -> int:
@@ -393,10 +395,12 @@ def test_start_sh_serves_on_127_0_0_1_labels_and_infers_over_http(app_dir, bundl
             scores = {i: objects[i]["image"]["info"].get("epistemic_entropy_dcnet_bundle") for i in unlabelled}
             scores = {i: s for i, s in scores.items() if s is not None}
             time.sleep(0.5)
-        assert len(set(scores.values())) > 1 and min(scores.values()) > 0, scores
+        assert len(scores) == len(unlabelled) and all(np.isfinite(s) and s > 0 for s in scores.values()), scores
         request = urllib.request.Request(f"{base}/activelearning/epistemic", data=b"{}", headers=headers)
         with urllib.request.urlopen(request, timeout=30) as reply:
-            assert json.loads(reply.read())["id"] == max(scores, key=scores.get)
+            picked = json.loads(reply.read())["id"]
+        # the tiny random network's scores may tie (it predicts lesion almost everywhere): any top-scored image
+        assert scores[picked] == max(scores.values()), (picked, scores)
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
