@@ -352,7 +352,9 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
     summary = json.loads((folder / "evaluation" / "summary.json").read_text())
     record = {
         "model": name,
+        "bundle": bundle_name,
         "preset": args.preset,
+        "command": args.command,
         "train_seconds": trained,
         "wall_seconds": wall,
         "earlier_sessions_seconds": earlier,
@@ -378,7 +380,8 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
     if record_path.exists():
         logging.info("%s: evaluated on the test set before (%s), not rerun", name, record_path)
         return read_record(record_path, args.preset)
-    bundle = REPO / "bundles" / PRESETS[args.preset].models[name][0]
+    bundle_name = PRESETS[args.preset].models[name][0]
+    bundle = REPO / "bundles" / bundle_name
     overrides = model_overrides(name, args, datalist, extra)
     overrides.update(dataset_dir=str(args.test_dir), output_dir=str(folder / "test"), eval_section="all", classes=None)
     start = time.perf_counter()
@@ -386,7 +389,9 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
     run_workflow(bundle, ["train", "evaluate"], None, overrides)
     record = {
         "model": name,
+        "bundle": bundle_name,
         "preset": args.preset,
+        "command": args.command,
         "test_dir": str(args.test_dir),
         "wall_seconds": time.perf_counter() - start,
         "precision": precision_used(bundle, overrides),
@@ -546,7 +551,8 @@ def draw_curves(records: list[dict], output: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, with every setting it leaves out taken from its preset (``args.preset``)."""
+    """The command line, with every setting it leaves out taken from its preset (``args.preset``), and
+    ``args.command``, the command as a user types it from the repository's root (records and cards quote it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--preset",
@@ -613,6 +619,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--test-dir {args.test_dir} is not a folder")
     if args.epochs < 1 or args.size % 16:
         parser.error("--epochs must be positive and --size a multiple of 16")
+    args.command = shlex.join(["python", "benchmarks/busi_accuracy.py", *(sys.argv[1:] if argv is None else argv)])
     return args
 
 
@@ -625,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
-    command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(["busi_accuracy.py", *argv])
+    command = args.command
     datalist = write_split(args.dataset_dir.resolve(), args.output)
     records, test_records = [], []
     for name in args.models:

@@ -20,7 +20,17 @@ from lesionseg import __version__
 from lesionseg.utils.files import describe_os_error
 
 #: subcommand modules, in the order ``--help`` lists them
-SUBCOMMANDS = ("demo", "phantoms", "download", "check_data", "split", "predict", "crossval", "export_bundle")
+SUBCOMMANDS = (
+    "demo",
+    "phantoms",
+    "download",
+    "check_data",
+    "split",
+    "predict",
+    "crossval",
+    "export_bundle",
+    "record_weights",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

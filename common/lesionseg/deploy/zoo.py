@@ -31,7 +31,8 @@ advice (task and data, e.g. ``breast_ultrasound_dcnet_segmentation``, :data:`ZOO
   the sections of the zoo's model-card template it lacks (:data:`ZOO_README_SECTIONS`);
 - weights (``models/model.pt``, which is 218 MB for DC-Net) never go into the folder: they are listed in
   ``large_files.yml`` (path, URL, MD5), which ``python -m monai.bundle download_large_files`` and the zoo's
-  CI read. The URL is where the weights will be uploaded (``weights_url``); no file of the export may
+  CI read. The URL is where the weights will be uploaded (``weights_url``, by default the bundle's line of
+  ``hosted_weights.yml`` beside the bundles: :mod:`lesionseg.deploy.release`); no file of the export may
   exceed the zoo's 25 MB. A bundle without ``models/model.pt`` is refused unless ``no_weights`` is given
   (the zoo's ``verify_bundle.py`` fails such a bundle even in its ``min`` mode).
 
@@ -43,7 +44,6 @@ replaced (not the bundle folder, the unit test or, with ``--zip``, the archive).
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -60,6 +60,7 @@ from pathlib import Path
 import yaml
 
 import lesionseg
+from lesionseg.deploy.release import HOSTED_WEIGHTS, check_recorded_weights, file_md5, hosted_weights_url
 from lesionseg.deploy.zoo_unit_test import render_unit_test
 from lesionseg.utils.files import replacing, reraise_naming
 
@@ -296,14 +297,6 @@ def missing_readme_sections(text: str) -> list[str]:
     return missing
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _vendor(destination: Path, package: str) -> list[Path]:
     """Copy lesionseg (less :data:`_NOT_VENDORED`) to ``destination`` with its imports rewritten, each module
     formatted for the zoo (:func:`format_for_zoo`)."""
@@ -447,12 +440,17 @@ def _write_large_files(bundle: Path, output: Path, weights_url: str | None) -> l
         return []
     if weights_url is None:
         logger.warning(
-            "no --weights-url: large_files.yml names a placeholder URL; upload %s and put its URL there", weights
+            "no --weights-url and no URL for %s in %s: large_files.yml names a placeholder URL; upload %s and put "
+            "its URL in %s",
+            bundle.name,
+            bundle.parent / HOSTED_WEIGHTS,
+            weights,
+            bundle.parent / HOSTED_WEIGHTS,
         )
     entry = {
         "path": "models/model.pt",
         "url": weights_url or WEIGHTS_URL_PLACEHOLDER,
-        "hash_val": _md5(weights),
+        "hash_val": file_md5(weights),
         "hash_type": "md5",
     }
     with open(output / "large_files.yml", "w", encoding="utf-8") as stream:
@@ -513,7 +511,9 @@ def export_bundle(
             ``docs/data_license.txt``; ``models/model.pt`` unless ``no_weights``).
         output: the zoo's root: a checkout of the model zoo, or any folder (created if needed). Only new files
             are written into it.
-        weights_url: where ``models/model.pt`` will be downloaded from, written into ``large_files.yml``.
+        weights_url: where ``models/model.pt`` will be downloaded from, written into ``large_files.yml``;
+            default: the bundle's URL in ``hosted_weights.yml`` beside it
+            (:func:`~lesionseg.deploy.release.hosted_weights_url`).
         make_zip: also write ``<output>/<name>.zip`` (the bundle folder's contents under ``<name>/``).
         package: the name of the vendored code package.
         name: the bundle's name in the zoo; default: :data:`ZOO_BUNDLES`'s name for the bundle folder.
@@ -530,6 +530,8 @@ def export_bundle(
             or ``make_zip`` and ``<output>/<name>.zip`` exists.
         BundleLinkError: a file of the bundle's definition is a link pointing outside it (a ``ValueError``).
         ValueError: ``name`` is missing or invalid, or a file of the export exceeds :data:`MAX_FILE_BYTES`.
+        RecordedWeightsError: ``models/model.pt`` is not the checkpoint whose metrics ``configs/metadata.json``
+            records, or ``hosted_weights.yml`` is malformed (a ``ValueError``).
         ModuleNotFoundError: isort or black, which format the bundle's code, is not installed.
         OSError: writing failed (e.g. no space left), naming the file; nothing is left behind.
     """
@@ -549,6 +551,9 @@ def export_bundle(
             f"{bundle}: no models/model.pt; the model zoo's CI (verify_bundle.py) fails a bundle without weights. "
             "Train the bundle first, or give --no-weights to export it without them"
         )
+    if (bundle / "models" / "model.pt").is_file():
+        check_recorded_weights(bundle, bundle / "models" / "model.pt")
+    weights_url = weights_url or hosted_weights_url(bundle)
     zoo = zoo_bundle(bundle, name)
     destination = root / "models" / zoo.name
     unit_test = root / "ci" / "unit_tests" / f"test_{zoo.name}.py"

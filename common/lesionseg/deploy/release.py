@@ -1,0 +1,232 @@
+"""Trained weights a user can trust: which checkpoint a bundle's numbers describe, and where it is hosted.
+
+A bundle's ``models/model.pt`` is the output of a long run (``benchmarks/busi_accuracy.py``), which writes it
+with the run's ``record.json`` (metrics of the evaluation, precision, the exact command) into a run folder
+outside the repository. :func:`record_weights` takes one such run into the bundle:
+
+- it loads the checkpoint into the bundle's ``network_def`` (strict: a checkpoint of another network or other
+  widths is refused, naming the file) and copies it to ``models/model.pt`` (never over another file without
+  ``replace``);
+- ``configs/metadata.json``'s ``eval_metrics`` get the run's lesion metrics, the checkpoint's MD5, the precision
+  and the command, so the numbers and the file they belong to travel together;
+- the model card's "Recorded weights" block (between :data:`CARD_BEGIN` and :data:`CARD_END`, under
+  Performance) gets the same as a table.
+
+Where the weights are hosted is written in one place, ``bundles/hosted_weights.yml`` (:data:`HOSTED_WEIGHTS`:
+bundle folder name -> URL, ``null`` until hosted); ``lesionseg export-bundle`` writes that URL with the MD5
+into the export's ``large_files.yml`` (:func:`hosted_weights_url`), and refuses to export a ``model.pt`` whose
+MD5 differs from the recorded one (:func:`check_recorded_weights`): the card's numbers would then describe
+other weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lesionseg.utils.files import replacing
+
+__all__ = [
+    "CARD_BEGIN",
+    "CARD_END",
+    "HOSTED_WEIGHTS",
+    "RecordedWeightsError",
+    "check_recorded_weights",
+    "file_md5",
+    "hosted_weights_url",
+    "record_weights",
+    "recorded_block",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the file beside the bundle folders naming where each bundle's weights are hosted
+HOSTED_WEIGHTS = "hosted_weights.yml"
+#: the model card's markers around the block :func:`record_weights` rewrites
+CARD_BEGIN = "<!-- recorded-weights: written by `lesionseg record-weights`; edit the run, not this block -->"
+CARD_END = "<!-- /recorded-weights -->"
+#: metrics of the evaluation's lesion images (``summary.json``'s ``lesion`` group) copied into ``eval_metrics``
+LESION_METRICS = ("dice", "iou", "precision", "sensitivity", "hd95")
+MODEL_FILE = Path("models") / "model.pt"
+
+
+class RecordedWeightsError(ValueError):
+    """A run, a bundle or a checkpoint that cannot be recorded or exported as it is; the message names the file."""
+
+
+def file_md5(path: Path) -> str:
+    """The MD5 of a file, read in 1 MiB chunks (the checksum ``large_files.yml`` and the zoo use)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hosted_weights_url(bundle: Path) -> str | None:
+    """The URL of ``bundle``'s weights in ``<bundle>/../hosted_weights.yml``; None when not hosted yet (or no file).
+
+    Raises:
+        RecordedWeightsError: naming the file, when it is not a mapping of bundle names to an ``https://`` URL or
+            ``null``.
+    """
+    path = Path(bundle).parent / HOSTED_WEIGHTS
+    if not path.is_file():
+        return None
+    try:
+        hosted = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise RecordedWeightsError(f"{path}: not YAML ({error})") from error
+    if not isinstance(hosted, dict):
+        raise RecordedWeightsError(f"{path}: expected bundle folder name: URL lines, found {type(hosted).__name__}")
+    url = hosted.get(Path(bundle).name)
+    if url is not None and not (isinstance(url, str) and url.startswith("https://")):
+        raise RecordedWeightsError(f"{path}: {Path(bundle).name}: expected an https:// URL or null, found {url!r}")
+    return url
+
+
+def recorded_md5(bundle: Path) -> str | None:
+    """The checkpoint MD5 in ``configs/metadata.json``'s ``eval_metrics`` (None when no run was recorded)."""
+    metadata = json.loads((Path(bundle) / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    return (metadata.get("eval_metrics") or {}).get("model_md5")
+
+
+def check_recorded_weights(bundle: Path, weights: Path) -> None:
+    """Refuse ``weights`` when the bundle's metadata records another checkpoint's metrics.
+
+    Raises:
+        RecordedWeightsError: naming both MD5s and what to do, when they differ.
+    """
+    recorded = recorded_md5(bundle)
+    if recorded is None:
+        return
+    actual = file_md5(weights)
+    if actual != recorded:
+        raise RecordedWeightsError(
+            f"{weights}: MD5 {actual}, but {Path(bundle) / 'configs' / 'metadata.json'} records the metrics of "
+            f"MD5 {recorded}; the card's numbers would describe other weights. Record this checkpoint's run with "
+            "`lesionseg record-weights`, or put the recorded checkpoint back"
+        )
+
+
+def record_weights(bundle: Path, run: Path, command: str | None = None, replace: bool = False) -> dict[str, Any]:
+    """Make the checkpoint of ``run`` the bundle's weights, with its metrics, MD5 and command.
+
+    Args:
+        bundle: the bundle folder (``configs/metadata.json``, ``configs/inference.yaml``, ``docs/README.md``).
+        run: one model's folder of a ``benchmarks/busi_accuracy.py`` run: ``models/model.pt`` and ``record.json``
+            (``summary`` with a ``lesion`` group; ``command`` and ``precision`` where the run wrote them).
+        command: the command that made the run, when ``record.json`` has none (runs before lesionseg 0.3.1).
+        replace: write over a ``models/model.pt`` of the bundle that differs from the run's.
+
+    Returns:
+        the ``eval_metrics`` written into ``configs/metadata.json``.
+
+    Raises:
+        FileNotFoundError: naming the run's checkpoint or record when one is missing.
+        RecordedWeightsError: naming the file, when the record lacks the lesion metrics or the command, the
+            checkpoint does not load into the bundle's network, the card has no recorded-weights block, or the
+            bundle has other weights and ``replace`` is False. Nothing is written then.
+    """
+    bundle, run = Path(bundle), Path(run)
+    checkpoint, record_path = run / MODEL_FILE, run / "record.json"
+    for path in (checkpoint, record_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; is {run} one model's folder of a finished busi_accuracy run?")
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    lesion = (record.get("summary") or {}).get("lesion")
+    if not lesion or "dice" not in lesion:
+        raise RecordedWeightsError(f"{record_path}: no summary.lesion metrics (is the run's evaluation finished?)")
+    command = record.get("command") or command
+    if not command:
+        raise RecordedWeightsError(f"{record_path}: no command recorded; give the command that made the run")
+    _check_loads(bundle, checkpoint)
+    md5 = file_md5(checkpoint)
+    target = bundle / MODEL_FILE
+    if target.is_file() and not replace and file_md5(target) != md5:
+        raise RecordedWeightsError(f"{target}: holds other weights; pass replace=True (--replace) to write over it")
+    card = bundle / "docs" / "README.md"
+    card_text = card.read_text(encoding="utf-8")
+    if card_text.count(CARD_BEGIN) != 1 or card_text.count(CARD_END) != 1:
+        raise RecordedWeightsError(f"{card}: needs one '{CARD_BEGIN}' ... '{CARD_END}' block (under Performance)")
+
+    eval_metrics = {f"busi_lesion_{name}": round(float(lesion[name]["mean"]), 4) for name in LESION_METRICS}
+    eval_metrics["busi_lesion_dice_std"] = round(float(lesion["dice"]["std"]), 4)
+    eval_metrics["busi_lesion_images"] = int(lesion.get("n", lesion["dice"].get("count", 0)))
+    eval_metrics["busi_protocol"] = record.get("preset", "short")  # busi_accuracy.py's --preset
+    eval_metrics["precision"] = record.get("precision") or (record.get("overrides") or {}).get("precision", "default")
+    eval_metrics["model_md5"] = md5
+    eval_metrics["command"] = command
+
+    if not (target.is_file() and file_md5(target) == md5):
+        with replacing(target) as temporary:
+            shutil.copyfile(checkpoint, temporary)
+        logger.info("copied %s to %s", checkpoint, target)
+    metadata_path = bundle / "configs" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+    metadata["eval_metrics"] = eval_metrics
+    with replacing(metadata_path) as temporary:
+        temporary.write_text(json.dumps(metadata, indent=4) + "\n", encoding="utf-8")
+    begin, end = card_text.index(CARD_BEGIN), card_text.index(CARD_END)
+    block = recorded_block(eval_metrics, record)
+    with replacing(card) as temporary:
+        temporary.write_text(card_text[:begin] + block + card_text[end + len(CARD_END) :], encoding="utf-8")
+    logger.info("%s: recorded %s (MD5 %s, lesion Dice %.3f)", bundle, checkpoint, md5, eval_metrics["busi_lesion_dice"])
+    return eval_metrics
+
+
+def recorded_block(eval_metrics: dict[str, Any], record: dict[str, Any]) -> str:
+    """The model card's block, markers included: the metrics, the checkpoint's MD5 and the command."""
+    hours = record.get("wall_seconds", 0.0) / 3600
+    rows = [
+        "| lesion images | Dice | IoU | precision | sensitivity | HD95 (px) | precision mode | wall time |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        f"| {eval_metrics['busi_lesion_images']} | {eval_metrics['busi_lesion_dice']:.3f} ± "
+        f"{eval_metrics['busi_lesion_dice_std']:.3f} | {eval_metrics['busi_lesion_iou']:.3f} | "
+        f"{eval_metrics['busi_lesion_precision']:.3f} | {eval_metrics['busi_lesion_sensitivity']:.3f} | "
+        f"{eval_metrics['busi_lesion_hd95']:.1f} | {eval_metrics['precision']} | {hours:.1f} h |",
+    ]
+    text = [
+        CARD_BEGIN,
+        "",
+        f"`models/model.pt` (MD5 `{eval_metrics['model_md5']}`) is the checkpoint of this run of the BUSI "
+        f"comparison's {eval_metrics['busi_protocol']} protocol, evaluated on its validation split's lesion images "
+        "(also in `configs/metadata.json`'s `eval_metrics`):",
+        "",
+        *rows,
+        "",
+        # a code span, not a fenced block: the zoo export keeps it (marked as a command of the project)
+        f"Made by `{_one_line(eval_metrics['command'])}`.",
+        "",
+        CARD_END,
+    ]
+    return "\n".join(text)
+
+
+def _one_line(command: str) -> str:
+    return re.sub(r"\s+", " ", command).strip()
+
+
+def _check_loads(bundle: Path, checkpoint: Path) -> None:
+    """Load ``checkpoint`` into the bundle's ``network_def`` (strict), as the bundle's inference does."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    network = parser.get_parsed_content("network_def")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise RecordedWeightsError(f"{checkpoint}: not a checkpoint of {bundle}'s network_def ({first})") from error
