@@ -132,6 +132,9 @@ def test_a_run_without_a_command_or_a_record_gets_a_clear_error(bundle, tmp_path
         record_weights(bundle, run)
     code = main(["record-weights", "--bundle", str(bundle), "--run", str(run), "--command", COMMAND])
     assert code == 0 and "lesion Dice 0.812 over 104 images (bf16)" in capsys.readouterr().out
+    (run / "record.json").write_text('{"summary": {"lesion": ')  # cut short, as by a full disk
+    assert main(["record-weights", "--bundle", str(bundle), "--run", str(run)]) == 1
+    assert "run/dcnet/record.json: not JSON" in capsys.readouterr().err
     (run / "record.json").unlink()
     assert main(["record-weights", "--bundle", str(bundle), "--run", str(run)]) == 1
     assert "run/dcnet/record.json: missing" in capsys.readouterr().err

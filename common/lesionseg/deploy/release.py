@@ -140,8 +140,11 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     for path in (checkpoint, record_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; is {run} one model's folder of a finished busi_accuracy run?")
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    lesion = (record.get("summary") or {}).get("lesion")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RecordedWeightsError(f"{record_path}: not JSON ({error})") from error
+    lesion = (record.get("summary") or {}).get("lesion") if isinstance(record, dict) else None
     if not lesion or "dice" not in lesion:
         raise RecordedWeightsError(f"{record_path}: no summary.lesion metrics (is the run's evaluation finished?)")
     command = record.get("command") or command
