@@ -130,6 +130,13 @@ def test_a_run_without_a_command_or_a_record_gets_a_clear_error(bundle, tmp_path
     run = _run(tmp_path / "run" / "dcnet", command=None)
     with pytest.raises(RecordedWeightsError, match=r"run/dcnet/record.json: no command recorded"):
         record_weights(bundle, run)
+    record = json.loads((run / "record.json").read_text())
+    record["summary"]["lesion"]["hd95"]["mean"] = float("nan")  # json writes NaN
+    (tmp_path / "nan").mkdir()
+    shutil.copytree(run / "models", tmp_path / "nan" / "models")
+    (tmp_path / "nan" / "record.json").write_text(json.dumps(record))
+    with pytest.raises(RecordedWeightsError, match=r"nan/record.json: no summary.lesion mean of hd95"):
+        record_weights(bundle, tmp_path / "nan", command=COMMAND)
     code = main(["record-weights", "--bundle", str(bundle), "--run", str(run), "--command", COMMAND])
     assert code == 0 and "lesion Dice 0.812 over 104 images (bf16)" in capsys.readouterr().out
     (run / "record.json").write_text('{"summary": {"lesion": ')  # cut short, as by a full disk

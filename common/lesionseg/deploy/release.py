@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import shutil
 from pathlib import Path
@@ -123,7 +124,8 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         bundle: the bundle folder (``configs/metadata.json``, ``configs/inference.yaml``, ``docs/README.md``).
         run: one model's folder of a ``benchmarks/busi_accuracy.py`` run: ``models/model.pt`` and ``record.json``
             (``summary`` with a ``lesion`` group; ``command`` and ``precision`` where the run wrote them).
-        command: the command that made the run, when ``record.json`` has none (runs before lesionseg 0.3.1).
+        command: the command that made the run, when ``record.json`` has none (runs made before
+            ``busi_accuracy.py`` recorded it).
         replace: write over a ``models/model.pt`` of the bundle that differs from the run's.
 
     Returns:
@@ -145,8 +147,11 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     except json.JSONDecodeError as error:
         raise RecordedWeightsError(f"{record_path}: not JSON ({error})") from error
     lesion = (record.get("summary") or {}).get("lesion") if isinstance(record, dict) else None
-    if not lesion or "dice" not in lesion:
-        raise RecordedWeightsError(f"{record_path}: no summary.lesion metrics (is the run's evaluation finished?)")
+    missing = [name for name in LESION_METRICS if not _finite((lesion or {}).get(name, {}).get("mean"))]
+    if missing:
+        raise RecordedWeightsError(
+            f"{record_path}: no summary.lesion mean of {', '.join(missing)} (is the run's evaluation finished?)"
+        )
     command = record.get("command") or command
     if not command:
         raise RecordedWeightsError(f"{record_path}: no command recorded; give the command that made the run")
@@ -211,6 +216,10 @@ def recorded_block(eval_metrics: dict[str, Any], record: dict[str, Any]) -> str:
         CARD_END,
     ]
     return "\n".join(text)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _one_line(command: str) -> str:
