@@ -113,6 +113,10 @@ def test_a_checkpoint_of_another_network_is_refused_and_nothing_written(bundle, 
     with pytest.raises(RecordedWeightsError, match=r"run/dcnet/models/model.pt: not a checkpoint of .*network_def"):
         record_weights(bundle, run)
     assert _state(bundle) == before
+    (run / "models" / "model.pt").write_bytes((run / "models" / "model.pt").read_bytes()[:1000])  # cut short
+    with pytest.raises(RecordedWeightsError, match=r"run/dcnet/models/model.pt: "):
+        record_weights(bundle, run)
+    assert _state(bundle) == before
 
 
 def test_other_weights_in_the_bundle_are_kept_unless_replace(bundle, tmp_path):

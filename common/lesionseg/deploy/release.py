@@ -228,13 +228,17 @@ def _one_line(command: str) -> str:
 
 def _check_loads(bundle: Path, checkpoint: Path) -> None:
     """Load ``checkpoint`` into the bundle's ``network_def`` (strict), as the bundle's inference does."""
-    import torch
     from monai.bundle import ConfigParser
+
+    from lesionseg.engines.checkpoint import CheckpointError, load_checkpoint
 
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.yaml"))
     network = parser.get_parsed_content("network_def")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        state = load_checkpoint(checkpoint)  # weights only: a file with pickled code is refused, not run
+    except CheckpointError as error:
+        raise RecordedWeightsError(str(error)) from error
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:
