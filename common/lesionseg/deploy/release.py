@@ -154,12 +154,12 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         )
     command = record.get("command") or command
     if not command:
-        raise RecordedWeightsError(f"{record_path}: no command recorded; give the command that made the run")
+        raise RecordedWeightsError(f"{record_path}: no command recorded; give the one that made the run (--command)")
     _check_loads(bundle, checkpoint)
     md5 = file_md5(checkpoint)
     target = bundle / MODEL_FILE
     if target.is_file() and not replace and file_md5(target) != md5:
-        raise RecordedWeightsError(f"{target}: holds other weights; pass replace=True (--replace) to write over it")
+        raise RecordedWeightsError(f"{target}: holds other weights; --replace (replace=True) writes over them")
     card = bundle / "docs" / "README.md"
     card_text = card.read_text(encoding="utf-8")
     if card_text.count(CARD_BEGIN) != 1 or card_text.count(CARD_END) != 1:
