@@ -241,3 +241,42 @@ def test_replacing_passes_an_error_without_errno_through_unchanged(tmp_path):
             raise error
     assert raised.value is error and raised.value.__cause__ is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_replacing_exclusive_never_replaces_a_file_and_names_it(tmp_path):
+    target = tmp_path / "test_bundle.py"
+    with replacing(target, exclusive=True, suffix=".tmp") as temporary:
+        assert temporary.name.startswith(".test_bundle.py.") and temporary.name.endswith(".tmp")
+        temporary.write_text("first\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test_bundle.py"]
+    with pytest.raises(FileExistsError) as raised:
+        with replacing(target, exclusive=True) as temporary:
+            temporary.write_text("second\n")
+    assert raised.value.filename == str(target)
+    assert _snapshot(tmp_path) == {"test_bundle.py": b"first\n"}, "the file must stay, no temporary left"
+
+
+def test_replacing_durable_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+    synced = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    def replace(source, destination):
+        synced.append("rename")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with replacing(target, durable=True) as temporary:
+        temporary.write_bytes(b"new")
+    assert synced == [str(temporary.resolve()), "rename", str(tmp_path.resolve())]
+    assert target.read_bytes() == b"new"
+    synced.clear()
+    with replacing(target) as temporary:
+        temporary.write_bytes(b"newer")
+    assert synced == ["rename"], "only durable writes pay for fsync"

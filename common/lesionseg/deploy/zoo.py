@@ -611,15 +611,8 @@ def export_bundle(
 
 def _write_new(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, which must not exist (it is never replaced); a failed write leaves nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.link(temporary, path)  # fails if path exists: a complete file or none, and never a replaced one
-    finally:
-        os.unlink(temporary)
+    with replacing(path, exclusive=True, suffix=".tmp") as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def _umask() -> int:

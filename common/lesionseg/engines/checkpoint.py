@@ -32,7 +32,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
+
+from lesionseg.utils.files import replacing
 
 __all__ = ["RESUME_RULES", "TrainingCheckpoint", "CheckpointError", "load_checkpoint", "save_atomically"]
 
@@ -147,7 +148,7 @@ def _loader_items(engine: Any) -> Sequence[Mapping] | None:
 
 
 def save_atomically(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` through a temporary file in the same folder and a rename.
+    """``torch.save(obj)`` to ``path`` through :func:`lesionseg.utils.files.replacing` with ``durable=True``.
 
     The temporary file (``.<name>.<random>.tmp``) is flushed to disk (``fsync``) before it replaces ``path``
     (``os.replace``), so a process killed while writing, or a power cut, leaves the previous file (or none)
@@ -156,36 +157,19 @@ def save_atomically(obj: Any, path: PathLike) -> Path:
 
     Returns:
         ``path``.
+
+    Raises:
+        OSError: from writing, naming ``path`` (not the temporary file).
     """
     path = Path(path)
     if not _is_writer():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in _temporary_files(path):
         leftover.unlink(missing_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    try:  # the rename itself survives a power cut once the folder is on disk
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
+    with replacing(path, durable=True, suffix=".tmp") as temporary, temporary.open("wb") as file:
+        # through a file object: given a path, torch.save names the archive's root after the (random) file name,
+        # and the same weights would give other bytes each time
+        torch.save(obj, file)
     return path
 
 

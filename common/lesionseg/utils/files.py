@@ -4,8 +4,9 @@
 there (with any library: PIL, matplotlib, ``json``...), and only when that succeeded is the temporary file
 renamed over the target (``os.replace``, atomic on one file system). A previous good file therefore stays
 as it was until the new one is complete, and a failed write leaves neither a truncated target nor the
-temporary file. Torch objects have :func:`lesionseg.engines.save_atomically`, which adds ``fsync`` and
-distributed-rank handling for checkpoints.
+temporary file. ``durable=True`` also flushes the file and its folder to disk (checkpoints, which a power cut
+must not truncate: :func:`lesionseg.engines.save_atomically` adds the distributed rank to it), and
+``exclusive=True`` never replaces a file that is there (the model-zoo export writes only new files).
 
 An :class:`OSError` raised while writing is raised again with the target's path as its ``filename`` (an
 ``ENOSPC`` from ``write`` names no file, and an error on the temporary file would name that), so the
@@ -37,12 +38,23 @@ _ADVICE = {
 
 
 @contextmanager
-def replacing(path: PathLike) -> Iterator[Path]:
+def replacing(
+    path: PathLike, *, durable: bool = False, exclusive: bool = False, suffix: str | None = None
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error it replaces ``path``.
 
-    The temporary name is ``.<name>.<random><suffix>`` (the suffix, ``.nii.gz`` whole, is kept, so writers
-    that pick the format from it, such as PIL's ``Image.save``, matplotlib's ``savefig`` or ``nibabel.save``,
-    work unchanged). The file gets the usual permissions (``0o666`` less the umask). The folder is created.
+    The temporary name is ``.<name>.<random><suffix>`` (by default the target's suffix, ``.nii.gz`` whole, so
+    writers that pick the format from it, such as PIL's ``Image.save``, matplotlib's ``savefig`` or
+    ``nibabel.save``, work unchanged). The file gets the usual permissions (``0o666`` less the umask). The
+    folder is created.
+
+    Args:
+        path: the file to write.
+        durable: ``fsync`` the written file before the rename and the folder after it, so that a power cut
+            leaves the old file or the new one, never a truncated one.
+        exclusive: never replace a file: when ``path`` exists at the end, :class:`FileExistsError` naming it
+            (and nothing is written), even if it appeared while the block ran.
+        suffix: the temporary file's suffix instead of the target's (e.g. ``".tmp"``, to find leftovers).
 
     Example:
         >>> import tempfile, pathlib
@@ -58,7 +70,8 @@ def replacing(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+        if suffix is None:
+            suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
         # the name is cut short so that the temporary one stays within the file system's 255 bytes
         descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=suffix)
         os.close(descriptor)
@@ -70,13 +83,32 @@ def replacing(path: PathLike) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
+        if durable:
+            _fsync(temporary)
+        if exclusive:
+            os.link(temporary, path)  # fails if path exists, where a rename would replace it
+            temporary.unlink()
+        else:
+            os.replace(temporary, path)
+        if durable:  # the rename itself survives a power cut once the folder is on disk
+            try:
+                _fsync(path.parent)
+            except OSError:
+                pass  # some file systems cannot sync a folder; the file itself is on disk
     except OSError as error:
         temporary.unlink(missing_ok=True)
         reraise_naming(error, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_text_atomically(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
