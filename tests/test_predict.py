@@ -8,7 +8,9 @@ inference workflow, not accuracy.
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -732,17 +734,29 @@ def test_unwritable_output_is_reported_without_a_traceback_or_partial_files(dcne
     assert f"{tmp_path / 'notes.txt' / 'out'}: cannot create the output folder" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "a file"
 
-    # the disk fills up after each mask is written: the masks are removed, each image is reported
+    # the disk fills up after the first mask is written: that mask is removed, and the run stops there in one
+    # line naming the file (every later image would fail alike)
     def disk_full(probability, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(writers, "save_probability_png", disk_full)
     assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--probabilities") == 1
     captured = capsys.readouterr()
+    expected = f"lesionseg predict: {tmp_path / 'out' / 'case (1)_prob.png'}: No space left on device (free some"
+    assert expected in captured.err and "Traceback" not in captured.out + captured.err
+    assert list((tmp_path / "out").iterdir()) == []
+
+    # another failed write (here a permission) skips that image and reports it; the others are written
+    def refused(probability, path):
+        raise OSError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(writers, "save_probability_png", refused)
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out2", "--probabilities") == 1
+    captured = capsys.readouterr()
     for name in ("case (1).png", "case (2).png"):
-        assert f"{tmp_path / 'in' / name}: cannot write its results (No space left on device: " in captured.out
+        assert f"{tmp_path / 'in' / name}: cannot write its results (Permission denied: " in captured.out
     assert "Traceback" not in captured.out + captured.err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["summary.json"]
 
 
 def test_bundle_inference_refuses_to_write_among_its_images(dcnet_tiny, tmp_path):
@@ -787,3 +801,28 @@ def test_bundle_inference_and_evaluation_refuse_a_threshold_outside_zero_one(bun
         assert any(refusal in str(e) for e in _chain(raised.value))
         parser[key] = 0.25
         parser.get_parsed_content(built, lazy=False)
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
+def test_a_full_or_read_only_output_disk_stops_at_the_first_file_in_one_line(
+    dcnet_tiny, tmp_path, capsys, caplog, error
+):
+    from test_write_failures import _failing_disk
+
+    folder = tmp_path / "in"
+    _write_pictures(folder)
+    output = tmp_path / "out"
+    output.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        _failing_disk(patch, output, budget=200, error=error)
+        assert _predict(dcnet_tiny, folder, output) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("lesionseg predict:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    # the file that could not be written is named, not the tables at the end of a run that went on failing
+    assert lines[0].startswith(f"lesionseg predict: {output}{os.sep}") and os.strerror(error) in lines[0], lines[0]
+    assert not [record for record in caplog.records if "skipped" in record.getMessage()], "the run went on"
+    # nothing half-written: what is there is whole (a mask of the first image at most), and no temporary file
+    assert not [p for p in output.rglob(".*")], "a temporary file was left behind"
+    for mask in output.glob("*_mask.png"):
+        Image.open(mask).load()

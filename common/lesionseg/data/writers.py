@@ -1,4 +1,8 @@
-"""Writing predicted masks, probability maps and overlay pictures next to the source images' names."""
+"""Writing predicted masks, probability maps and overlay pictures next to the source images' names.
+
+Every file is written whole or not at all (:func:`lesionseg.utils.files.replacing`): a full disk or a kill leaves
+no truncated mask, and the error names the file.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
 
+from lesionseg.utils.files import replacing
 from lesionseg.utils.meta import source_filename
 
 
@@ -29,11 +34,17 @@ def _source_stem(data: Mapping[Hashable, object], source_key: str) -> str:
     return Path(str(filename)).stem
 
 
+def save_picture(picture: np.ndarray, path: str | Path) -> Path:
+    """Write an 8-bit (H, W) gray or (H, W, 3) RGB picture in the format of ``path``'s suffix; returns the path."""
+    path = Path(path)
+    with replacing(path) as temporary:
+        Image.fromarray(np.asarray(picture)).save(temporary)
+    return path
+
+
 def save_mask_png(mask: np.ndarray, path: str | Path) -> Path:
     """Write a (H, W) binary mask as an 8-bit PNG with values 0 and 255; returns the path."""
-    path = Path(path)
-    Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * np.uint8(255)).save(path)
-    return path
+    return save_picture((np.asarray(mask) > 0).astype(np.uint8) * np.uint8(255), path)
 
 
 def save_probability_png(probability: np.ndarray, path: str | Path) -> Path:
@@ -43,7 +54,8 @@ def save_probability_png(probability: np.ndarray, path: str | Path) -> Path:
     """
     path = Path(path)
     scaled = np.round(np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0) * 65535.0).astype(np.uint16)
-    Image.fromarray(scaled).save(path)
+    with replacing(path) as temporary:
+        Image.fromarray(scaled).save(temporary)
     return path
 
 
@@ -69,7 +81,8 @@ def save_nifti_like(voxels: np.ndarray, affine: np.ndarray, path: str | Path, he
     sform_code = int(header["sform_code"]) if header is not None else 0
     image.set_qform(affine, code=qform_code or 1)
     image.set_sform(affine, code=sform_code or 1)
-    nib.save(image, str(path))
+    with replacing(path) as temporary:
+        nib.save(image, str(temporary))
     return path
 
 
@@ -160,11 +173,11 @@ class SaveMaskd(MapTransform):
         stem = _source_stem(d, self.source_key)
         for key in self.key_iterator(d):
             mask = _to_2d_array(d[key]) > 0.5
-            Image.fromarray(mask.astype(np.uint8) * 255).save(self.output_dir / f"{stem}{self.postfix}.png")
+            save_mask_png(mask, self.output_dir / f"{stem}{self.postfix}.png")
             if self.overlay:
                 contours = {"yellow": mask}
                 if d.get(self.label_key) is not None:
                     contours = {"lime": _to_2d_array(d[self.label_key]), **contours}
                 picture = overlay_contours(_to_2d_array(d[self.source_key]), contours)
-                Image.fromarray(picture).save(self.output_dir / f"{stem}_overlay.png")
+                save_picture(picture, self.output_dir / f"{stem}_overlay.png")
         return d

@@ -27,6 +27,7 @@ folder are never read as images or ground truth.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
 import math
@@ -37,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from lesionseg.engines.finite import check_threshold
 from lesionseg.utils.overrides import OverrideError
 from lesionseg.utils.overrides import parse_overrides as parse_key_values
 from lesionseg.workflows.predictor import ModelError, NonFiniteOutputError, Predictor, load_predictor
+
+#: errors of the output's file system that every later file would meet too: the run stops at the first
+OUTPUT_STOPS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +260,7 @@ def _overlay_paths(base: Path, slices: int) -> list[Path]:
 
 
 def _write_overlays(stack, masks: np.ndarray, truths: np.ndarray | None, paths: list[Path]) -> list[Path]:
-    from lesionseg.data.writers import overlay_contours
+    from lesionseg.data.writers import overlay_contours, save_picture
 
     # about 3 pixels on a 600-pixel image, 1 on small ones
     thickness = max(1, round(min(stack.slices.shape[1:]) / 200))
@@ -265,7 +268,7 @@ def _write_overlays(stack, masks: np.ndarray, truths: np.ndarray | None, paths: 
         contours = {"yellow": masks[index]}
         if truths is not None:
             contours = {"lime": truths[index], **contours}
-        Image.fromarray(overlay_contours(image, contours, thickness)).save(path)
+        save_picture(overlay_contours(image, contours, thickness), path)
     return paths
 
 
@@ -353,8 +356,9 @@ def predict_file(
 
 @contextlib.contextmanager
 def _no_partial_results(image: Path, files: list[Path]):
-    """Turn a failed write (disk full, read-only folder) into a :class:`DataError` naming ``image`` and the
-    problem, after removing what was written of ``files``, so that no truncated result is left behind."""
+    """Remove what was written of ``files`` when a write fails, so that an image has all its results or none;
+    then raise a full or read-only disk (:data:`OUTPUT_STOPS`) as it is, which stops the run, and any other
+    failed write as a :class:`DataError` naming ``image`` and the problem, which skips the image."""
     from lesionseg.data.io import DataError
 
     try:
@@ -362,6 +366,8 @@ def _no_partial_results(image: Path, files: list[Path]):
     except OSError as error:
         for written in files:
             written.unlink(missing_ok=True)
+        if error.errno in OUTPUT_STOPS:
+            raise
         where = error.filename or files[0].parent
         raise DataError(
             image, f"cannot write its results ({error.strerror or error}: {where}); nothing of it was kept"
@@ -462,7 +468,12 @@ class FolderPrediction:
             ) from None
 
     def run(self) -> dict[str, Any]:
-        """Segment every file (one that fails is reported and skipped, the others are still written); the summary."""
+        """Segment every file (one that fails is reported and skipped, the others are still written); the summary.
+
+        Raises:
+            OSError: naming the file being written, when the output's disk is full or read-only
+                (:data:`OUTPUT_STOPS`): the run stops there, the masks written so far are kept.
+        """
         from lesionseg.data.io import DataError
 
         failures: list[tuple[str, str]] = []
@@ -478,6 +489,11 @@ class FolderPrediction:
             except (DataError, NonFiniteOutputError) as error:
                 failures.append((str(path), str(error)))
                 logger.error("skipped: %s", error)
+            except OSError as error:
+                if error.errno in OUTPUT_STOPS:  # every later file would fail alike: stop, naming the file
+                    raise
+                failures.append((str(path), f"{path}: {type(error).__name__}: {error}"))
+                logger.exception("skipped %s", path)
             except Exception as error:  # one bad file never stops the others
                 failures.append((str(path), f"{path}: {type(error).__name__}: {error}"))
                 logger.exception("skipped %s", path)
