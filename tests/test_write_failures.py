@@ -21,6 +21,7 @@ from test_zoo_export import bundle_copy, needs_formatters
 
 from lesionseg.cli import main
 from lesionseg.data.datalist import write_datalist
+from lesionseg.data.grouping import save_groups
 from lesionseg.metrics.tables import write_summary_json
 from lesionseg.utils.files import describe_os_error, replacing
 
@@ -103,16 +104,20 @@ def test_replacing_keeps_the_old_file_and_names_the_target_when_the_disk_fills(t
     )
 
 
-def test_metrics_summary_and_datalist_keep_the_previous_file_on_a_full_disk(tmp_path, monkeypatch):
-    summary, datalist = tmp_path / "summary.json", tmp_path / "datalist.json"
+def test_metrics_summary_datalist_and_groups_keep_the_previous_file_on_a_full_disk(tmp_path, monkeypatch):
+    summary, datalist, groups = tmp_path / "summary.json", tmp_path / "datalist.json", tmp_path / "groups.json"
     write_summary_json({"dice": 0.5}, summary)
     write_datalist(datalist, {"training": [{"image": str(tmp_path / "a.png")}]})
+    save_groups(groups, [["a", "b"]])
     before = _snapshot(tmp_path)
     _failing_disk(monkeypatch, tmp_path, budget=3)
     with pytest.raises(OSError, match="No space left"):
         write_summary_json({"dice": 0.75, "n": 10}, summary)
     with pytest.raises(OSError, match="No space left"):
         write_datalist(datalist, {"training": [{"image": str(tmp_path / "b.png")}] * 3})
+    with pytest.raises(OSError, match="No space left") as raised:
+        save_groups(groups, [["a", "b"], ["c", "d"]])
+    assert raised.value.filename == str(groups)
     assert _snapshot(tmp_path) == before
 
 

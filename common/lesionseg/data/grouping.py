@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from lesionseg.data.io import DataError, PathLike, read_image, read_json
 from lesionseg.data.readers import dataset_items, detect_layout, natural_key
+from lesionseg.utils.files import write_text_atomically
 
 __all__ = [
     "GROUPS_FILENAME",
@@ -69,10 +70,7 @@ def save_groups(path: PathLike, groups: Groups, description: str | None = None) 
     path = Path(path)
     content: dict[str, object] = {"description": description} if description else {}
     content["groups"] = [list(group) for group in groups]
-    with open(path, "w") as file:
-        json.dump(content, file, indent=1)
-        file.write("\n")
-    return path
+    return write_text_atomically(path, json.dumps(content, indent=1) + "\n")
 
 
 def image_signature(image: np.ndarray, size: int = 16) -> np.ndarray:

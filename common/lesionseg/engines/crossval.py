@@ -36,6 +36,7 @@ from lesionseg.metrics import (
     summarise_folds,
     write_summary_json,
 )
+from lesionseg.utils.files import write_text_atomically
 
 __all__ = ["FoldPaths", "SECTIONS", "plan_folds", "write_fold_datalists", "write_results"]
 
@@ -246,11 +247,13 @@ def write_results(
         "results.csv": output / "results.csv",
         "results_per_fold.csv": output / "results_per_fold.csv",
     }
-    written["results.md"].write_text(markdown)
-    written["results.csv"].write_text(format_table(overall_rows, metrics, "csv", digits=digits, label="images"))
-    written["results_per_fold.csv"].write_text(
-        format_table(per_fold_rows, metrics, "csv", digits=digits, label="fold, images")
+    # each table whole or not at all: a crash here leaves the previous results of a resumed run readable
+    write_text_atomically(written["results.md"], markdown)
+    write_text_atomically(
+        written["results.csv"], format_table(overall_rows, metrics, "csv", digits=digits, label="images")
     )
+    per_fold_csv = format_table(per_fold_rows, metrics, "csv", digits=digits, label="fold, images")
+    write_text_atomically(written["results_per_fold.csv"], per_fold_csv)
     written["results.json"] = write_summary_json(
         {"over_folds": over_folds, "folds": {f"fold {f.index}": s for f, s in zip(folds, summaries)}},
         output / "results.json",

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lesionseg.utils.files import write_text_atomically
 from lesionseg.utils.overrides import parse_overrides as parse_key_values
 from lesionseg.workflows.bundle import find_config, run_workflow
 
@@ -70,7 +71,7 @@ def _check_settings(path: Path, settings: dict[str, Any]) -> None:
             )
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2) + "\n")
+        write_text_atomically(path, json.dumps(settings, indent=2) + "\n")
 
 
 def _bundle_ids(bundle: Path) -> set[str]:
@@ -192,8 +193,8 @@ class CrossValidation:
                 epochs = int(workflow.trainer.state.epoch)
                 del workflow
                 _release_memory()
-                fold.trained.write_text(
-                    json.dumps({"epochs": epochs, "seconds": round(time.monotonic() - fold_start, 1)})
+                write_text_atomically(  # the marker a rerun skips training by: whole or absent
+                    fold.trained, json.dumps({"epochs": epochs, "seconds": round(time.monotonic() - fold_start, 1)})
                 )
             logger.info("%s: evaluating on its %d test images", label, len(sections["test"]))
             run_workflow(
