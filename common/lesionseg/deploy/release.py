@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from lesionseg.utils.files import replacing
+from lesionseg.utils.files import replacing, write_text_atomically
 
 __all__ = [
     "CARD_BEGIN",
@@ -158,7 +158,8 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     _check_loads(bundle, checkpoint)
     md5 = file_md5(checkpoint)
     target = bundle / MODEL_FILE
-    if target.is_file() and not replace and file_md5(target) != md5:
+    in_place = target.is_file() and file_md5(target) == md5
+    if target.is_file() and not in_place and not replace:
         raise RecordedWeightsError(f"{target}: holds other weights; --replace (replace=True) writes over them")
     card = bundle / "docs" / "README.md"
     card_text = card.read_text(encoding="utf-8")
@@ -173,19 +174,17 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     eval_metrics["model_md5"] = md5
     eval_metrics["command"] = command
 
-    if not (target.is_file() and file_md5(target) == md5):
+    if not in_place:
         with replacing(target) as temporary:
             shutil.copyfile(checkpoint, temporary)
         logger.info("copied %s to %s", checkpoint, target)
     metadata_path = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     metadata["eval_metrics"] = eval_metrics
-    with replacing(metadata_path) as temporary:
-        temporary.write_text(json.dumps(metadata, indent=4) + "\n", encoding="utf-8")
+    write_text_atomically(metadata_path, json.dumps(metadata, indent=4) + "\n")
     begin, end = card_text.index(CARD_BEGIN), card_text.index(CARD_END)
     block = recorded_block(eval_metrics, record)
-    with replacing(card) as temporary:
-        temporary.write_text(card_text[:begin] + block + card_text[end + len(CARD_END) :], encoding="utf-8")
+    write_text_atomically(card, card_text[:begin] + block + card_text[end + len(CARD_END) :])
     logger.info("%s: recorded %s (MD5 %s, lesion Dice %.3f)", bundle, checkpoint, md5, eval_metrics["busi_lesion_dice"])
     return eval_metrics
 
