@@ -61,7 +61,9 @@ Resuming: results, checkpoints and logs stay under ``OUTPUT/<model>/``. A model 
 last finished epoch (the bundles' ``training_state.pt``; TaiChiNet's easy/hard parts are reused), so running
 the same command again continues an interrupted comparison where it stopped. The wall time of a model adds
 the finished epochs of interrupted sessions (``OUTPUT/<model>/epoch_seconds.jsonl``) to the session that
-finished it (an epoch cut off by the interruption is not counted).
+finished it (an epoch cut off by the interruption is not counted). Pausing a run (Ctrl-Z, or ``kill -STOP``
+and ``kill -CONT`` of its process group while the cores are needed elsewhere) is fine: the pauses are left
+out of every time (:class:`lesionseg.utils.clock.RunningClock`), and ``record.json`` says how long they were.
 
 External test set: ``--test-dir DIR`` evaluates every finished model on a separate labelled folder (any
 layout ``lesionseg`` reads; every labelled image, ``--eval_section all``, with no class filter: the table's
@@ -87,10 +89,11 @@ import math
 import shlex
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lesionseg.utils.clock import RunningClock
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "busi" / "Dataset_BUSI_with_GT"
@@ -266,21 +269,22 @@ def precision_used(bundle: Path, overrides: dict[str, Any]) -> str:
     return resolve_precision(setting, "cuda:0" if torch.cuda.is_available() else "cpu").name
 
 
-def epoch_timer_attacher(path: Path):
+def epoch_timer_attacher(path: Path, clock: RunningClock):
     """A ``before_run`` for :func:`lesionseg.workflows.bundle.run_workflow` that appends
     ``{"epoch": e, "seconds": s}`` to ``path`` after each training epoch (after its validation and checkpoint):
-    ``s`` is the time since the previous epoch of this session, or since the workflow was ready to run for its
-    first epoch (TaiChiNet's easy/hard preparation included). The file outlives an interrupted session, so the
-    time of a model trained over several sessions adds up (:func:`earlier_seconds`).
+    ``s`` is the time by ``clock`` (pauses left out) since the previous epoch of this session, or since the
+    workflow was ready to run for its first epoch (TaiChiNet's easy/hard preparation included). The file
+    outlives an interrupted session, so the time of a model trained over several sessions adds up
+    (:func:`earlier_seconds`).
     """
 
     def attach(workflow) -> None:
         from ignite.engine import Events
 
-        last = [time.perf_counter()]
+        last = [clock.elapsed()]
 
         def completed(engine) -> None:
-            now = time.perf_counter()
+            now = clock.elapsed()
             with open(path, "a") as file:
                 file.write(json.dumps({"epoch": int(engine.state.epoch), "seconds": now - last[0]}) + "\n")
             last[0] = now
@@ -338,17 +342,18 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
     if earlier:
         logging.info("%s: resuming; %.1f min of training in earlier sessions", name, earlier / 60)
 
-    def before_run(workflow) -> None:
-        epoch_log_attacher(folder / "epochs.jsonl")(workflow)
-        epoch_timer_attacher(timing)(workflow)
+    with RunningClock() as clock:  # Ctrl-Z or kill -STOP pauses are not training time
 
-    start = time.perf_counter()
-    logging.info("%s: training %d epochs at %dx%d through %s", name, args.epochs, args.size, args.size, bundle_name)
-    run_workflow(bundle, ["train"], "train", overrides, before_run=before_run)
-    trained = time.perf_counter() - start + earlier
-    evaluation = dict(overrides, output_dir=str(folder / "evaluation"), eval_section="validation")
-    run_workflow(bundle, ["train", "evaluate"], None, evaluation)
-    wall = time.perf_counter() - start + earlier
+        def before_run(workflow) -> None:
+            epoch_log_attacher(folder / "epochs.jsonl")(workflow)
+            epoch_timer_attacher(timing, clock)(workflow)
+
+        logging.info("%s: training %d epochs at %dx%d through %s", name, args.epochs, args.size, args.size, bundle_name)
+        run_workflow(bundle, ["train"], "train", overrides, before_run=before_run)
+        trained = clock.elapsed() + earlier
+        evaluation = dict(overrides, output_dir=str(folder / "evaluation"), eval_section="validation")
+        run_workflow(bundle, ["train", "evaluate"], None, evaluation)
+        wall = clock.elapsed() + earlier
     summary = json.loads((folder / "evaluation" / "summary.json").read_text())
     record = {
         "model": name,
@@ -358,6 +363,7 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
         "train_seconds": trained,
         "wall_seconds": wall,
         "earlier_sessions_seconds": earlier,
+        "paused_seconds": clock.stopped_seconds,  # this session's pauses, left out of the times above
         "precision": precision_used(bundle, overrides),
         "overrides": extra,
         "summary": summary,
@@ -384,16 +390,17 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
     bundle = REPO / "bundles" / bundle_name
     overrides = model_overrides(name, args, datalist, extra)
     overrides.update(dataset_dir=str(args.test_dir), output_dir=str(folder / "test"), eval_section="all", classes=None)
-    start = time.perf_counter()
     logging.info("%s: evaluating %s on every labelled image of %s", name, folder / "models" / "model.pt", args.test_dir)
-    run_workflow(bundle, ["train", "evaluate"], None, overrides)
+    with RunningClock() as clock:
+        run_workflow(bundle, ["train", "evaluate"], None, overrides)
     record = {
         "model": name,
         "bundle": bundle_name,
         "preset": args.preset,
         "command": args.command,
         "test_dir": str(args.test_dir),
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": clock.elapsed(),
+        "paused_seconds": clock.stopped_seconds,
         "precision": precision_used(bundle, overrides),
         "overrides": extra,
         "summary": json.loads((folder / "test" / "summary.json").read_text()),

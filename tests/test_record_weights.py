@@ -107,6 +107,16 @@ def test_the_run_becomes_the_bundles_weights_with_its_metrics_md5_and_command(bu
     assert _state(bundle) == before and card.count(CARD_BEGIN) == 1
 
 
+def test_a_record_without_a_wall_time_says_so_instead_of_zero_hours(bundle, tmp_path):
+    run = _run(tmp_path / "run" / "dcnet")
+    record = json.loads((run / "record.json").read_text())
+    del record["wall_seconds"]
+    (run / "record.json").write_text(json.dumps(record))
+    record_weights(bundle, run)
+    card = (bundle / "docs" / "README.md").read_text()
+    assert "| bf16 | not recorded |" in card and "0.0 h" not in card
+
+
 def test_a_checkpoint_of_another_network_is_refused_and_nothing_written(bundle, tmp_path):
     run = _run(tmp_path / "run" / "dcnet", features=[4, 8, 16, 32, 64])
     before = _state(bundle)

@@ -191,14 +191,15 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
 
 def recorded_block(eval_metrics: dict[str, Any], record: dict[str, Any]) -> str:
     """The model card's block, markers included: the metrics, the checkpoint's MD5 and the command."""
-    hours = record.get("wall_seconds", 0.0) / 3600
+    seconds = record.get("wall_seconds")
+    wall_time = f"{seconds / 3600:.1f} h" if _finite(seconds) else "not recorded"
     rows = [
         "| lesion images | Dice | IoU | precision | sensitivity | HD95 (px) | precision mode | wall time |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
         f"| {eval_metrics['busi_lesion_images']} | {eval_metrics['busi_lesion_dice']:.3f} ± "
         f"{eval_metrics['busi_lesion_dice_std']:.3f} | {eval_metrics['busi_lesion_iou']:.3f} | "
         f"{eval_metrics['busi_lesion_precision']:.3f} | {eval_metrics['busi_lesion_sensitivity']:.3f} | "
-        f"{eval_metrics['busi_lesion_hd95']:.1f} | {eval_metrics['precision']} | {hours:.1f} h |",
+        f"{eval_metrics['busi_lesion_hd95']:.1f} | {eval_metrics['precision']} | {wall_time} |",
     ]
     text = [
         CARD_BEGIN,
