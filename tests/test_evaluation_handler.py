@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 from lesionseg.engines import PerImageMetricsWriter
 from lesionseg.engines.training_log import EpochLog, epoch_curves, read_epoch_log
 from lesionseg.metrics import compute_image_metrics, read_per_image_csv, read_summary_json
+from lesionseg.metrics.plots import plot_training_curves
 
 
 def _mask(shape, box=None):
@@ -91,6 +92,7 @@ def test_epoch_log_records_mean_loss_and_validation_metrics(tmp_path):
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _validate(engine):  # what MONAI's ValidationHandler leaves, here every second epoch
+        engine.state.metrics = {"train_mean_dice": 0.05 * engine.state.epoch}  # a training metric, every epoch
         if engine.state.epoch % 2 == 0:
             validator.state.epoch = engine.state.epoch
             validator.state.metrics = {"val_mean_dice": 0.1 * engine.state.epoch}
@@ -106,7 +108,12 @@ def test_epoch_log_records_mean_loss_and_validation_metrics(tmp_path):
     curves = epoch_curves(log)
     assert curves["loss"] == [(1, pytest.approx(3.0)), (2, pytest.approx(3.0))]
     assert curves["val_dice"] == [(2, pytest.approx(0.2))]
-    assert epoch_curves(tmp_path / "absent.jsonl") == {"loss": [], "val_dice": []}
+    assert curves["train_dice"] == [(1, pytest.approx(0.05)), (2, pytest.approx(0.1))]
+    assert epoch_curves(tmp_path / "absent.jsonl") == {"loss": [], "val_dice": [], "train_dice": []}
+    # the training Dice is drawn (dashed, beside the validation Dice): the picture differs without it
+    with_training = plot_training_curves({"run": curves}, tmp_path / "with.png").read_bytes()
+    without = plot_training_curves({"run": dict(curves, train_dice=[])}, tmp_path / "without.png").read_bytes()
+    assert with_training != without
     # a rerun's record of an epoch replaces the earlier one; a broken line names the file and line
     with log.open("a") as file:
         file.write(json.dumps({"epoch": 1, "loss": None}) + "\n")

@@ -122,18 +122,24 @@ def read_epoch_log(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def epoch_curves(path: str | os.PathLike, dice_key: str = "val_mean_dice") -> dict[str, list[tuple[int, float]]]:
+def epoch_curves(
+    path: str | os.PathLike, dice_key: str = "val_mean_dice", train_dice_key: str = "train_mean_dice"
+) -> dict[str, list[tuple[int, float]]]:
     """
     The curves :func:`lesionseg.metrics.plots.plot_training_curves` draws for one run, from its
-    :class:`EpochLog` file: ``{"loss": [(epoch, mean loss), ...], "val_dice": [(epoch, validation Dice), ...]}``
-    (epochs without the value are left out; both lists are empty when the file does not exist).
+    :class:`EpochLog` file: ``{"loss": [(epoch, mean loss), ...], "val_dice": [(epoch, validation Dice), ...],
+    "train_dice": [(epoch, training Dice), ...]}`` (epochs without the value are left out; every list is empty
+    when the file does not exist).
 
     Args:
         path: the JSON-lines file of an :class:`EpochLog`.
         dice_key: the record key of the validation Dice (the bundles' ``val_mean_dice``).
+        train_dice_key: the record key of the training Dice (the bundles' ``train_mean_dice``, on the
+            augmented training batches as the network saw them).
     """
     records = read_epoch_log(path) if Path(path).is_file() else []
     return {
         "loss": [(r["epoch"], r["loss"]) for r in records if "loss" in r],
         "val_dice": [(r["epoch"], r[dice_key]) for r in records if dice_key in r],
+        "train_dice": [(r["epoch"], r[train_dice_key]) for r in records if train_dice_key in r],
     }

@@ -25,17 +25,21 @@ __all__ = ["plot_training_curves", "plot_per_case_boxes"]
 Curve = Sequence[tuple[float, float]]
 
 #: the curves :func:`plot_training_curves` draws: key -> panel title
-CURVE_PANELS = {"loss": "training loss (mean per epoch)", "val_dice": "validation Dice (lesion images)"}
+CURVE_PANELS = {"loss": "training loss (mean per epoch)", "val_dice": "Dice: validation (solid), training (dashed)"}
+#: a curve drawn dashed, in its run's colour, in another curve's panel: training Dice beside validation Dice
+#: shows under-fitting (training at or below validation) and over-fitting (a widening gap) at a glance
+COMPANION_CURVES = {"val_dice": "train_dice"}
 _GROUP_COLOURS = {"lesion": "tab:blue", "normal": "tab:orange"}
 
 
 def plot_training_curves(curves: Mapping[str, Mapping[str, Curve]], path: str | Path, title: str = "") -> Path:
     """
-    Draw each run's training loss and validation Dice against the epoch, one line per run (fold).
+    Draw each run's training loss and validation Dice against the epoch, one line per run (fold); a run's
+    training Dice, where given, is drawn dashed in the validation Dice's colour.
 
     Args:
-        curves: run name (e.g. ``"fold 0"``) -> ``{"loss": [(epoch, value), ...], "val_dice": [...]}``;
-            a missing or empty curve is left out of its panel.
+        curves: run name (e.g. ``"fold 0"``) -> ``{"loss": [(epoch, value), ...], "val_dice": [...]}``,
+            optionally ``"train_dice"``; a missing or empty curve is left out of its panel.
         path: the PNG to write (its folder is created).
         title: the figure's title.
 
@@ -56,8 +60,12 @@ def plot_training_curves(curves: Mapping[str, Mapping[str, Curve]], path: str | 
             points = sorted(run_curves.get(key) or ())
             if points:
                 epochs, values = zip(*points)
-                axis.plot(epochs, values, marker="o", markersize=3, label=str(run))
+                (line,) = axis.plot(epochs, values, marker="o", markersize=3, label=str(run))
                 drawn = True
+                companion = sorted(run_curves.get(COMPANION_CURVES.get(key, ""), ()))
+                if companion:
+                    epochs, values = zip(*companion)
+                    axis.plot(epochs, values, linestyle="--", color=line.get_color(), label=f"{run} (training)")
         axis.set_title(panel_title)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
