@@ -93,7 +93,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lesionseg.utils.clock import RunningClock
+from lesionseg.utils import RunningClock, write_text_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "busi" / "Dataset_BUSI_with_GT"
@@ -271,9 +271,10 @@ def precision_used(bundle: Path, overrides: dict[str, Any]) -> str:
 
 def epoch_timer_attacher(path: Path, clock: RunningClock):
     """A ``before_run`` for :func:`lesionseg.workflows.bundle.run_workflow` that appends
-    ``{"epoch": e, "seconds": s}`` to ``path`` after each training epoch (after its validation and checkpoint):
-    ``s`` is the time by ``clock`` (pauses left out) since the previous epoch of this session, or since the
-    workflow was ready to run for its first epoch (TaiChiNet's easy/hard preparation included). The file
+    ``{"epoch": e, "seconds": s, "paused_seconds": p}`` to ``path`` after each training epoch (after its
+    validation and checkpoint): ``s`` is the time by ``clock`` (pauses left out) since the previous epoch of this
+    session, or since the workflow was ready to run for its first epoch (TaiChiNet's easy/hard preparation
+    included), ``p`` how long it was paused in between. The file
     outlives an interrupted session, so the time of a model trained over several sessions adds up
     (:func:`earlier_seconds`).
     """
@@ -281,24 +282,26 @@ def epoch_timer_attacher(path: Path, clock: RunningClock):
     def attach(workflow) -> None:
         from ignite.engine import Events
 
-        last = [clock.elapsed()]
+        last = [clock.elapsed(), clock.stopped_seconds]
 
         def completed(engine) -> None:
-            now = clock.elapsed()
+            now, stopped = clock.elapsed(), clock.stopped_seconds
+            entry = {"epoch": int(engine.state.epoch), "seconds": now - last[0], "paused_seconds": stopped - last[1]}
             with open(path, "a") as file:
-                file.write(json.dumps({"epoch": int(engine.state.epoch), "seconds": now - last[0]}) + "\n")
-            last[0] = now
+                file.write(json.dumps(entry) + "\n")
+            last[:] = now, stopped
 
         workflow.trainer.add_event_handler(Events.EPOCH_COMPLETED, completed)
 
     return attach
 
 
-def earlier_seconds(path: Path) -> float:
-    """The training seconds :func:`epoch_timer_attacher` logged to ``path`` (0 without the file)."""
+def earlier_seconds(path: Path, key: str = "seconds") -> float:
+    """The training seconds :func:`epoch_timer_attacher` logged to ``path`` (0 without the file); with
+    ``key="paused_seconds"``, the pauses it left out of them."""
     if not path.is_file():
         return 0.0
-    return sum(json.loads(line)["seconds"] for line in path.read_text().splitlines() if line.strip())
+    return sum(json.loads(line).get(key, 0.0) for line in path.read_text().splitlines() if line.strip())
 
 
 def read_record(path: Path, preset: str) -> dict[str, Any]:
@@ -339,6 +342,7 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
 
     timing = folder / "epoch_seconds.jsonl"
     earlier = earlier_seconds(timing)  # epochs finished by interrupted sessions
+    earlier_paused = earlier_seconds(timing, "paused_seconds")
     if earlier:
         logging.info("%s: resuming; %.1f min of training in earlier sessions", name, earlier / 60)
 
@@ -363,12 +367,12 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
         "train_seconds": trained,
         "wall_seconds": wall,
         "earlier_sessions_seconds": earlier,
-        "paused_seconds": clock.stopped_seconds,  # this session's pauses, left out of the times above
+        "paused_seconds": earlier_paused + clock.stopped_seconds,  # left out of the times above
         "precision": precision_used(bundle, overrides),
         "overrides": extra,
         "summary": summary,
     }
-    record_path.write_text(json.dumps(record, indent=2))
+    write_text_atomically(record_path, json.dumps(record, indent=2))  # a crash leaves no half record
     return record
 
 
@@ -405,7 +409,7 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
         "overrides": extra,
         "summary": json.loads((folder / "test" / "summary.json").read_text()),
     }
-    record_path.write_text(json.dumps(record, indent=2))
+    write_text_atomically(record_path, json.dumps(record, indent=2))  # a crash leaves no half record
     return record
 
 
@@ -670,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.compare_to is not None:
         report += "\n" + comparison_table(records, args.output, args.compare_to) + "\n"
-    (args.output / "results.md").write_text(report)
+    write_text_atomically(args.output / "results.md", report)
     print(report)
     if args.test_dir is not None:
         test_table = results_table(test_records, args.output, {}, evaluation="test", time_header="evaluation time")
@@ -679,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             f"evaluated on every labelled image of `{args.test_dir.resolve()}`; lesion = its images with a lesion, "
             f"all = every image.\n\n{test_table}\n"
         )
-        (args.output / "test_results.md").write_text(test_report)
+        write_text_atomically(args.output / "test_results.md", test_report)
         print(test_report)
     return 0
 

@@ -210,7 +210,8 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
     record = json.loads((out / "basicunet" / "record.json").read_text())
     assert record["earlier_sessions_seconds"] == pytest.approx(timed[0]["seconds"])
     assert record["train_seconds"] >= timed[0]["seconds"] + timed[1]["seconds"]
-    assert record["paused_seconds"] == 0.0  # nothing paused it; a busy training is not mistaken for a pause
+    # nothing paused it: a busy training is not mistaken for a pause
+    assert record["paused_seconds"] == 0.0 and [entry["paused_seconds"] for entry in timed] == [0.0, 0.0]
 
 
 def _results_folder(root: Path, dice_by_image: dict[str, float], datalist: str = '{"training": []}') -> Path:
