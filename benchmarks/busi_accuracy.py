@@ -550,6 +550,28 @@ def comparison_table(records: list[dict], output: Path, other: Path) -> str:
     return "\n".join(lines)
 
 
+def curves_table(records: list[dict], output: Path) -> str:
+    """Markdown: how each model's curves end (``OUTPUT/<model>/epochs.jsonl``), the measurements that say why a
+    model misses a target: the validation Dice still rising (budget), training Dice at or below validation
+    (under-fitting or strong augmentation), or well above it (over-fitting). Empty without any log."""
+    from lesionseg.engines.training_log import curve_end
+
+    ends = {record["model"]: curve_end(output / record["model"] / "epochs.jsonl") for record in records}
+    rows = [
+        f"| {model} | {end.epochs} | {end.best_epoch} ({end.best_dice:.3f}) | {end.slope * 10:+.3f} "
+        f"(last {end.window}) | {end.train_dice:.3f} / {end.val_dice:.3f} | {end.reading()} |"
+        for model, end in ends.items()
+        if end is not None
+    ]
+    if not rows:
+        return ""
+    header = (
+        "| model | epochs | best epoch (validation Dice) | validation Dice per 10 epochs, fitted | "
+        "training / validation Dice, last 3 epochs | reading |"
+    )
+    return "\n".join(["How the curves end (at the training size):", "", header, "|" + "---|" * 6, *rows])
+
+
 def draw_curves(records: list[dict], output: Path) -> None:
     """``OUTPUT/training_curves.png``: each model's training loss and validation Dice per epoch."""
     from lesionseg.engines.training_log import epoch_curves
@@ -672,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         f"# BUSI comparison\n\n`{command}`\n\n{setting}, seed 0, {args.threads} CPU threads, torch "
         f"{torch.__version__}; split `{datalist}`; lesion = {images}.\n\n{table}\n"
     )
+    curves = curves_table(records, args.output)
+    if curves:
+        report += "\n" + curves + "\n"
     if args.compare_to is not None:
         report += "\n" + comparison_table(records, args.output, args.compare_to) + "\n"
     write_text_atomically(args.output / "results.md", report)

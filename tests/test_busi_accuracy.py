@@ -177,6 +177,7 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
 
     results, test_results = (out / "results.md").read_text(), (out / "test_results.md").read_text()
     assert "classes ['benign', 'malignant']" in results and (out / "training_curves.png").is_file()
+    assert "How the curves end" not in results  # one epoch each: no curve to read
     for name in ("basicunet", "dcnet", "taichinet"):
         for text in (results, test_results):
             row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
@@ -204,6 +205,8 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
     assert busi_accuracy.main([*argv, "--epochs", "2", "--models", "basicunet"]) == 0
     epochs = [json.loads(line)["epoch"] for line in (out / "basicunet" / "epochs.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+    curves = (out / "results.md").read_text().partition("How the curves end")[2]
+    assert "| basicunet | 2 | " in curves  # its two validation Dice values: a slope to fit
     # its time adds the epoch of the first session to this one's
     timed = [json.loads(line) for line in (out / "basicunet" / "epoch_seconds.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in timed] == [1, 2]

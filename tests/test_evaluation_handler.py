@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 
 from lesionseg.engines import PerImageMetricsWriter
-from lesionseg.engines.training_log import EpochLog, epoch_curves, read_epoch_log
+from lesionseg.engines.training_log import EpochLog, curve_end, epoch_curves, read_epoch_log
 from lesionseg.metrics import compute_image_metrics, read_per_image_csv, read_summary_json
 from lesionseg.metrics.plots import plot_training_curves
 
@@ -122,3 +122,38 @@ def test_epoch_log_records_mean_loss_and_validation_metrics(tmp_path):
         file.write("not json\n")
     with pytest.raises(ValueError, match=r"epochs\.jsonl, line 4"):
         read_epoch_log(log)
+
+
+def _write_log(path, val, train):
+    path.write_text(
+        "".join(
+            json.dumps({"epoch": e, "loss": 1.0, "val_mean_dice": v, "train_mean_dice": t}) + "\n"
+            for e, (v, t) in enumerate(zip(val, train), start=1)
+        )
+    )
+    return path
+
+
+def test_curve_end_measures_the_slope_the_best_epoch_and_the_training_validation_gap(tmp_path):
+    rng = np.random.default_rng(0)
+    val = list(0.5 + 0.01 * np.arange(20) + rng.normal(0, 0.01, 20))
+    train = [v - 0.02 for v in val]
+    end = curve_end(_write_log(tmp_path / "rising.jsonl", val, train))
+    assert end.slope == pytest.approx(np.polyfit(np.arange(11, 21), val[-10:], 1)[0])  # the last 10 epochs
+    assert end.window == 10 and end.epochs == 20
+    assert (end.best_epoch, end.best_dice) == (int(np.argmax(val)) + 1, pytest.approx(max(val)))
+    assert end.train_dice == pytest.approx(np.mean(train[-3:])) and end.val_dice == pytest.approx(np.mean(val[-3:]))
+    assert end.reading() == "still rising: the budget limits it; training at or below validation: " + (
+        "under-fitting or strong augmentation"
+    )
+
+    flat = [0.7] * 12
+    assert curve_end(_write_log(tmp_path / "overfit.jsonl", flat, [0.9] * 12)).reading() == (
+        "training well above validation: over-fitting"
+    )
+    assert curve_end(_write_log(tmp_path / "flat.jsonl", flat, [0.72] * 12)).reading() == (
+        "flat, training close to validation"
+    )
+    # nothing to read: no file, or validation in fewer than two epochs
+    assert curve_end(tmp_path / "absent.jsonl") is None
+    assert curve_end(_write_log(tmp_path / "one.jsonl", [0.5], [0.4])) is None

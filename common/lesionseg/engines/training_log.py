@@ -12,13 +12,15 @@ import json
 import logging
 import math
 import os
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-__all__ = ["EpochLog", "epoch_curves", "epoch_log_attacher", "read_epoch_log"]
+__all__ = ["CurveEnd", "EpochLog", "curve_end", "epoch_curves", "epoch_log_attacher", "read_epoch_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,3 +145,87 @@ def epoch_curves(
         "val_dice": [(r["epoch"], r[dice_key]) for r in records if dice_key in r],
         "train_dice": [(r["epoch"], r[train_dice_key]) for r in records if train_dice_key in r],
     }
+
+
+@dataclass(frozen=True)
+class CurveEnd:
+    """How a training's Dice curves end, the measurements that tell a short budget from under- or over-fitting.
+
+    Attributes:
+        epochs: the epochs logged with a validation Dice.
+        best_epoch, best_dice: the epoch of the highest validation Dice and that Dice.
+        slope: the least-squares slope of the validation Dice over the last ``window`` epochs, per epoch.
+        window: the epochs ``slope`` was fitted over.
+        train_dice, val_dice: the mean training and validation Dice over the last ``last`` epochs (the
+            training Dice as the trainer measured it: on augmented batches, in training mode, while learning).
+    """
+
+    epochs: int
+    best_epoch: int
+    best_dice: float
+    slope: float
+    window: int
+    train_dice: float
+    val_dice: float
+
+    #: a rise of the validation Dice of at least this much per 10 epochs reads as "still rising"
+    RISING_PER_10 = 0.01
+    #: training Dice above validation Dice by at least this much reads as over-fitting
+    OVERFIT_GAP = 0.05
+
+    def reading(self) -> str:
+        """The issue's three signs, where the numbers show them: a curve still rising (the budget), training Dice
+        at or below validation Dice (under-fitting or strong augmentation), training well above validation
+        (over-fitting); "flat" when none."""
+        signs = []
+        if self.slope * 10 >= self.RISING_PER_10:
+            signs.append("still rising: the budget limits it")
+        gap = self.train_dice - self.val_dice
+        if gap <= 0:
+            signs.append("training at or below validation: under-fitting or strong augmentation")
+        elif gap >= self.OVERFIT_GAP:
+            signs.append("training well above validation: over-fitting")
+        return "; ".join(signs) or "flat, training close to validation"
+
+
+def curve_end(
+    path: str | os.PathLike,
+    window: int = 10,
+    last: int = 3,
+    dice_key: str = "val_mean_dice",
+    train_dice_key: str = "train_mean_dice",
+) -> CurveEnd | None:
+    """
+    Read how an :class:`EpochLog`'s Dice curves end (``None`` without the file or without a validation Dice in
+    at least two epochs).
+
+    Args:
+        path: the JSON-lines file of an :class:`EpochLog`.
+        window: the last epochs the validation Dice's slope is fitted over (fewer when fewer were logged).
+        last: the last epochs whose training and validation Dice are averaged (epoch-to-epoch noise is large).
+        dice_key, train_dice_key: the record keys of the validation and training Dice.
+
+    Example::
+
+        end = curve_end("runs/busi_paper/dcnet/epochs.jsonl")
+        f"{end.slope * 10:+.3f} per 10 epochs; {end.reading()}"
+    """
+    if not Path(path).is_file():
+        return None
+    records = [r for r in read_epoch_log(path) if math.isfinite(r.get(dice_key, math.nan))]
+    if len(records) < 2:
+        return None
+    best = max(records, key=lambda r: r[dice_key])
+    tail = records[-window:]
+    slope = statistics.linear_regression([r["epoch"] for r in tail], [r[dice_key] for r in tail]).slope
+    ending = records[-last:]
+    train = [r[train_dice_key] for r in ending if math.isfinite(r.get(train_dice_key, math.nan))]
+    return CurveEnd(
+        epochs=len(records),
+        best_epoch=int(best["epoch"]),
+        best_dice=float(best[dice_key]),
+        slope=float(slope),
+        window=len(tail),
+        train_dice=statistics.fmean(train) if train else math.nan,
+        val_dice=statistics.fmean(r[dice_key] for r in ending),
+    )
