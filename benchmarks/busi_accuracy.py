@@ -274,9 +274,8 @@ def epoch_timer_attacher(path: Path, clock: RunningClock):
     ``{"epoch": e, "seconds": s, "paused_seconds": p}`` to ``path`` after each training epoch (after its
     validation and checkpoint): ``s`` is the time by ``clock`` (pauses left out) since the previous epoch of this
     session, or since the workflow was ready to run for its first epoch (TaiChiNet's easy/hard preparation
-    included), ``p`` how long it was paused in between. The file
-    outlives an interrupted session, so the time of a model trained over several sessions adds up
-    (:func:`earlier_seconds`).
+    included), ``p`` how long it was paused in between. The file outlives an interrupted session, so the time
+    of a model trained over several sessions adds up (:func:`earlier_seconds`).
     """
 
     def attach(workflow) -> None:
