@@ -145,3 +145,40 @@ def test_network_input_output_matches_metadata():
         n=2,
         **{"network_def#features": TINY["network_def#features"]},
     )
+
+
+def _training_pipeline(part: str = "preprocessing", **overrides):
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"image_size": [32, 32], **overrides})
+    pipeline = parser.get_parsed_content(f"train#{part}")
+    pipeline = pipeline if isinstance(pipeline, Compose) else Compose(pipeline)
+    pipeline.set_random_state(seed=0)
+    return pipeline
+
+
+def test_augmentation_is_off_by_default_and_aug_prob_moves_image_and_mask_together(tmp_path):
+    """The paper recipe (flip_prob 0, aug_prob 0) leaves every training image as loaded; aug_prob 1 applies
+    TaiChiNet's augmentation, with the geometric part on the image and its mask alike."""
+    data = write_phantom_dataset(tmp_path / "data", num_images=3, seed=5, size=(40, 48), normal_fraction=0.0)
+    item = {key: read_dataset(data)[0][key] for key in ("image", "label")}
+    recipe = _training_pipeline()(dict(item))
+    deterministic = _training_pipeline("deterministic_transforms")(dict(item))  # loading and resizing alone
+    assert torch.equal(recipe["image"], deterministic["image"]) and torch.equal(recipe["label"], deterministic["label"])
+
+    for seed in range(4):  # a few draws: each changes both tensors, and the mask stays a binary mask
+        pipeline = _training_pipeline(aug_prob=1.0)
+        pipeline.set_random_state(seed=seed)
+        augmented = pipeline(dict(item))
+        assert not torch.equal(augmented["image"], recipe["image"])
+        assert not torch.equal(augmented["label"], recipe["label"])
+        assert set(torch.unique(augmented["label"]).tolist()) <= {0.0, 1.0} and augmented["label"].sum() > 0
+        # where the mask went the image went too: the lesion's mean intensity stays apart from the background's
+        lesion = augmented["label"].bool()
+        assert augmented["label"].shape == recipe["label"].shape
+        gap = augmented["image"][lesion].mean() - augmented["image"][~lesion].mean()
+        reference = recipe["image"][recipe["label"].bool()].mean() - recipe["image"][~recipe["label"].bool()].mean()
+        assert torch.sign(gap) == torch.sign(reference) and abs(gap) > 0.3 * abs(reference)

@@ -16,7 +16,7 @@ BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 TINY = {"image_size": [32, 32], "network_def#features": [2, 4, 8, 16, 32], "num_workers": 0, "batch_size": 2}
 EXTRA = {
     # augmentation on, so that its random state is part of what must repeat
-    "dcnet_bundle": {"flip_prob": 0.5},
+    "dcnet_bundle": {"flip_prob": 0.5, "aug_prob": 0.5},
     "taichinet_bundle": {
         "step2_start_epoch": 2,
         "prepare_overrides": {"image_size": [32, 32], "network_def#features": [4, 4, 8, 8, 16, 4],
