@@ -39,6 +39,17 @@ def test_a_running_process_is_not_stopped():
         assert 0.5 <= clock.elapsed() < 1.5
 
 
+def test_readings_are_frozen_at_close():
+    """Read after its ``with`` block, the clock gives its reading at closing: time after it is neither counted
+    nor mistaken for a pause."""
+    with RunningClock(tick=0.05, stop_after=0.2) as clock:
+        time.sleep(0.1)
+    closed = clock.elapsed()
+    time.sleep(0.4)  # longer than stop_after, with no thread watching
+    assert clock.elapsed() == closed and clock.stopped_seconds == 0.0
+    clock.close()  # closing again changes nothing
+
+
 @pytest.mark.parametrize("tick, stop_after", [(0, 1), (1, 1), (2, 1)])
 def test_bad_settings_are_refused(tick, stop_after):
     with pytest.raises(ValueError, match="tick < stop_after"):

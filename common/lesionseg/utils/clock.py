@@ -65,15 +65,19 @@ class RunningClock:
             return self._stopped
 
     def elapsed(self) -> float:
-        """Wall seconds since the clock started, less the stopped seconds."""
-        self._wake(time.monotonic())  # a pause that has just ended counts before the thread's next wake-up
+        """Wall seconds since the clock started, less the stopped seconds; after :meth:`close`, the reading at
+        closing (with no thread watching, a later gap could not be told from a pause)."""
+        if not self._closed.is_set():
+            self._wake(time.monotonic())  # a pause that has just ended counts before the thread's next wake-up
         with self._lock:
             return self._last_wake - self._start - self._stopped
 
     def close(self) -> None:
-        """Stop the watching thread (the clock's readings stay as they were)."""
-        self._closed.set()
-        self._thread.join()
+        """Stop the watching thread and freeze the clock's readings."""
+        if not self._closed.is_set():
+            self._wake(time.monotonic())
+            self._closed.set()
+            self._thread.join()
 
     def __enter__(self) -> RunningClock:
         return self
