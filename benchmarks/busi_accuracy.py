@@ -26,7 +26,8 @@ Short protocol (``--preset short``):
 - evaluation: each bundle's evaluate workflow on the validation section (the best checkpoint by validation
   Dice, predictions inverted to the source size, metrics against the masks as read), reported for the
   lesion images (benign and malignant) and for all images; the difference to BasicUNet is also given
-  paired over the same lesion images, with its 95 % interval;
+  paired over the same lesion images, with its 95 % interval; where each model loses Dice (per class, per
+  tercile of lesion area, over- against under-segmentation of its poor images);
 - pictures: ``OUTPUT/training_curves.png`` (each model's loss and validation Dice per epoch).
 
 The target (issue 5): each paper network beats BasicUNet's lesion Dice by at least 0.02 and reaches 0.75.
@@ -571,6 +572,49 @@ def curves_table(records: list[dict], output: Path) -> str:
     return "\n".join(["How the curves end (at the training size):", "", header, "|" + "---|" * 6, *rows])
 
 
+def breakdown_table(records: list[dict], output: Path, evaluation: str = "evaluation") -> str:
+    """Markdown: where each model loses lesion Dice (:mod:`lesionseg.metrics.breakdown`): per class, per
+    tercile of lesion area (the same edges for every model, from the first model's images) and which kind
+    of error its poor images show. Empty when no model has a ``per_image.csv``.
+
+    Args:
+        records: the models' records.
+        output: the results folder, holding ``<model>/<evaluation>/per_image.csv``.
+        evaluation: ``"evaluation"`` (the validation section) or ``"test"`` (``--test-dir``).
+    """
+    from lesionseg.metrics import read_per_image_csv
+    from lesionseg.metrics.breakdown import MISSED_DICE, POOR_DICE, SIZE_GROUPS, dice_breakdown, lesion_size_edges
+
+    tables = {r["model"]: output / r["model"] / evaluation / "per_image.csv" for r in records}
+    rows = {model: read_per_image_csv(path) for model, path in tables.items() if path.is_file()}
+    rows = {model: table for model, table in rows.items() if any(r["gt_pixels"] > 0 for r in table)}
+    if not rows:
+        return ""
+    edges = lesion_size_edges(next(iter(rows.values())))
+    results = {model: dice_breakdown(table, edges) for model, table in rows.items()}
+    classes = sorted({name for result in results.values() for name in result.by_class})
+
+    def cell(group) -> str:
+        return "—" if group is None or group.n == 0 else f"{group.mean:.3f} ({group.n})"
+
+    header = ["model", *classes, *(f"{name} lesions" for name in SIZE_GROUPS)]
+    header += [f"Dice < {POOR_DICE}: over- / under-segmented", f"missed (Dice < {MISSED_DICE})"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, result in results.items():
+        cells = [model, *(cell(result.by_class.get(name)) for name in classes)]
+        cells += [cell(result.by_size[name]) for name in SIZE_GROUPS]
+        cells += [f"{result.poor} / {result.n}: {result.over_segmented} / {result.under_segmented}"]
+        cells += [f"{result.missed} / {result.n}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    intro = (
+        f"Where the lesion Dice is lost: mean Dice (images) per class and per tercile of lesion area at the "
+        f"image's own size (small <= {edges[0]:.0f} px < medium <= {edges[1]:.0f} px < large); poor images "
+        f"(Dice < {POOR_DICE}) are over-segmented when the prediction is larger than the lesion, under-segmented "
+        "otherwise (misses included):"
+    )
+    return "\n".join([intro, "", *lines])
+
+
 def draw_curves(records: list[dict], output: Path) -> None:
     """``OUTPUT/training_curves.png``: each model's training loss and validation Dice per epoch."""
     from lesionseg.engines.training_log import epoch_curves
@@ -693,9 +737,9 @@ def main(argv: list[str] | None = None) -> int:
         f"# BUSI comparison\n\n`{command}`\n\n{setting}, seed 0, {args.threads} CPU threads, torch "
         f"{torch.__version__}; split `{datalist}`; lesion = {images}.\n\n{table}\n"
     )
-    curves = curves_table(records, args.output)
-    if curves:
-        report += "\n" + curves + "\n"
+    for extra_table in (curves_table(records, args.output), breakdown_table(records, args.output)):
+        if extra_table:
+            report += "\n" + extra_table + "\n"
     if args.compare_to is not None:
         report += "\n" + comparison_table(records, args.output, args.compare_to) + "\n"
     write_text_atomically(args.output / "results.md", report)
@@ -707,6 +751,9 @@ def main(argv: list[str] | None = None) -> int:
             f"evaluated on every labelled image of `{args.test_dir.resolve()}`; lesion = its images with a lesion, "
             f"all = every image.\n\n{test_table}\n"
         )
+        test_breakdown = breakdown_table(test_records, args.output, evaluation="test")
+        if test_breakdown:
+            test_report += "\n" + test_breakdown + "\n"
         write_text_atomically(args.output / "test_results.md", test_report)
         print(test_report)
     return 0

@@ -149,9 +149,13 @@ def test_results_table_states_precision_and_the_paper_targets():
     assert "target" not in busi_accuracy.results_table(records, None, {})
 
 
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
 def _classes(per_image_csv):
-    with open(per_image_csv, newline="") as file:
-        return [row["class"] for row in csv.DictReader(file)]
+    return [row["class"] for row in _csv_rows(per_image_csv)]
 
 
 @pytest.mark.slow
@@ -188,6 +192,15 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
         assert set(_classes(out / name / "evaluation" / "per_image.csv")) <= set(LESION_CLASSES)
         assert sorted(_classes(out / name / "test" / "per_image.csv")) == test_classes
     assert "(paired, 95 %, n = " in test_results
+    # where the Dice is lost, over each model's lesion images
+    for text, evaluation in ((results, "evaluation"), (test_results, "test")):
+        table = text.partition("Where the lesion Dice is lost")[2]
+        for name in ("basicunet", "dcnet", "taichinet"):
+            per_image = _csv_rows(out / name / evaluation / "per_image.csv")
+            lesions = sum(int(r["gt_pixels"]) > 0 for r in per_image)
+            row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+            missed = sum(float(r["dice"]) < 0.1 for r in per_image if int(r["gt_pixels"]) > 0)
+            assert row.endswith(f"| {missed} / {lesions} |"), row
 
     # a rerun trains and evaluates nothing again
     def written():
@@ -215,6 +228,33 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
     assert record["train_seconds"] >= timed[0]["seconds"] + timed[1]["seconds"]
     # nothing paused it: a busy training is not mistaken for a pause
     assert record["paused_seconds"] == 0.0 and [entry["paused_seconds"] for entry in timed] == [0.0, 0.0]
+
+
+def test_breakdown_table_uses_one_set_of_size_edges_for_all_models(tmp_path):
+    from lesionseg.metrics import write_per_image_csv
+
+    areas = [100, 200, 300, 400, 500, 600]
+    dice = {"basicunet": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], "dcnet": [0.0, 0.2, 0.9, 0.9, 0.9, 0.9]}
+    for model, values in dice.items():
+        rows = [
+            {"image": f"{i}.png", "class": "benign" if i % 2 else "malignant", "dice": d, "gt_pixels": a}
+            for i, (a, d) in enumerate(zip(areas, values))
+        ]
+        rows = [dict(r, pred_pixels=2 * r["gt_pixels"]) for r in rows]  # every poor image over-segmented
+        rows.append({"image": "n.png", "class": "normal", "dice": float("nan"), "gt_pixels": 0, "pred_pixels": 0})
+        write_per_image_csv(rows, tmp_path / model / "evaluation" / "per_image.csv")
+    table = busi_accuracy.breakdown_table([{"model": "basicunet"}, {"model": "dcnet"}], tmp_path)
+    assert "small <= 267 px < medium <= 433 px < large" in table
+    lines = table.splitlines()
+    assert lines[2] == "| model | benign | malignant | small lesions | medium lesions | large lesions | " + (
+        "Dice < 0.5: over- / under-segmented | missed (Dice < 0.1) |"
+    )
+    # classes (odd images benign), then the terciles 100-200 / 300-400 / 500-600 px, then the poor images
+    assert lines[4:] == [
+        "| basicunet | 0.600 (3) | 0.700 (3) | 0.850 (2) | 0.650 (2) | 0.450 (2) | 1 / 6: 1 / 0 | 0 / 6 |",
+        "| dcnet | 0.667 (3) | 0.600 (3) | 0.100 (2) | 0.900 (2) | 0.900 (2) | 2 / 6: 2 / 0 | 1 / 6 |",
+    ]
+    assert busi_accuracy.breakdown_table([{"model": "taichinet"}], tmp_path) == ""  # no table: no breakdown
 
 
 def _results_folder(root: Path, dice_by_image: dict[str, float], datalist: str = '{"training": []}') -> Path:

@@ -1,5 +1,6 @@
 """Segmentation metrics, summaries and tables."""
 
+from lesionseg.metrics.breakdown import dice_breakdown, lesion_size_edges
 from lesionseg.metrics.per_image import (
     DISTANCE_METRICS,
     OVERLAP_METRICS,
@@ -23,7 +24,9 @@ __all__ = [
     "OVERLAP_METRICS",
     "compute_batch_metrics",
     "compute_image_metrics",
+    "dice_breakdown",
     "format_table",
+    "lesion_size_edges",
     "mean_std",
     "read_per_image_csv",
     "read_summary_json",
