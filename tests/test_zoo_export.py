@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from lesionseg.cli import main
+from lesionseg.deploy.release import file_md5, recorded_md5
 from lesionseg.deploy.zoo import (
     ZOO_BUNDLES,
     export_bundle,
@@ -117,12 +118,20 @@ PRE_COMMIT_MAX_BYTES = 1024 * 1024
 
 def bundle_copy(source: Path, parent: Path, weights_bytes: int | None = 1024, data_license: bool = True) -> Path:
     """The bundle's definition (no run outputs) in ``parent/<its folder name>``, with a ``models/model.pt`` of
-    ``weights_bytes`` random bytes and a ``docs/data_license.txt`` (the bundle's own where it has one)."""
+    ``weights_bytes`` random bytes and a ``docs/data_license.txt`` (the bundle's own where it has one).
+
+    Where the bundle records a trained checkpoint (``lesionseg record-weights``), export refuses other
+    weights; the stand-in then takes the recorded checkpoint's place, its MD5 in the copy's metadata."""
     destination = parent / source.name
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("models", "eval", "easy_hard", "__pycache__"))
     if weights_bytes is not None:
         (destination / "models").mkdir()
         (destination / "models" / "model.pt").write_bytes(os.urandom(weights_bytes))
+        metadata_path = destination / "configs" / "metadata.json"
+        metadata = json.loads(metadata_path.read_text())
+        if recorded_md5(destination) is not None:
+            metadata["eval_metrics"]["model_md5"] = file_md5(destination / "models" / "model.pt")
+            metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
     licence = destination / "docs" / "data_license.txt"
     if data_license and not licence.is_file():
         licence.write_text("BUSI: CC BY 4.0 (a stand-in written by the test)\n")
