@@ -557,16 +557,21 @@ def curves_table(records: list[dict], output: Path) -> str:
     from lesionseg.engines.training_log import curve_end
 
     ends = {record["model"]: curve_end(output / record["model"] / "epochs.jsonl") for record in records}
+
+    def rise(end) -> str:
+        interval = "" if math.isnan(end.slope_half_width) else f" ± {end.slope_half_width * 10:.3f}"
+        return f"{end.slope * 10:+.3f}{interval} (last {end.window})"
+
     rows = [
-        f"| {model} | {end.epochs} | {end.best_epoch} ({end.best_dice:.3f}) | {end.slope * 10:+.3f} "
-        f"(last {end.window}) | {end.train_dice:.3f} / {end.val_dice:.3f} | {end.reading()} |"
+        f"| {model} | {end.epochs} | {end.best_epoch} ({end.best_dice:.3f}) | {rise(end)} "
+        f"| {end.train_dice:.3f} / {end.val_dice:.3f} | {end.reading()} |"
         for model, end in ends.items()
         if end is not None
     ]
     if not rows:
         return ""
     header = (
-        "| model | epochs | best epoch (validation Dice) | validation Dice per 10 epochs, fitted | "
+        "| model | epochs | best epoch (validation Dice) | validation Dice per 10 epochs, fitted (95 %) | "
         "training / validation Dice, last 3 epochs | reading |"
     )
     return "\n".join(["How the curves end (at the training size):", "", header, "|" + "---|" * 6, *rows])

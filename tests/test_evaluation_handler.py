@@ -146,6 +146,20 @@ def test_curve_end_measures_the_slope_the_best_epoch_and_the_training_validation
     assert end.reading() == "still rising: the budget limits it; training at or below validation: " + (
         "under-fitting or strong augmentation"
     )
+    # the slope's 95 % interval, written out: t(0.975, n - 2) * sqrt(SSR / (n - 2) / Sxx)
+    x, y = np.arange(11, 21), np.asarray(val[-10:])
+    residuals = y - np.polyval(np.polyfit(x, y, 1), x)
+    stderr = math.sqrt((residuals**2).sum() / 8 / ((x - x.mean()) ** 2).sum())
+    assert end.slope_half_width == pytest.approx(2.306004 * stderr, rel=1e-5)
+
+    # a fitted rise of +0.028 per 10 epochs that the epoch-to-epoch swings (±0.03) could give is no evidence
+    swinging = [0.68, 0.72, 0.66, 0.71, 0.67, 0.73, 0.66, 0.72, 0.68, 0.74]
+    end = curve_end(_write_log(tmp_path / "swinging.jsonl", swinging, [0.9] * 10))
+    assert end.slope * 10 >= end.RISING_PER_10 and end.slope - end.slope_half_width < 0
+    assert end.reading() == (
+        "no clear rise: the fitted rise is within the epoch-to-epoch swings; training well above validation: "
+        "over-fitting"
+    )
 
     flat = [0.7] * 12
     assert curve_end(_write_log(tmp_path / "overfit.jsonl", flat, [0.9] * 12)).reading() == (

@@ -19,6 +19,7 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
+from scipy import stats
 
 __all__ = ["CurveEnd", "EpochLog", "curve_end", "epoch_curves", "epoch_log_attacher", "read_epoch_log"]
 
@@ -158,6 +159,9 @@ class CurveEnd:
         window: the epochs ``slope`` was fitted over.
         train_dice, val_dice: the mean training and validation Dice over the last ``last`` epochs (the
             training Dice as the trainer measured it: on augmented batches, in training mode, while learning).
+        slope_half_width: the half-width of the slope's 95 % interval (Student's t with ``window - 2``
+            degrees of freedom; NaN when ``window < 3``): the validation Dice swings from epoch to epoch, and a
+            slope inside that swing is no evidence of a rise.
     """
 
     epochs: int
@@ -167,6 +171,7 @@ class CurveEnd:
     window: int
     train_dice: float
     val_dice: float
+    slope_half_width: float = math.nan
 
     #: a rise of the validation Dice of at least this much per 10 epochs reads as "still rising"
     RISING_PER_10 = 0.01
@@ -176,10 +181,16 @@ class CurveEnd:
     def reading(self) -> str:
         """The issue's three signs, where the numbers show them: a curve still rising (the budget), training Dice
         at or below validation Dice (under-fitting or strong augmentation), training well above validation
-        (over-fitting); "flat" when none."""
+        (over-fitting); "flat" when none.
+
+        "Still rising" needs a fitted rise of at least :attr:`RISING_PER_10` per 10 epochs and a slope whose
+        95 % interval lies above 0; a rise that the epoch-to-epoch swings could give reads "no clear rise"."""
         signs = []
         if self.slope * 10 >= self.RISING_PER_10:
-            signs.append("still rising: the budget limits it")
+            if self.slope - self.slope_half_width > 0:
+                signs.append("still rising: the budget limits it")
+            else:
+                signs.append("no clear rise: the fitted rise is within the epoch-to-epoch swings")
         gap = self.train_dice - self.val_dice
         if gap <= 0:
             signs.append("training at or below validation: under-fitting or strong augmentation")
@@ -217,15 +228,18 @@ def curve_end(
         return None
     best = max(records, key=lambda r: r[dice_key])
     tail = records[-window:]
-    slope = statistics.linear_regression([r["epoch"] for r in tail], [r[dice_key] for r in tail]).slope
+    fit = stats.linregress([r["epoch"] for r in tail], [r[dice_key] for r in tail])
+    # NaN for two points: a line through two points has no residuals to judge it by
+    half_width = float(stats.t.ppf(0.975, len(tail) - 2) * fit.stderr) if len(tail) >= 3 else math.nan
     ending = records[-last:]
     train = [r[train_dice_key] for r in ending if math.isfinite(r.get(train_dice_key, math.nan))]
     return CurveEnd(
         epochs=len(records),
         best_epoch=int(best["epoch"]),
         best_dice=float(best[dice_key]),
-        slope=float(slope),
+        slope=float(fit.slope),
         window=len(tail),
         train_dice=statistics.fmean(train) if train else math.nan,
         val_dice=statistics.fmean(r[dice_key] for r in ending),
+        slope_half_width=half_width,
     )
