@@ -72,7 +72,6 @@ class DiceBreakdown:
         size_edges: the tercile edges in pixels: small <= edges[0] < medium <= edges[1] < large.
         poor: images with Dice < :data:`POOR_DICE`.
         over_segmented: poor images whose predicted area is larger than the lesion's.
-        under_segmented: the other poor images (``poor - over_segmented``).
         missed: images with Dice < :data:`MISSED_DICE` (also counted in ``poor``).
     """
 
@@ -82,8 +81,12 @@ class DiceBreakdown:
     size_edges: tuple[float, float]
     poor: int
     over_segmented: int
-    under_segmented: int
     missed: int
+
+    @property
+    def under_segmented(self) -> int:
+        """The other poor images: prediction no larger than the lesion, misses included."""
+        return self.poor - self.over_segmented
 
 
 def lesion_size_edges(rows: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
@@ -134,6 +137,5 @@ def dice_breakdown(rows: Sequence[Mapping[str, Any]], size_edges: tuple[float, f
         size_edges=edges,
         poor=len(poor),
         over_segmented=over,
-        under_segmented=len(poor) - over,
         missed=sum(row["dice"] < MISSED_DICE for row in lesions),
     )
