@@ -428,11 +428,11 @@ def test_bundles_refuse_true_false_settings_given_as_text(bundle, tmp_path):
 
     workflow = make_workflow(BUNDLES / bundle, ["train"], "train", dataset_dir=str(tmp_path / "none"),
                              ckpt_dir=str(tmp_path / "models"), prepare_dir=str(tmp_path / "easy_hard"),
-                             resume="false", tensorboard="False ", **TINY)
+                             resume="false", tensorboard="False ", cpu_reuse_freed_memory="true", **TINY)
     with pytest.raises(Exception) as raised:
         workflow.initialize()
     lines = str(_cause(raised.value, ConfigError)).splitlines()
-    assert [line.split(":")[0] for line in lines] == ["resume", "tensorboard"], lines
+    assert [line.split(":")[0] for line in lines] == ["resume", "tensorboard", "cpu_reuse_freed_memory"], lines
     assert "--resume False" in lines[0]
     assert not (tmp_path / "models").exists() and not (tmp_path / "easy_hard").exists()
 

@@ -9,6 +9,7 @@ from lesionseg.engines.checkpoint import (
 )
 from lesionseg.engines.compiled import CompilerMissingError, compile_for_inference
 from lesionseg.engines.config_checks import ConfigError, check_training_config
+from lesionseg.engines.cpu_memory import release_freed_memory, reuse_freed_memory
 from lesionseg.engines.curriculum import EasyToHardHandler
 from lesionseg.engines.distributed import handlers_for_rank, sync_batch_norm
 from lesionseg.engines.easy_hard import (
@@ -37,6 +38,8 @@ __all__ = [
     "compile_for_inference",
     "ConfigError",
     "check_training_config",
+    "release_freed_memory",
+    "reuse_freed_memory",
     "CheckpointError",
     "RESUME_RULES",
     "TrainingCheckpoint",

@@ -1,0 +1,126 @@
+"""Training on the CPU: keep the memory that tensors free for reuse instead of handing it back to the system.
+
+glibc's ``malloc`` serves every block above its ``mmap`` threshold (at most 32 MiB) with fresh pages from
+``mmap`` and unmaps them again on ``free``. A training step at 224², batch 16, allocates and frees a few
+gigabytes of such blocks (every full-resolution activation and its gradient), so the kernel zeroes the same
+amount of new pages on first touch, step after step: about a quarter of TaiChiNet's CPU time, measured with
+``benchmarks/taichinet_speed.py``. :func:`reuse_freed_memory` sets glibc's ``mallopt(3)`` parameters
+``M_MMAP_MAX = 0`` (no block is served by ``mmap``) and ``M_TRIM_THRESHOLD = -1`` (the heap is never trimmed),
+the run-time form of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment. After the first few
+steps every block comes from memory the process already holds. The numbers do not change (only addresses do);
+training runs about 1.5× faster at 224², batch 16, and the peak resident memory is about 40 % higher (the heap
+keeps the gaps between aligned blocks), held until :func:`release_freed_memory` restores glibc's defaults.
+
+Only the CPU with glibc (Linux) is affected. On a CUDA device, or with another C library (macOS, Windows,
+musl), nothing changes and the log says why. The setting is per process, as the allocator is: nested
+workflows (TaiChiNet's preparation inside its training) share it, and the defaults come back when the last
+caller releases it.
+
+Example::
+
+    >>> import torch
+    >>> from lesionseg.engines.cpu_memory import reuse_freed_memory, release_freed_memory
+    >>> applied = reuse_freed_memory(torch.device("cpu"))  # True on Linux with glibc
+    >>> release_freed_memory()  # glibc's defaults again, memory the heap holds beyond them returned
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import platform
+import threading
+from functools import lru_cache
+
+import torch
+
+__all__ = ["release_freed_memory", "reuse_freed_memory"]
+
+logger = logging.getLogger(__name__)
+
+# mallopt(3) parameter numbers, from glibc's <malloc.h>
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
+# glibc's start-up values, which release_freed_memory restores: 128 KiB thresholds, up to 65 536 mmap'ed blocks
+_DEFAULT_THRESHOLD = 128 * 1024
+_DEFAULT_MMAP_MAX = 65536
+
+_lock = threading.Lock()
+_holders = 0
+
+
+@lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library when it is glibc, else ``None``."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    libc = ctypes.CDLL(None)
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc_trim.restype = ctypes.c_int
+    return libc
+
+
+def _mallopt(libc: ctypes.CDLL, settings: dict[int, int]) -> None:
+    for param, value in settings.items():
+        if libc.mallopt(param, value) != 1:
+            raise OSError(f"glibc mallopt({param}, {value}) failed")
+
+
+def reuse_freed_memory(device: torch.device | str, enabled: bool = True) -> bool:
+    """Make this process's ``malloc`` keep freed memory for reuse, for training on ``device``.
+
+    Args:
+        device: the device the workflow trains on; only ``cpu`` changes anything.
+        enabled: the bundle setting (``cpu_reuse_freed_memory``); ``False`` leaves glibc's defaults and logs it.
+
+    Returns:
+        Whether the setting is now in force (``True`` also when an enclosing workflow already set it). Each
+        ``True`` is to be matched by one :func:`release_freed_memory`.
+    """
+    global _holders
+    if torch.device(device).type != "cpu":
+        return False
+    if not enabled:
+        logger.info("CPU memory: glibc's defaults (cpu_reuse_freed_memory is off): large blocks mmap'ed afresh")
+        return False
+    libc = _glibc()
+    if libc is None:
+        libc_name = platform.libc_ver()[0] or platform.system()
+        logger.info("CPU memory: allocator left as it is (not glibc: %s)", libc_name)
+        return False
+    with _lock:
+        if _holders == 0:
+            _mallopt(libc, {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: -1})
+            logger.info(
+                "CPU memory: glibc keeps freed memory for reuse (no mmap'ed blocks, no trimming): faster training "
+                "steps, higher peak resident memory; cpu_reuse_freed_memory=False keeps glibc's defaults"
+            )
+        _holders += 1
+    return True
+
+
+def release_freed_memory() -> bool:
+    """Undo one :func:`reuse_freed_memory` that returned ``True``; the last one restores glibc's defaults.
+
+    glibc's start-up values come back (128 KiB thresholds; glibc no longer raises the ``mmap`` threshold by
+    itself once a threshold has been set), and ``malloc_trim`` returns the free memory the heap holds.
+
+    Returns:
+        Whether glibc's defaults were restored by this call.
+    """
+    global _holders
+    libc = _glibc()
+    with _lock:
+        if libc is None or _holders == 0:
+            return False
+        _holders -= 1
+        if _holders:
+            return False
+        defaults = {_M_MMAP_MAX: _DEFAULT_MMAP_MAX, _M_TRIM_THRESHOLD: _DEFAULT_THRESHOLD}
+        _mallopt(libc, {**defaults, _M_MMAP_THRESHOLD: _DEFAULT_THRESHOLD})
+        libc.malloc_trim(0)
+    logger.info("CPU memory: glibc's defaults restored")
+    return True

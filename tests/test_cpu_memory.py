@@ -1,0 +1,179 @@
+"""``lesionseg.engines.cpu_memory``: glibc keeps freed memory for reuse during CPU training, and only then."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from lesionseg.engines import cpu_memory
+from lesionseg.engines.cpu_memory import release_freed_memory, reuse_freed_memory
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+needs_glibc = pytest.mark.skipif(not GLIBC, reason="the setting exists only with glibc")
+
+
+class FakeGlibc:
+    """Records the ``mallopt`` and ``malloc_trim`` calls instead of making them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, param, value):
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad):
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+@pytest.fixture
+def fake_glibc(monkeypatch):
+    libc = FakeGlibc()
+    monkeypatch.setattr(cpu_memory, "_glibc", lambda: libc)
+    monkeypatch.setattr(cpu_memory, "_holders", 0)
+    return libc
+
+
+def test_reuse_sets_the_documented_mallopt_parameters_and_release_restores_glibcs_values(fake_glibc):
+    assert reuse_freed_memory("cpu")
+    # mallopt(3): M_MMAP_MAX (-4) 0 serves nothing with mmap; M_TRIM_THRESHOLD (-1) -1 never trims the heap
+    assert fake_glibc.calls == [("mallopt", -4, 0), ("mallopt", -1, -1)]
+    fake_glibc.calls.clear()
+    assert release_freed_memory()
+    assert fake_glibc.calls == [
+        ("mallopt", -4, 65536),
+        ("mallopt", -1, 128 * 1024),
+        ("mallopt", -3, 128 * 1024),
+        ("malloc_trim", 0),
+    ]
+
+
+def test_nested_workflows_keep_the_setting_until_the_last_release(fake_glibc):
+    assert reuse_freed_memory(torch.device("cpu"))
+    assert reuse_freed_memory("cpu")  # e.g. TaiChiNet's preparation inside its training
+    assert len(fake_glibc.calls) == 2  # set once
+    assert not release_freed_memory()
+    assert len(fake_glibc.calls) == 2  # still in force for the outer workflow
+    assert release_freed_memory()
+    assert fake_glibc.calls[-1] == ("malloc_trim", 0)
+    assert not release_freed_memory()  # nothing left to release: a finalize without an initialize
+    assert fake_glibc.calls[-1] == ("malloc_trim", 0)
+
+
+def test_nothing_changes_on_a_gpu_or_when_switched_off(fake_glibc, caplog):
+    assert not reuse_freed_memory(torch.device("cuda", 0))
+    with caplog.at_level(logging.INFO, logger=cpu_memory.__name__):
+        assert not reuse_freed_memory("cpu", enabled=False)
+    assert fake_glibc.calls == []
+    assert "cpu_reuse_freed_memory is off" in caplog.text
+    assert not release_freed_memory()
+    assert fake_glibc.calls == []
+
+
+def test_nothing_changes_without_glibc(monkeypatch, caplog):
+    monkeypatch.setattr(cpu_memory, "_glibc", lambda: None)
+    monkeypatch.setattr(cpu_memory, "_holders", 0)
+    with caplog.at_level(logging.INFO, logger=cpu_memory.__name__):
+        assert not reuse_freed_memory("cpu")
+    assert "left as it is (not glibc" in caplog.text
+    assert not release_freed_memory()
+
+
+def test_a_refused_mallopt_is_an_error(fake_glibc, monkeypatch):
+    monkeypatch.setattr(fake_glibc, "mallopt", lambda param, value: 0)
+    with pytest.raises(OSError, match=r"mallopt\(-4, 0\) failed"):
+        reuse_freed_memory("cpu")
+
+
+# Allocates and frees a 64 MiB tensor (above glibc's largest mmap threshold, 32 MiB) eight times in each of
+# three phases and prints the minor page faults of each of the last four allocations of each phase.
+_FAULTS_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, torch
+    from lesionseg.engines.cpu_memory import release_freed_memory, reuse_freed_memory
+
+    def faults():
+        counts = []
+        for _ in range(8):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            block = torch.zeros(16 * 2**20)
+            del block
+            counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        return counts[4:]
+
+    default = faults()
+    assert reuse_freed_memory("cpu")
+    reused = faults()
+    assert release_freed_memory()
+    print(json.dumps({"default": default, "reused": reused, "released": faults()}))
+    """
+)
+
+
+@needs_glibc
+def test_reused_blocks_touch_no_fresh_pages_and_release_brings_glibcs_behaviour_back():
+    """The point of the setting, measured: with glibc's defaults every 64 MiB block is 16 384 fresh pages that
+    the kernel zeroes; with freed memory reused, the same allocation after a few rounds touches none."""
+    result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    faults = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    pages = 64 * 2**20 // 4096
+    assert all(count >= pages // 2 for count in faults["default"]), faults
+    assert all(count < 100 for count in faults["reused"]), faults
+    assert all(count >= pages // 2 for count in faults["released"]), faults
+
+
+def _train(steps: int = 3) -> dict[str, torch.Tensor]:
+    from lesionseg.networks.nets import TaiChiNet
+
+    torch.manual_seed(0)
+    net = TaiChiNet(spatial_dims=2, in_channels=1, out_channels=1, features=(4, 8, 16, 32, 64))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    images = torch.rand(4, 1, 64, 64)
+    masks = (images > 0.5).float()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        positive, negative = net(images)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(positive, masks)
+        loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(negative, 1 - masks)
+        loss.backward()
+        optimizer.step()
+    return {name: value.detach().clone() for name, value in net.state_dict().items()}
+
+
+@needs_glibc
+def test_training_gives_the_same_weights_bit_for_bit():
+    expected = _train()
+    assert reuse_freed_memory("cpu")
+    try:
+        reused = _train()
+    finally:
+        release_freed_memory()
+    assert expected.keys() == reused.keys()
+    assert all(torch.equal(expected[name], reused[name]) for name in expected)
+
+
+@pytest.mark.parametrize("bundle", ["dcnet_bundle", "taichinet_bundle"])
+@pytest.mark.parametrize("enabled", [True, False])
+def test_bundle_training_sets_it_in_initialize_and_releases_it_in_finalize(bundle, enabled, fake_glibc, tmp_path):
+    from lesionseg.workflows.bundle import make_workflow
+
+    bundles = Path(__file__).resolve().parents[1] / "bundles"
+    workflow = make_workflow(bundles / bundle, ["train"], "train", dataset_dir=str(tmp_path / "data"),
+                             ckpt_dir=str(tmp_path / "models"), prepare_dir=str(tmp_path / "easy_hard"),
+                             device="$torch.device('cpu')", cpu_reuse_freed_memory=enabled, num_workers=0,
+                             image_size=[32, 32], **{"network_def#features": [2, 4, 8, 16, 32]})
+    workflow.initialize()
+    assert cpu_memory._holders == int(enabled)
+    assert [call[1:] for call in fake_glibc.calls] == ([(-4, 0), (-1, -1)] if enabled else [])
+    workflow.finalize()
+    assert cpu_memory._holders == 0
+    assert fake_glibc.calls[-1:] == ([("malloc_trim", 0)] if enabled else [])
