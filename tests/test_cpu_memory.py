@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import subprocess
@@ -15,6 +16,7 @@ import torch
 from lesionseg.engines import cpu_memory
 from lesionseg.engines.cpu_memory import release_freed_memory, reuse_freed_memory
 
+ROOT = Path(__file__).resolve().parents[1]
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 needs_glibc = pytest.mark.skipif(not GLIBC, reason="the setting exists only with glibc")
 
@@ -124,7 +126,7 @@ def test_reused_blocks_touch_no_fresh_pages_and_release_brings_glibcs_behaviour_
     the kernel zeroes; with freed memory reused, the same allocation after a few rounds touches none."""
     result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    faults = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    faults = json.loads(result.stdout.strip().splitlines()[-1])
     pages = 64 * 2**20 // 4096
     assert all(count >= pages // 2 for count in faults["default"]), faults
     assert all(count < 100 for count in faults["reused"]), faults
@@ -166,8 +168,7 @@ def test_training_gives_the_same_weights_bit_for_bit():
 def test_bundle_training_sets_it_in_initialize_and_releases_it_in_finalize(bundle, enabled, fake_glibc, tmp_path):
     from lesionseg.workflows.bundle import make_workflow
 
-    bundles = Path(__file__).resolve().parents[1] / "bundles"
-    workflow = make_workflow(bundles / bundle, ["train"], "train", dataset_dir=str(tmp_path / "data"),
+    workflow = make_workflow(ROOT / "bundles" / bundle, ["train"], "train", dataset_dir=str(tmp_path / "data"),
                              ckpt_dir=str(tmp_path / "models"), prepare_dir=str(tmp_path / "easy_hard"),
                              device="$torch.device('cpu')", cpu_reuse_freed_memory=enabled, num_workers=0,
                              image_size=[32, 32], **{"network_def#features": [2, 4, 8, 16, 32]})
@@ -177,3 +178,26 @@ def test_bundle_training_sets_it_in_initialize_and_releases_it_in_finalize(bundl
     workflow.finalize()
     assert cpu_memory._holders == 0
     assert fake_glibc.calls[-1:] == ([("malloc_trim", 0)] if enabled else [])
+
+
+@needs_glibc
+def test_the_benchmark_compares_both_settings_and_keeps_existing_files(tmp_path, capsys):
+    """``benchmarks/cpu_memory.py`` end to end on a tiny image: both settings measured in their own processes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cpu_memory_benchmark", ROOT / "benchmarks" / "cpu_memory.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    output = tmp_path / "cpu_memory.json"
+    arguments = ["--models", "basicunet", "--size", "32", "--iters", "1", "--warmup", "1", "--rounds", "1"]
+    assert benchmark.main([*arguments, "--output", str(output)]) == 0
+    (summary,) = json.loads(output.read_text())["results"]
+    ((round_,),) = [summary["rounds"]]
+    assert {result["setting"] for result in round_.values()} == {"default", "reuse"}
+    assert summary["speedup"] == pytest.approx(
+        round_["default"]["median_step_seconds"] / round_["reuse"]["median_step_seconds"]
+    )
+    assert "| basicunet (16) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        benchmark.main([*arguments, "--output", str(output)])  # refuses to write over its own earlier result
+    assert "exists" in capsys.readouterr().err
