@@ -3,25 +3,27 @@
 glibc's ``malloc`` serves every block above its ``mmap`` threshold (at most 32 MiB) with fresh pages from
 ``mmap`` and unmaps them again on ``free``. A training step at 224², batch 16, allocates and frees a few
 gigabytes of such blocks (every full-resolution activation and its gradient), so the kernel zeroes the same
-amount of new pages on first touch, step after step: about a quarter of TaiChiNet's CPU time, measured with
-``benchmarks/taichinet_speed.py``. :func:`reuse_freed_memory` sets glibc's ``mallopt(3)`` parameters
+amount of new pages on first touch, step after step: 18 % to 38 % of the CPU time of the paper preset's
+training steps (``benchmarks/cpu_memory.py``). :func:`reuse_freed_memory` sets glibc's ``mallopt(3)`` parameters
 ``M_MMAP_MAX = 0`` (no block is served by ``mmap``) and ``M_TRIM_THRESHOLD = -1`` (the heap is never trimmed),
 the run-time form of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment. After the first few
 steps every block comes from memory the process already holds. The numbers do not change (only addresses do);
-training runs about 1.5× faster at 224², batch 16, and the peak resident memory is about 40 % higher (the heap
-keeps the gaps between aligned blocks), held until :func:`release_freed_memory` restores glibc's defaults.
+at 224² on 2 CPU threads, training steps run 1.5× (DC-Net, TaiChiNet) to 2× (BasicUNet) faster, and the peak
+resident memory is up to 40 % higher (the heap keeps the gaps between aligned blocks), held until
+:func:`release_freed_memory` restores glibc's defaults.
 
 Only the CPU with glibc (Linux) is affected. On a CUDA device, or with another C library (macOS, Windows,
-musl), nothing changes and the log says why. The setting is per process, as the allocator is: nested
-workflows (TaiChiNet's preparation inside its training) share it, and the defaults come back when the last
-caller releases it.
+musl), nothing changes and the log says why. The setting belongs to the process, as the allocator does
+(TaiChiNet's preparation, which its training runs in the same process, has it too); calls nest, and glibc's
+defaults come back when the last caller releases it.
 
 Example::
 
     >>> import torch
     >>> from lesionseg.engines.cpu_memory import reuse_freed_memory, release_freed_memory
-    >>> applied = reuse_freed_memory(torch.device("cpu"))  # True on Linux with glibc
-    >>> release_freed_memory()  # glibc's defaults again, memory the heap holds beyond them returned
+    >>> if reuse_freed_memory(torch.device("cpu")):  # True on Linux with glibc
+    ...     ...  # train
+    ...     restored = release_freed_memory()  # glibc's defaults again, the heap's free memory returned
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ logger = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
+# no block served by mmap; -1 disables trimming (mallopt(3))
+_REUSE = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: -1}
 # glibc's start-up values, which release_freed_memory restores: 128 KiB thresholds, up to 65 536 mmap'ed blocks
-_DEFAULT_THRESHOLD = 128 * 1024
-_DEFAULT_MMAP_MAX = 65536
+_START_UP = {_M_MMAP_MAX: 65536, _M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024}
 
 _lock = threading.Lock()
 _holders = 0
@@ -93,7 +96,7 @@ def reuse_freed_memory(device: torch.device | str, enabled: bool = True) -> bool
         return False
     with _lock:
         if _holders == 0:
-            _mallopt(libc, {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: -1})
+            _mallopt(libc, _REUSE)
             logger.info(
                 "CPU memory: glibc keeps freed memory for reuse (no mmap'ed blocks, no trimming): faster training "
                 "steps, higher peak resident memory; cpu_reuse_freed_memory=False keeps glibc's defaults"
@@ -119,8 +122,7 @@ def release_freed_memory() -> bool:
         _holders -= 1
         if _holders:
             return False
-        defaults = {_M_MMAP_MAX: _DEFAULT_MMAP_MAX, _M_TRIM_THRESHOLD: _DEFAULT_THRESHOLD}
-        _mallopt(libc, {**defaults, _M_MMAP_THRESHOLD: _DEFAULT_THRESHOLD})
+        _mallopt(libc, _START_UP)
         libc.malloc_trim(0)
     logger.info("CPU memory: glibc's defaults restored")
     return True
