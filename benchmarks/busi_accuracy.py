@@ -54,6 +54,9 @@ Paper protocol (``--preset paper``):
   fp32); the table states it;
 - run folder: ``../runs/busi_paper`` beside the checkout, outside the work tree, so that a later run on the
   same machine (or a fresh checkout beside it) finds and continues it;
+- fit: each finished model's kept checkpoint is also evaluated on its own training images, as on the
+  validation images (``OUTPUT/<model>/training_fit/``); the report's fit table sets the two side by side, the
+  measurement that tells over-fitting from under-fitting (``--no-training-fit`` leaves it out);
 - targets (issue 15): TaiChiNet lesion Dice ≥ 0.80, DC-Net ≥ 0.78, and each ≥ BasicUNet + 0.02 with the
   paired 95 % interval of the difference above 0.
 
@@ -150,6 +153,8 @@ class Preset:
         targets: model name -> lesion Dice it should reach.
         interval_above_zero: the target also needs the paired 95 % interval of the Dice difference to
             BasicUNet above 0, not only its mean above the margin.
+        training_fit: also evaluate each finished model on its own training images
+            (:func:`evaluate_training_fit`, the report's fit table).
     """
 
     epochs: int
@@ -161,6 +166,7 @@ class Preset:
     models: dict[str, tuple[str, dict[str, Any]]]
     targets: dict[str, float] = field(default_factory=dict)
     interval_above_zero: bool = False
+    training_fit: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -197,6 +203,7 @@ PRESETS: dict[str, Preset] = {
         },
         targets={"dcnet": 0.78, "taichinet": 0.80},
         interval_above_zero=True,
+        training_fit=True,
     ),
 }
 
@@ -321,6 +328,10 @@ def read_record(path: Path, preset: str) -> dict[str, Any]:
     return record
 
 
+#: the evaluations of a finished model's kept checkpoint beside the validation one: folder -> record file
+EVALUATION_RECORDS = {"test": "test_record.json", "training_fit": "fit_record.json"}
+
+
 def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one model through its bundle; its record (wall time, summary) as a dict.
 
@@ -383,18 +394,55 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
     with a ``test_record.json`` is not evaluated again. No class filter: the lesion columns of the table are
     the test set's lesion images, the "all" column every image.
     """
+    overrides = model_overrides(name, args, datalist, extra)
+    overrides.update(dataset_dir=str(args.test_dir), eval_section="all", classes=None)
+    images = f"every labelled image of {args.test_dir}"
+    return _evaluate_checkpoint(name, args, extra, overrides, "test", images, {"test_dir": str(args.test_dir)})
+
+
+def evaluate_training_fit(name: str, args: argparse.Namespace, datalist: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a finished model's ``models/model.pt`` on its own training images, as on the validation images.
+
+    The same evaluation on both sides (the kept checkpoint in evaluation mode, no augmentation, each image at
+    its own size against its mask), so the difference says whether a model over-fits. The training Dice of
+    the epoch log cannot: it is of augmented batches in training mode, and TaiChiNet's is against its easy or
+    hard parts, not the masks. Writes ``OUTPUT/<model>/training_fit/`` and ``fit_record.json``; a model with a
+    ``fit_record.json`` is not evaluated again.
+    """
+    overrides = dict(model_overrides(name, args, datalist, extra), eval_section="training")
+    return _evaluate_checkpoint(name, args, extra, overrides, "training_fit", "its training images", {})
+
+
+def _evaluate_checkpoint(
+    name: str,
+    args: argparse.Namespace,
+    extra: dict[str, Any],
+    overrides: dict[str, Any],
+    evaluation: str,
+    images: str,
+    record_extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Run the bundle's evaluate workflow with ``overrides`` on ``name``'s kept checkpoint, into
+    ``OUTPUT/<model>/<evaluation>/``, and record it in ``EVALUATION_RECORDS[evaluation]`` with the checkpoint's
+    MD5: a record of the same checkpoint is kept (not evaluated again), one of a checkpoint retrained since is
+    redone. ``extra`` is the model's ``--override``, ``images`` says what is evaluated in the log,
+    ``record_extra`` goes into the record."""
+    from lesionseg.deploy.release import file_md5
     from lesionseg.workflows.bundle import run_workflow
 
     folder = args.output / name
-    record_path = folder / "test_record.json"
+    record_path = folder / EVALUATION_RECORDS[evaluation]
+    checkpoint_md5 = file_md5(folder / "models" / "model.pt")
     if record_path.exists():
-        logging.info("%s: evaluated on the test set before (%s), not rerun", name, record_path)
-        return read_record(record_path, args.preset)
+        record = read_record(record_path, args.preset)
+        if record.get("checkpoint_md5") == checkpoint_md5:
+            logging.info("%s: %s evaluated before (%s), not rerun", name, images, record_path)
+            return record
+        logging.info("%s: %s was evaluated with another checkpoint (%s); evaluating again", name, images, record_path)
     bundle_name = PRESETS[args.preset].models[name][0]
     bundle = REPO / "bundles" / bundle_name
-    overrides = model_overrides(name, args, datalist, extra)
-    overrides.update(dataset_dir=str(args.test_dir), output_dir=str(folder / "test"), eval_section="all", classes=None)
-    logging.info("%s: evaluating %s on every labelled image of %s", name, folder / "models" / "model.pt", args.test_dir)
+    overrides = dict(overrides, output_dir=str(folder / evaluation))
+    logging.info("%s: evaluating %s on %s", name, folder / "models" / "model.pt", images)
     with RunningClock() as clock:
         run_workflow(bundle, ["train", "evaluate"], None, overrides)
     record = {
@@ -402,12 +450,13 @@ def evaluate_test_set(name: str, args: argparse.Namespace, datalist: Path, extra
         "bundle": bundle_name,
         "preset": args.preset,
         "command": args.command,
-        "test_dir": str(args.test_dir),
+        **record_extra,
+        "checkpoint_md5": checkpoint_md5,
         "wall_seconds": clock.elapsed(),
         "paused_seconds": clock.stopped_seconds,
         "precision": precision_used(bundle, overrides),
         "overrides": extra,
-        "summary": json.loads((folder / "test" / "summary.json").read_text()),
+        "summary": json.loads((folder / evaluation / "summary.json").read_text()),
     }
     write_text_atomically(record_path, json.dumps(record, indent=2))  # a crash leaves no half record
     return record
@@ -577,6 +626,42 @@ def curves_table(records: list[dict], output: Path) -> str:
     return "\n".join(["How the curves end (at the training size):", "", header, "|" + "---|" * 6, *rows])
 
 
+def fit_table(records: list[dict], output: Path) -> str:
+    """Markdown: each model's kept checkpoint on its own training images against the validation images, the
+    same evaluation on both sides (``OUTPUT/<model>/fit_record.json``, :func:`evaluate_training_fit`): training
+    well above validation is over-fitting; both low and close together, under-fitting. Empty without any.
+    """
+    from lesionseg.engines.training_log import CurveEnd
+
+    rows = []
+    for record in records:
+        path = output / record["model"] / EVALUATION_RECORDS["training_fit"]
+        if not path.is_file():
+            continue
+        training, validation = json.loads(path.read_text())["summary"]["lesion"], record["summary"]["lesion"]
+        gap = training["dice"]["mean"] - validation["dice"]["mean"]
+        if gap >= CurveEnd.OVERFIT_GAP:
+            reading = "training well above validation: over-fitting"
+        elif gap <= 0:
+            reading = "training at or below validation: under-fitting"
+        else:
+            reading = "training close to validation"
+        rows.append(
+            f"| {record['model']} | {training['dice']['mean']:.3f} ± {training['dice']['std']:.3f} "
+            f"({training['n']}) | {validation['dice']['mean']:.3f} ± {validation['dice']['std']:.3f} "
+            f"({validation['n']}) | {gap:+.3f} | {reading} |"
+        )
+    if not rows:
+        return ""
+    intro = (
+        "How each model fits its training images: its kept checkpoint evaluated on the training and the "
+        "validation lesion images alike (no augmentation, each image at its own size; lesion Dice mean ± std "
+        "(images)):"
+    )
+    header = "| model | training images | validation images | training − validation | reading |"
+    return "\n".join([intro, "", header, "|" + "---|" * 5, *rows])
+
+
 def breakdown_table(records: list[dict], output: Path, evaluation: str = "evaluation") -> str:
     """Markdown: where each model loses lesion Dice (:mod:`lesionseg.metrics.breakdown`): per class, per
     tercile of lesion area (the same edges for every model, from the first model's images) and which kind
@@ -685,11 +770,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="another results folder on the same split (e.g. the same models in fp32): adds each model's lesion "
         "Dice difference to its namesake there, paired over the same images, with its 95 %% interval",
     )
+    parser.add_argument(
+        "--training-fit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also evaluate each finished model on its own training images, as on the validation images, for "
+        "the fit table (paper: on, short: off)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--override", type=parse_override, action="append", default=[], metavar="MODEL:ID=VALUE")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
-    for option in ("epochs", "size", "learning_rate", "prepare_epochs", "output"):
+    for option in ("epochs", "size", "learning_rate", "prepare_epochs", "output", "training_fit"):
         if getattr(args, option) is None:
             setattr(args, option, getattr(preset, option))
     if not args.dataset_dir.is_dir():
@@ -719,6 +811,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         extra = {key: value for model, key, value in args.override if model == name}
         records.append(run_model(name, args, datalist, extra))
+        if args.training_fit:
+            evaluate_training_fit(name, args, datalist, extra)
         logging.info(
             "%s: finished\n%s", name, results_table(records, args.output, preset.targets, preset.interval_above_zero)
         )
@@ -742,7 +836,12 @@ def main(argv: list[str] | None = None) -> int:
         f"# BUSI comparison\n\n`{command}`\n\n{setting}, seed 0, {args.threads} CPU threads, torch "
         f"{torch.__version__}; split `{datalist}`; lesion = {images}.\n\n{table}\n"
     )
-    for extra_table in (curves_table(records, args.output), breakdown_table(records, args.output)):
+    extra_tables = (
+        curves_table(records, args.output),
+        fit_table(records, args.output),
+        breakdown_table(records, args.output),
+    )
+    for extra_table in extra_tables:
         if extra_table:
             report += "\n" + extra_table + "\n"
     if args.compare_to is not None:

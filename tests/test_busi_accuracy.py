@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import yaml
 
 from lesionseg.data.phantoms import write_phantom_dataset
 from lesionseg.data.readers import read_busi
+from lesionseg.deploy.release import file_md5
 from lesionseg.engines import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,20 +204,41 @@ def test_paper_preset_on_phantoms_with_a_test_set_skips_and_resumes(tmp_path):
             missed = sum(float(r["dice"]) < 0.1 for r in per_image if int(r["gt_pixels"]) > 0)
             assert row.endswith(f"| {missed} / {lesions} |"), row
 
+    # how each model fits its training images: its checkpoint on the training section's lesion images
+    training_lesions = [i for i in json.loads((out / "datalist.json").read_text())["training"]
+                        if i["class"] in LESION_CLASSES]
+    fit = results.partition("How each model fits its training images")[2].partition("\n\n")[2]
+    for name in ("basicunet", "dcnet", "taichinet"):
+        per_image = _csv_rows(out / name / "training_fit" / "per_image.csv")
+        # the datalist's paths are relative to it
+        expected = sorted(str((out / i["image"]).resolve()) for i in training_lesions)
+        assert sorted(str(Path(r["image"]).resolve()) for r in per_image) == expected
+        train_dice = statistics.fmean(float(r["dice"]) for r in per_image)
+        val_dice = json.loads((out / name / "record.json").read_text())["summary"]["lesion"]["dice"]["mean"]
+        row = next(line for line in fit.splitlines() if line.startswith(f"| {name} |"))
+        assert row.startswith(f"| {name} | {train_dice:.3f} ± "), row
+        assert f"({len(training_lesions)}) | {val_dice:.3f} ± " in row and f"| {train_dice - val_dice:+.3f} |" in row
+
     # a rerun trains and evaluates nothing again
     def written():
         files = [*out.glob("*/*record.json"), *out.glob("*/models/*.pt"), *out.glob("*/*/summary.json")]
         return {path: path.stat().st_mtime_ns for path in files}
 
     before = written()
-    assert len(before) == 6 + 6 + 6  # records, checkpoints (model.pt, training_state.pt), two summaries per model
+    # records (training, test, fit), checkpoints (model.pt, training_state.pt), three summaries per model
+    assert len(before) == 9 + 6 + 9
     assert busi_accuracy.main(argv) == 0
     assert written() == before
 
     # an unfinished model (no record) resumes: a longer run continues with epoch 2, not from epoch 1
     (out / "basicunet" / "record.json").unlink()
-    (out / "basicunet" / "test_record.json").unlink()
+    # a fit record of another checkpoint (as after a retraining) is redone, not reported for this one
+    fit_record = out / "basicunet" / "fit_record.json"
+    fit_record.write_text(json.dumps(dict(json.loads(fit_record.read_text()), checkpoint_md5="0" * 32)))
     assert busi_accuracy.main([*argv, "--epochs", "2", "--models", "basicunet"]) == 0
+    checkpoint = file_md5(out / "basicunet" / "models" / "model.pt")
+    for name in ("fit_record.json", "test_record.json"):
+        assert json.loads((out / "basicunet" / name).read_text())["checkpoint_md5"] == checkpoint, name
     epochs = [json.loads(line)["epoch"] for line in (out / "basicunet" / "epochs.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
     curves = (out / "results.md").read_text().partition("How the curves end")[2]
@@ -282,3 +305,23 @@ def test_compare_to_pairs_each_model_with_its_namesake_over_the_same_lesion_imag
     other_split = _results_folder(tmp_path / "other", {"a.png": 0.7}, datalist='{"training": [1]}')
     with pytest.raises(SystemExit, match="not the same split"):
         busi_accuracy.comparison_table([record], here, other_split)
+
+
+def test_fit_table_reads_over_and_under_fitting_from_the_same_evaluation_on_both_sides(tmp_path):
+    def summary(mean, n):
+        return {"lesion": {"n": n, "dice": {"mean": mean, "std": 0.1, "count": n}}}
+
+    records = []
+    for name, training, validation in (("dcnet", 0.85, 0.72), ("basicunet", 0.77, 0.75), ("taichinet", 0.70, 0.71)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "fit_record.json").write_text(json.dumps({"summary": summary(training, 413)}))
+        records.append({"model": name, "summary": summary(validation, 104)})
+    records.append({"model": "unfitted", "summary": summary(0.5, 104)})  # no fit record: no row
+    rows = busi_accuracy.fit_table(records, tmp_path).splitlines()[4:]
+    assert rows == [
+        "| dcnet | 0.850 ± 0.100 (413) | 0.720 ± 0.100 (104) | +0.130 | training well above validation: over-fitting |",
+        "| basicunet | 0.770 ± 0.100 (413) | 0.750 ± 0.100 (104) | +0.020 | training close to validation |",
+        "| taichinet | 0.700 ± 0.100 (413) | 0.710 ± 0.100 (104) | -0.010 | training at or below validation: "
+        "under-fitting |",
+    ]
+    assert busi_accuracy.fit_table(records[3:], tmp_path) == ""
