@@ -140,8 +140,11 @@ def test_both_trainings_finalize_alike():
     dcnet, taichinet = (yaml.safe_load((BUNDLES[b] / "configs" / "train.yaml").read_text()) for b in BUNDLES)
     assert dcnet["finalize"] == taichinet["finalize"] == [
         "$monai.utils.set_determinism(seed=None)",
-        "$lesionseg.engines.release_freed_memory()",  # what initialize's reuse_freed_memory set
+        # only the hold that initialize took (none on a GPU or with the setting off)
+        "$lesionseg.engines.release_freed_memory(held=@cpu_memory_held)",
     ]
+    assert dcnet["cpu_memory_held"] == taichinet["cpu_memory_held"]
+    assert "$@cpu_memory_held" in dcnet["initialize"] and "$@cpu_memory_held" in taichinet["initialize"]
 
 
 def _expressions(value: Any, id: str = ""):

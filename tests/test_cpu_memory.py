@@ -70,6 +70,17 @@ def test_nested_workflows_keep_the_setting_until_the_last_release(fake_glibc):
     assert fake_glibc.calls[-1] == ("malloc_trim", 0)
 
 
+def test_a_workflow_that_took_no_hold_releases_none(fake_glibc):
+    """A GPU workflow, or one with the setting off, inside a CPU one must not end the outer workflow's hold."""
+    assert reuse_freed_memory("cpu")  # the outer CPU workflow
+    inner_held = reuse_freed_memory("cpu", enabled=False)
+    assert not inner_held
+    assert not release_freed_memory(held=inner_held)
+    assert cpu_memory._holders == 1 and len(fake_glibc.calls) == 2  # still in force
+    assert release_freed_memory(held=True)
+    assert cpu_memory._holders == 0
+
+
 def test_nothing_changes_on_a_gpu_or_when_switched_off(fake_glibc, caplog):
     assert not reuse_freed_memory(torch.device("cuda", 0))
     with caplog.at_level(logging.INFO, logger=cpu_memory.__name__):
@@ -201,6 +212,26 @@ def test_bundle_training_sets_it_in_initialize_and_releases_it_in_finalize(bundl
     workflow.finalize()
     assert cpu_memory._holders == 0
     assert fake_glibc.calls[-1:] == ([("malloc_trim", 0)] if enabled else [])
+
+
+@pytest.mark.parametrize("bundle", ["dcnet_bundle", "taichinet_bundle"])
+@pytest.mark.parametrize("device, enabled", [("cpu", True), ("cpu", False), ("cuda", True)])
+def test_bundle_training_inside_a_held_workflow_releases_only_its_own_hold(bundle, device, enabled, fake_glibc,
+                                                                          tmp_path):
+    """A nested training (a GPU one, one with the setting off, or a CPU one) leaves the outer hold in force."""
+    from lesionseg.workflows.bundle import make_workflow
+
+    assert reuse_freed_memory("cpu")  # the enclosing workflow
+    workflow = make_workflow(ROOT / "bundles" / bundle, ["train"], "train", dataset_dir=str(tmp_path / "data"),
+                             ckpt_dir=str(tmp_path / "models"), prepare_dir=str(tmp_path / "easy_hard"),
+                             device=f"$torch.device('{device}')", cpu_reuse_freed_memory=enabled, num_workers=0,
+                             image_size=[32, 32], **{"network_def#features": [2, 4, 8, 16, 32]})
+    workflow.initialize()
+    assert cpu_memory._holders == (2 if device == "cpu" and enabled else 1)
+    workflow.finalize()
+    assert cpu_memory._holders == 1
+    assert len(fake_glibc.calls) == 2  # glibc's defaults never restored under the enclosing workflow
+    assert release_freed_memory()
 
 
 @needs_glibc

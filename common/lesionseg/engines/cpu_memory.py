@@ -26,6 +26,9 @@ Example::
     >>> if reuse_freed_memory(torch.device("cpu")):  # True on Linux with glibc
     ...     ...  # train
     ...     restored = release_freed_memory()  # glibc's defaults again, the heap's free memory returned
+
+In a bundle, ``initialize`` keeps what :func:`reuse_freed_memory` returned (``cpu_memory_held``) and ``finalize``
+passes it to ``release_freed_memory(held=...)``: a workflow releases only the hold it took.
 """
 
 from __future__ import annotations
@@ -120,16 +123,22 @@ def reuse_freed_memory(device: torch.device | str, enabled: bool = True) -> bool
     return True
 
 
-def release_freed_memory() -> bool:
+def release_freed_memory(held: bool = True) -> bool:
     """Undo one :func:`reuse_freed_memory` that returned ``True``; the last one restores glibc's defaults.
 
     glibc's start-up values come back (128 KiB thresholds; glibc no longer raises the ``mmap`` threshold by
     itself once a threshold has been set), and ``malloc_trim`` returns the free memory the heap holds.
 
+    Args:
+        held: what the matching :func:`reuse_freed_memory` returned. ``False`` (a GPU workflow, or one with the
+            setting off) releases nothing, so that it cannot end the hold of an enclosing CPU workflow.
+
     Returns:
         Whether glibc's defaults were restored by this call.
     """
     global _holders
+    if not held:
+        return False
     libc = _glibc()
     with _lock:
         if libc is None or _holders == 0:
