@@ -8,7 +8,7 @@ training steps (``benchmarks/cpu_memory.py``). :func:`reuse_freed_memory` sets g
 ``M_MMAP_MAX = 0`` (no block is served by ``mmap``) and ``M_TRIM_THRESHOLD = -1`` (the heap is never trimmed),
 the run-time form of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment. After the first few
 steps every block comes from memory the process already holds. The numbers do not change (only addresses do);
-at 224² on 2 CPU threads, training steps run 1.5× (DC-Net, TaiChiNet) to 2× (BasicUNet) faster, and the peak
+at 224² on 2 CPU threads, training steps run 1.2× (DC-Net, TaiChiNet) to 1.6× (BasicUNet) faster, and the peak
 resident memory is up to 40 % higher (the heap keeps the gaps between aligned blocks), held until
 :func:`release_freed_memory` restores glibc's defaults. Before the process forks (DataLoader workers, every
 epoch), the free memory is handed back (``malloc_trim``): a child shares the parent's pages copy-on-write, so
