@@ -405,9 +405,8 @@ def evaluate_training_fit(name: str, args: argparse.Namespace, datalist: Path, e
 
     The same evaluation on both sides (the kept checkpoint in evaluation mode, no augmentation, each image at
     its own size against its mask), so the difference says whether a model over-fits. The training Dice of
-    the epoch log cannot: it is of augmented batches in training mode, and TaiChiNet's is against its easy or
-    hard parts, not the masks. Writes ``OUTPUT/<model>/training_fit/`` and ``fit_record.json``; a model with a
-    ``fit_record.json`` is not evaluated again.
+    the epoch log cannot: it is of augmented batches in training mode. Writes ``OUTPUT/<model>/training_fit/``
+    and ``fit_record.json``; a model with a ``fit_record.json`` is not evaluated again.
     """
     overrides = dict(model_overrides(name, args, datalist, extra), eval_section="training")
     return _evaluate_checkpoint(name, args, extra, overrides, "training_fit", "its training images", {})
@@ -662,6 +661,39 @@ def fit_table(records: list[dict], output: Path) -> str:
     return "\n".join([intro, "", header, "|" + "---|" * 5, *rows])
 
 
+def parts_fit_table(records: list[dict], output: Path) -> str:
+    """Markdown: for a model trained on easy/hard parts (TaiChiNet), its training images' Dice (the fit
+    evaluation) grouped by how much of the lesion each part covers (:func:`lesionseg.engines.easy_hard.part_shares`).
+    A model that fits the lesion scores alike in every group; one pulled towards the part it was last
+    supervised with scores low where that part covers little. Empty without such a model.
+    """
+    from lesionseg.engines.easy_hard import DATALIST_FILENAME, part_shares
+    from lesionseg.metrics import read_per_image_csv
+    from lesionseg.metrics.breakdown import SHARE_GROUPS, dice_by_share
+
+    lines = []
+    for record in records:
+        folder = output / record["model"]
+        parts, fit = folder / "easy_hard" / DATALIST_FILENAME, folder / "training_fit" / "per_image.csv"
+        if not (parts.is_file() and fit.is_file()):
+            continue
+        dice = {row["case"]: row["dice"] for row in read_per_image_csv(fit) if row["gt_pixels"] > 0}
+        shares = part_shares(parts)
+        for index, part in enumerate(("easy part E_p", "hard part H_p")):
+            groups = dice_by_share(dice, {case: pair[index] for case, pair in shares.items()})
+            cells = [f"{groups[name].mean:.3f} ({groups[name].n})" if groups[name].n else "—" for name in SHARE_GROUPS]
+            lines.append(f"| {record['model']} | {part} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    intro = (
+        "How the kept checkpoint fits its training images by the share of each lesion that the easy/hard "
+        "parts cover (training lesion Dice, mean (images)): the training steps supervise the positive path "
+        "with the lesion and with one part, so a model pulled towards the part scores low where it covers little:"
+    )
+    header = "| model | part | " + " | ".join(f"part covers {name}" for name in SHARE_GROUPS) + " |"
+    return "\n".join([intro, "", header, "|" + "---|" * (2 + len(SHARE_GROUPS)), *lines])
+
+
 def breakdown_table(records: list[dict], output: Path, evaluation: str = "evaluation") -> str:
     """Markdown: where each model loses lesion Dice (:mod:`lesionseg.metrics.breakdown`): per class, per
     tercile of lesion area (the same edges for every model, from the first model's images) and which kind
@@ -839,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     extra_tables = (
         curves_table(records, args.output),
         fit_table(records, args.output),
+        parts_fit_table(records, args.output),
         breakdown_table(records, args.output),
     )
     for extra_table in extra_tables:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lesionseg.metrics import breakdown, compute_image_metrics, read_per_image_csv, write_per_image_csv
-from lesionseg.metrics.breakdown import SIZE_GROUPS, dice_breakdown, lesion_size_edges
+from lesionseg.metrics.breakdown import SHARE_GROUPS, SIZE_GROUPS, dice_breakdown, dice_by_share, lesion_size_edges
 
 # MONAI 1.6.1's own Hausdorff code passes its deprecated `always_return_as_numpy` argument to get_mask_edges
 pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
@@ -82,3 +82,22 @@ def test_bad_tables_get_clear_errors():
 
 def test_docstring_example():
     assert doctest.testmod(breakdown, raise_on_error=False).failed == 0
+
+
+def test_dice_by_share_groups_counted_by_hand():
+    dice = {"empty": 0.0, "tiny": 0.2, "edge_low": 0.4, "mid": 0.6, "edge_high": 0.8, "whole": 1.0, "no_share": 0.5}
+    share = {"empty": 0.0, "tiny": 0.05, "edge_low": 0.2, "mid": 0.3, "edge_high": 0.5, "whole": 1.0, "gone": 0.4}
+    groups = dice_by_share(dice, share)
+    assert list(groups) == list(SHARE_GROUPS)
+    # 0 | (0, 0.2) | [0.2, 0.5) | [0.5, 1]; "no_share" and "gone" are in one mapping only
+    assert [(g.n, round(g.mean, 6)) for g in groups.values()] == [(1, 0.0), (1, 0.2), (2, 0.5), (2, 0.9)]
+    assert math.isnan(dice_by_share({"a": 0.5}, {"a": 0.7})["none"].mean)
+
+
+def test_dice_by_share_refuses_what_it_cannot_group():
+    with pytest.raises(ValueError, match="no case"):
+        dice_by_share({"a": 0.5}, {"b": 0.5})
+    with pytest.raises(ValueError, match="'a' has share 1.5"):
+        dice_by_share({"a": 0.5}, {"a": 1.5})
+    with pytest.raises(ValueError, match="'a' has Dice nan"):
+        dice_by_share({"a": float("nan")}, {"a": 0.5})

@@ -280,6 +280,42 @@ def test_breakdown_table_uses_one_set_of_size_edges_for_all_models(tmp_path):
     assert busi_accuracy.breakdown_table([{"model": "taichinet"}], tmp_path) == ""  # no table: no breakdown
 
 
+def test_parts_fit_table_groups_the_training_fit_by_the_share_of_each_part(tmp_path):
+    """TaiChiNet's training-image Dice grouped by how much of each lesion its easy and hard parts cover."""
+    import numpy as np
+    from PIL import Image
+
+    from lesionseg.metrics import write_per_image_csv
+
+    parts = tmp_path / "taichinet" / "easy_hard"
+    # case -> (rows of its 10x10 lesion (10 px each) in the easy part, in the hard part, training Dice)
+    cases = {"all_easy": (10, 0, 0.9), "half": (5, 5, 0.7), "tenth": (1, 9, 0.5), "none_easy": (0, 10, 0.1)}
+    training, rows = [], []
+    for case, (easy_rows, hard_rows, dice) in cases.items():
+        for name, first, last in (("mask", 0, 10), ("easy", 0, easy_rows), ("hard", easy_rows, easy_rows + hard_rows)):
+            pixels = np.zeros((10, 10), np.uint8)
+            pixels[first:last] = 255
+            (parts / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(parts / name / f"{case}.png")
+        training.append({"image": f"mask/{case}.png", "label": f"mask/{case}.png", "case": case,
+                         "easy": f"easy/{case}.png", "hard": f"hard/{case}.png"})
+        rows.append({"image": f"{case}.png", "case": case, "dice": dice, "gt_pixels": 100, "pred_pixels": 100})
+    (parts / "datalist.json").write_text(json.dumps({"training": training, "validation": []}))
+    write_per_image_csv(rows, tmp_path / "taichinet" / "training_fit" / "per_image.csv")
+    write_per_image_csv(rows, tmp_path / "basicunet" / "training_fit" / "per_image.csv")  # no parts: no rows
+    table = busi_accuracy.parts_fit_table([{"model": "basicunet"}, {"model": "taichinet"}], tmp_path)
+    lines = table.splitlines()
+    assert lines[2] == (
+        "| model | part | part covers none | part covers under 20 % | part covers 20-50 % | part covers 50 % or more |"
+    )
+    # easy shares 1.0, 0.5, 0.1, 0; hard shares 0, 0.5, 0.9, 1.0
+    assert lines[4:] == [
+        "| taichinet | easy part E_p | 0.100 (1) | 0.500 (1) | — | 0.800 (2) |",
+        "| taichinet | hard part H_p | 0.900 (1) | — | — | 0.433 (3) |",
+    ]
+    assert busi_accuracy.parts_fit_table([{"model": "basicunet"}], tmp_path) == ""
+
+
 def _results_folder(root: Path, dice_by_image: dict[str, float], datalist: str = '{"training": []}') -> Path:
     """A results folder of one model ("dcnet") as the script leaves it: datalist, record and per-image CSV."""
     from lesionseg.metrics import write_per_image_csv

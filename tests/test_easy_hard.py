@@ -19,7 +19,7 @@ from monai.transforms import Compose, EnsureTyped, Resized, ScaleIntensityd
 from PIL import Image
 
 from lesionseg.data.datalist import read_prepared_datalist
-from lesionseg.data.io import read_mask
+from lesionseg.data.io import DataError, read_mask
 from lesionseg.data.phantoms import write_phantom_dataset
 from lesionseg.data.splits import datalist_section
 from lesionseg.data.transforms import LoadUltrasoundd
@@ -30,6 +30,7 @@ from lesionseg.engines.easy_hard import (
     EasyHardPreparation,
     check_preparation,
     easy_hard_parts,
+    part_shares,
     require_preparation,
     with_parts,
 )
@@ -353,3 +354,43 @@ def test_parts_for_other_images_are_refused(tmp_path):
     assert str(datalist) in str(error.value) and "z.png" in str(error.value) and "force" in str(error.value)
     with pytest.raises(TypeError, match="prepare"):
         EasyToHardHandler(TaiChiNetLoss(), prepare="configs/prepare.yaml")
+
+
+def _mask(path: Path, box: tuple[int, int, int, int], size=(8, 8)) -> str:
+    """An 8x8 mask PNG with rows box[0]:box[1], columns box[2]:box[3] set; returns its name."""
+    pixels = np.zeros(size, np.uint8)
+    pixels[box[0] : box[1], box[2] : box[3]] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path.name
+
+
+def _datalist_with_boxes(folder: Path, items: list[tuple[str, tuple, tuple, tuple]]) -> Path:
+    """A preparation's datalist of (case, lesion box, easy box, hard box) items, 8x8 masks (boxes as in _mask)."""
+    training = []
+    for case, lesion, easy, hard in items:
+        _mask(folder / "data" / f"{case}.png", (0, 8, 0, 8))
+        _mask(folder / "data" / f"{case}_mask.png", lesion)
+        _mask(folder / "easy" / f"{case}.png", easy)
+        _mask(folder / "hard" / f"{case}.png", hard)
+        training.append({"image": f"data/{case}.png", "label": f"data/{case}_mask.png", "case": case,
+                         "easy": f"easy/{case}.png", "hard": f"hard/{case}.png"})
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({"training": training, "validation": []}))
+    return path
+
+
+def test_part_shares_are_the_parts_pixel_counts_over_the_lesions(tmp_path):
+    datalist = _datalist_with_boxes(tmp_path, [
+        ("a", (0, 4, 0, 4), (0, 1, 0, 4), (1, 4, 0, 2)),  # lesion 16 px: easy 4, hard 6
+        ("b", (0, 2, 0, 5), (0, 2, 0, 5), (0, 0, 0, 0)),  # lesion 10 px: all easy, no hard part
+        ("normal", (0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0)),  # no lesion: left out
+    ])
+    assert part_shares(datalist) == {"a": (4 / 16, 6 / 16), "b": (1.0, 0.0)}
+
+
+def test_part_shares_name_a_part_of_the_wrong_size(tmp_path):
+    datalist = _datalist_with_boxes(tmp_path, [("a", (0, 4, 0, 4), (0, 1, 0, 4), (1, 4, 0, 2))])
+    _mask(tmp_path / "hard" / "a.png", (0, 1, 0, 1), size=(4, 4))
+    with pytest.raises(DataError, match=r"hard.a\.png.*\(4, 4\).*\(8, 8\)"):
+        part_shares(datalist)

@@ -46,6 +46,7 @@ __all__ = [
     "with_parts",
     "check_preparation",
     "require_preparation",
+    "part_shares",
     "EasyHardPreparation",
 ]
 
@@ -198,6 +199,40 @@ def require_preparation(
     raise ValueError(
         f"easy/hard parts in {prepare_dir} cannot be used: {problem}; redo them with\n  {command} --force True"
     )
+
+
+def part_shares(datalist: PathLike) -> dict[str, tuple[float, float]]:
+    """How much of each training lesion the prepared easy and hard parts cover: ``case -> (|E_p| / |G_p|,
+    |H_p| / |G_p|)``, for the lesion images of a preparation's datalist (normal images are left out).
+
+    Eq. 21-22 add Dice + BCE against the step's part to those against the whole lesion G_p, so where a part
+    covers little of its lesion the two targets disagree; :func:`lesionseg.metrics.breakdown.dice_by_share`
+    sets these shares beside a model's Dice on the same images. Cases are :func:`lesionseg.data.grouping.case_id`
+    (``per_image.csv``'s ``case``).
+
+    Args:
+        datalist: the preparation's datalist (``prepare_dir/datalist.json``).
+
+    Raises:
+        DataError: naming the file, when the datalist or a mask cannot be read, or a part's size differs from
+            its mask's.
+    """
+    from lesionseg.data.grouping import case_id
+
+    shares = {}
+    for item in read_prepared_datalist(datalist):
+        lesion = read_mask(item["label"]) > 0
+        total = int(lesion.sum())
+        if total == 0:
+            continue
+        covered = []
+        for key in PART_KEYS:
+            part = read_mask(item[key]) > 0
+            if part.shape != lesion.shape:
+                raise DataError(item[key], f"{key} part of size {part.shape} for a mask of size {lesion.shape}")
+            covered.append(int((part & lesion).sum()) / total)
+        shares[case_id(item)] = (covered[0], covered[1])
+    return shares
 
 
 def _unique_names(items: Sequence[Mapping]) -> list[str]:

@@ -41,8 +41,10 @@ __all__ = [
     "SIZE_GROUPS",
     "GroupDice",
     "DiceBreakdown",
+    "SHARE_GROUPS",
     "lesion_size_edges",
     "dice_breakdown",
+    "dice_by_share",
 ]
 
 #: Below this Dice an image counts as poorly segmented.
@@ -51,6 +53,8 @@ POOR_DICE = 0.5
 MISSED_DICE = 0.1
 #: The lesion-area terciles, smallest first.
 SIZE_GROUPS = ("small", "medium", "large")
+#: :func:`dice_by_share`'s groups: no share, under 20 %, 20 % to under 50 %, 50 % or more.
+SHARE_GROUPS = ("none", "under 20 %", "20-50 %", "50 % or more")
 
 
 @dataclass(frozen=True)
@@ -139,3 +143,39 @@ def dice_breakdown(rows: Sequence[Mapping[str, Any]], size_edges: tuple[float, f
         over_segmented=over,
         missed=sum(row["dice"] < MISSED_DICE for row in lesions),
     )
+
+
+def dice_by_share(dice: Mapping[str, float], share: Mapping[str, float]) -> dict[str, GroupDice]:
+    """Mean Dice of the images grouped by a share in [0, 1] that each image has, e.g. how much of its lesion
+    TaiChiNet's easy part covers (:func:`lesionseg.engines.easy_hard.part_shares`).
+
+    Args:
+        dice: case -> Dice (a ``per_image.csv``'s ``case`` and ``dice``).
+        share: case -> share; only the cases in both mappings count.
+
+    Returns:
+        :data:`SHARE_GROUPS` name -> its images' Dice: share 0, under 0.2, 0.2 to under 0.5, 0.5 or more.
+
+    Raises:
+        ValueError: when no case is in both, or a share is not in [0, 1] or a Dice not in [0, 1].
+
+    Example:
+        >>> groups = dice_by_share({"a": 0.1, "b": 0.9, "c": 0.8}, {"a": 0.05, "b": 0.6, "c": 0.7})
+        >>> groups["under 20 %"].mean, groups["50 % or more"].n, groups["none"].n
+        (0.1, 2, 0)
+    """
+    cases = [case for case in dice if case in share]
+    if not cases:
+        raise ValueError("no case has both a Dice and a share.")
+    members: dict[str, list[float]] = {name: [] for name in SHARE_GROUPS}
+    for case in cases:
+        value, score = float(share[case]), float(dice[case])
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"case {case!r} has share {value!r}, not in [0, 1].")
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"case {case!r} has Dice {score!r}, not in [0, 1].")
+        group = 0 if value == 0 else 1 if value < 0.2 else 2 if value < 0.5 else 3
+        members[SHARE_GROUPS[group]].append(score)
+    return {
+        name: GroupDice(float(np.mean(scores)) if scores else math.nan, len(scores)) for name, scores in members.items()
+    }
