@@ -14,6 +14,9 @@ and keeps its lesion images (``gt_pixels > 0``):
   lesion's: the model marks tissue around or beside the lesion) and under-segmented (smaller: the model
   misses part of the lesion, or all of it), and the misses among them (Dice < :data:`MISSED_DICE`).
 
+:func:`dice_by_share` groups the same kind of per-image Dice by a share each image has, such as how much of its
+lesion TaiChiNet's prepared easy part covers.
+
 Example:
     >>> rows = [
     ...     {"class": "benign", "dice": 0.9, "gt_pixels": 100, "pred_pixels": 110},
