@@ -122,7 +122,13 @@ class EasyToHardHandler:
         if self.prepare is not None and not self._prepared:
             self._give_parts(engine)
         start, max_epochs = self.step2_start_epoch, engine.state.max_epochs
-        if start is None:
+        if start is None and self.prepare is None:
+            # TaiChiNet's easy_to_hard: false; a datalist that already carries parts would still give them
+            self.logger.info(
+                "easy-to-hard off: no parts prepared, no step 2 (TaiChiNetLoss on the lesion mask alone is Eq. 13: "
+                "no part terms, the complementary term in every epoch)"
+            )
+        elif start is None:
             self.logger.info("easy-to-hard: no step 2 scheduled, the loss stays in step 1")
         elif max_epochs is not None and start > max_epochs:
             self.logger.warning(
