@@ -291,6 +291,15 @@ def test_handler_defaults_to_the_trainers_loss_and_none_never_switches():
     assert _run_schedule(EasyToHardHandler(loss, step2_start_epoch=None), loss, 3) == [1] * 6
 
 
+def test_handler_says_when_easy_to_hard_is_off(caplog):
+    """No preparation and no step 2 (easy_to_hard: false) is logged as off, not as "staying in step 1"."""
+    loss = TaiChiNetLoss()
+    with caplog.at_level(logging.INFO, logger="schedule"):
+        _run_schedule(EasyToHardHandler(loss, step2_start_epoch=None, name="schedule"), loss, 2)
+    assert "easy-to-hard off" in caplog.text and "Eq. 13" in caplog.text
+    assert "stays in step 1" not in caplog.text
+
+
 @pytest.mark.parametrize("epoch", [0, -1, 2.5, True, "3"])
 def test_handler_refuses_a_bad_epoch(epoch):
     with pytest.raises(ValueError, match="step2_start_epoch"):
