@@ -56,7 +56,10 @@ Paper protocol (``--preset paper``):
   same machine (or a fresh checkout beside it) finds and continues it;
 - fit: each finished model's kept checkpoint is also evaluated on its own training images, as on the
   validation images (``OUTPUT/<model>/training_fit/``); the report's fit table sets the two side by side, the
-  measurement that tells over-fitting from under-fitting (``--no-training-fit`` leaves it out);
+  measurement that tells over-fitting from under-fitting (``--no-training-fit`` leaves it out); where the last
+  epoch is not the kept one, its network (``models/training_state.pt``) is evaluated there too
+  (``OUTPUT/<model>/last_epoch_fit/``), and for TaiChiNet the parts table groups both by the share of each
+  lesion its easy and hard parts cover;
 - targets (issue 15): TaiChiNet lesion Dice ≥ 0.80, DC-Net ≥ 0.78, and each ≥ BasicUNet + 0.02 with the
   paired 95 % interval of the difference above 0.
 
@@ -329,7 +332,11 @@ def read_record(path: Path, preset: str) -> dict[str, Any]:
 
 
 #: the evaluations of a finished model's kept checkpoint beside the validation one: folder -> record file
-EVALUATION_RECORDS = {"test": "test_record.json", "training_fit": "fit_record.json"}
+EVALUATION_RECORDS = {
+    "test": "test_record.json",
+    "training_fit": "fit_record.json",
+    "last_epoch_fit": "last_epoch_fit_record.json",
+}
 
 
 def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[str, Any]) -> dict[str, Any]:
@@ -412,6 +419,40 @@ def evaluate_training_fit(name: str, args: argparse.Namespace, datalist: Path, e
     return _evaluate_checkpoint(name, args, extra, overrides, "training_fit", "its training images", {})
 
 
+def evaluate_last_epoch_fit(
+    name: str, args: argparse.Namespace, datalist: Path, extra: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Evaluate the network of a finished model's last epoch on its own training images, as
+    :func:`evaluate_training_fit` evaluates the kept checkpoint, when the two differ.
+
+    The network comes from ``models/training_state.pt`` (the resumable state) and is written to
+    ``OUTPUT/<model>/last_epoch/model.pt``; the evaluation to ``OUTPUT/<model>/last_epoch_fit/`` and
+    ``last_epoch_fit_record.json``. The parts table then shows how the fit moved after the kept epoch (for
+    TaiChiNet, what its step 2 did). ``None`` (nothing evaluated) without a training state, or when its last
+    epoch is the kept one.
+    """
+    from lesionseg.engines.checkpoint import load_checkpoint, save_atomically
+
+    folder = args.output / name
+    state_path = folder / "models" / "training_state.pt"
+    if not state_path.is_file():
+        logging.info("%s: no %s, so no last-epoch fit", name, state_path)
+        return None
+    state = load_checkpoint(state_path)
+    last_epoch = state["trainer"]["iteration"] // state["trainer"]["epoch_length"]
+    kept_epoch = state["best"]["validator"]["best_metric_epoch"]
+    if last_epoch == kept_epoch:
+        logging.info("%s: the kept checkpoint is the last epoch's (%d); no separate last-epoch fit", name, last_epoch)
+        return None
+    network = folder / "last_epoch" / "model.pt"
+    network.parent.mkdir(exist_ok=True)
+    save_atomically(state["model"], network)
+    overrides = dict(model_overrides(name, args, datalist, extra), eval_section="training")
+    overrides["ckpt_dir"] = str(network.parent)
+    images = f"its training images (the network of epoch {last_epoch}, the last)"
+    return _evaluate_checkpoint(name, args, extra, overrides, "last_epoch_fit", images, {"epoch": last_epoch})
+
+
 def _evaluate_checkpoint(
     name: str,
     args: argparse.Namespace,
@@ -431,7 +472,8 @@ def _evaluate_checkpoint(
 
     folder = args.output / name
     record_path = folder / EVALUATION_RECORDS[evaluation]
-    checkpoint_md5 = file_md5(folder / "models" / "model.pt")
+    checkpoint = Path(overrides["ckpt_dir"]) / "model.pt"
+    checkpoint_md5 = file_md5(checkpoint)
     if record_path.exists():
         record = read_record(record_path, args.preset)
         if record.get("checkpoint_md5") == checkpoint_md5:
@@ -441,7 +483,7 @@ def _evaluate_checkpoint(
     bundle_name = PRESETS[args.preset].models[name][0]
     bundle = REPO / "bundles" / bundle_name
     overrides = dict(overrides, output_dir=str(folder / evaluation))
-    logging.info("%s: evaluating %s on %s", name, folder / "models" / "model.pt", images)
+    logging.info("%s: evaluating %s on %s", name, checkpoint, images)
     with RunningClock() as clock:
         run_workflow(bundle, ["train", "evaluate"], None, overrides)
     record = {
@@ -663,9 +705,10 @@ def fit_table(records: list[dict], output: Path) -> str:
 
 def parts_fit_table(records: list[dict], output: Path) -> str:
     """Markdown: for a model trained on easy/hard parts (TaiChiNet), its training images' Dice (the fit
-    evaluation) grouped by how much of the lesion each part covers (:func:`lesionseg.engines.easy_hard.part_shares`).
-    A model that fits the lesion scores alike in every group; one pulled towards the part it was last
-    supervised with scores low where that part covers little. Empty without such a model.
+    evaluations: the kept checkpoint's, and the last epoch's network where it differs) grouped by how much of
+    the lesion each part covers (:func:`lesionseg.engines.easy_hard.part_shares`). A model that fits the
+    lesion scores alike in every group; one pulled towards the part it was last supervised with scores low
+    where that part covers little. Empty without such a model.
     """
     from lesionseg.engines.easy_hard import DATALIST_FILENAME, part_shares
     from lesionseg.metrics import read_per_image_csv
@@ -674,24 +717,32 @@ def parts_fit_table(records: list[dict], output: Path) -> str:
     lines = []
     for record in records:
         folder = output / record["model"]
-        parts, fit = folder / "easy_hard" / DATALIST_FILENAME, folder / "training_fit" / "per_image.csv"
-        if not (parts.is_file() and fit.is_file()):
+        parts = folder / "easy_hard" / DATALIST_FILENAME
+        fits = {"kept": folder / "training_fit" / "per_image.csv"}
+        last_record = folder / EVALUATION_RECORDS["last_epoch_fit"]
+        if last_record.is_file():
+            fits[f"last (epoch {json.loads(last_record.read_text())['epoch']})"] = (
+                folder / "last_epoch_fit" / "per_image.csv"
+            )
+        if not (parts.is_file() and fits["kept"].is_file()):
             continue
-        dice = {row["case"]: row["dice"] for row in read_per_image_csv(fit) if row["gt_pixels"] > 0}
         shares = part_shares(parts)
-        for index, part in enumerate(("easy part E_p", "hard part H_p")):
-            groups = dice_by_share(dice, {case: pair[index] for case, pair in shares.items()})
-            cells = [f"{groups[name].mean:.3f} ({groups[name].n})" if groups[name].n else "—" for name in SHARE_GROUPS]
-            lines.append(f"| {record['model']} | {part} | " + " | ".join(cells) + " |")
+        for network, fit in fits.items():
+            dice = {row["case"]: row["dice"] for row in read_per_image_csv(fit) if row["gt_pixels"] > 0}
+            for index, part in enumerate(("easy part E_p", "hard part H_p")):
+                groups = dice_by_share(dice, {case: pair[index] for case, pair in shares.items()})
+                cells = [f"{groups[g].mean:.3f} ({groups[g].n})" if groups[g].n else "—" for g in SHARE_GROUPS]
+                lines.append(f"| {record['model']} | {network} | {part} | " + " | ".join(cells) + " |")
     if not lines:
         return ""
     intro = (
-        "How the kept checkpoint fits its training images by the share of each lesion that the easy/hard "
-        "parts cover (training lesion Dice, mean (images)): the training steps supervise the positive path "
-        "with the lesion and with one part, so a model pulled towards the part scores low where it covers little:"
+        "How the networks fit their training images by the share of each lesion that the easy/hard parts cover "
+        "(training lesion Dice, mean (images); the kept checkpoint, and the last epoch's network where it "
+        "differs): the training steps supervise the positive path with the lesion and with one part, so a "
+        "model pulled towards the part scores low where it covers little:"
     )
-    header = "| model | part | " + " | ".join(f"part covers {name}" for name in SHARE_GROUPS) + " |"
-    return "\n".join([intro, "", header, "|" + "---|" * (2 + len(SHARE_GROUPS)), *lines])
+    header = "| model | network | part | " + " | ".join(f"part covers {name}" for name in SHARE_GROUPS) + " |"
+    return "\n".join([intro, "", header, "|" + "---|" * (3 + len(SHARE_GROUPS)), *lines])
 
 
 def breakdown_table(records: list[dict], output: Path, evaluation: str = "evaluation") -> str:
@@ -845,6 +896,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append(run_model(name, args, datalist, extra))
         if args.training_fit:
             evaluate_training_fit(name, args, datalist, extra)
+            evaluate_last_epoch_fit(name, args, datalist, extra)
         logging.info(
             "%s: finished\n%s", name, results_table(records, args.output, preset.targets, preset.interval_above_zero)
         )

@@ -303,17 +303,48 @@ def test_parts_fit_table_groups_the_training_fit_by_the_share_of_each_part(tmp_p
     (parts / "datalist.json").write_text(json.dumps({"training": training, "validation": []}))
     write_per_image_csv(rows, tmp_path / "taichinet" / "training_fit" / "per_image.csv")
     write_per_image_csv(rows, tmp_path / "basicunet" / "training_fit" / "per_image.csv")  # no parts: no rows
+    # the last epoch's network, which fits every image alike
+    last_rows = [dict(row, dice=0.6) for row in rows]
+    write_per_image_csv(last_rows, tmp_path / "taichinet" / "last_epoch_fit" / "per_image.csv")
+    (tmp_path / "taichinet" / "last_epoch_fit_record.json").write_text(json.dumps({"epoch": 40}))
     table = busi_accuracy.parts_fit_table([{"model": "basicunet"}, {"model": "taichinet"}], tmp_path)
     lines = table.splitlines()
     assert lines[2] == (
-        "| model | part | part covers none | part covers under 20 % | part covers 20-50 % | part covers 50 % or more |"
+        "| model | network | part | part covers none | part covers under 20 % | part covers 20-50 % | "
+        "part covers 50 % or more |"
     )
     # easy shares 1.0, 0.5, 0.1, 0; hard shares 0, 0.5, 0.9, 1.0
     assert lines[4:] == [
-        "| taichinet | easy part E_p | 0.100 (1) | 0.500 (1) | — | 0.800 (2) |",
-        "| taichinet | hard part H_p | 0.900 (1) | — | — | 0.433 (3) |",
+        "| taichinet | kept | easy part E_p | 0.100 (1) | 0.500 (1) | — | 0.800 (2) |",
+        "| taichinet | kept | hard part H_p | 0.900 (1) | — | — | 0.433 (3) |",
+        "| taichinet | last (epoch 40) | easy part E_p | 0.600 (1) | 0.600 (1) | — | 0.600 (2) |",
+        "| taichinet | last (epoch 40) | hard part H_p | 0.600 (1) | — | — | 0.600 (3) |",
     ]
     assert busi_accuracy.parts_fit_table([{"model": "basicunet"}], tmp_path) == ""
+
+
+def test_last_epoch_fit_evaluates_the_training_states_network_when_it_is_not_the_kept_one(tmp_path, monkeypatch):
+    import torch
+
+    from lesionseg.engines.checkpoint import save_atomically
+
+    args = busi_accuracy.parse_args(["--preset", "paper", "--dataset-dir", str(tmp_path), "--output", str(tmp_path)])
+    weights = {"layer.weight": torch.arange(4.0)}
+    calls = []
+    monkeypatch.setattr(busi_accuracy, "_evaluate_checkpoint", lambda *a: calls.append(a) or {"evaluated": True})
+    assert busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {}) is None  # no state
+    (tmp_path / "taichinet" / "models").mkdir(parents=True)
+    for kept_epoch, expected in ((40, None), (18, {"evaluated": True})):
+        state = {"format": 1, "trainer": {"epoch_length": 26, "iteration": 1040, "max_epochs": 40},
+                 "best": {"validator": {"best_metric": 0.7, "best_metric_epoch": kept_epoch}}, "model": weights}
+        save_atomically(state, tmp_path / "taichinet" / "models" / "training_state.pt")
+        assert busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {}) == expected
+    ((name, _, extra, overrides, evaluation, images, record_extra),) = calls  # only where the epochs differ
+    assert (name, extra, evaluation, record_extra) == ("taichinet", {}, "last_epoch_fit", {"epoch": 40})
+    assert overrides["eval_section"] == "training" and "epoch 40" in images
+    saved = torch.load(Path(overrides["ckpt_dir"]) / "model.pt", weights_only=True)
+    assert Path(overrides["ckpt_dir"]) == tmp_path / "taichinet" / "last_epoch"
+    assert torch.equal(saved["layer.weight"], weights["layer.weight"])
 
 
 def _results_folder(root: Path, dice_by_image: dict[str, float], datalist: str = '{"training": []}') -> Path:
