@@ -687,20 +687,29 @@ def fit_table(records: list[dict], output: Path) -> str:
             reading = "training at or below validation: under-fitting"
         else:
             reading = "training close to validation"
+        last_path = output / record["model"] / EVALUATION_RECORDS["last_epoch_fit"]
+        last = "—"
+        if last_path.is_file():
+            last_record = json.loads(last_path.read_text())
+            last_dice = last_record["summary"]["lesion"]["dice"]
+            last = f"{last_dice['mean']:.3f} ± {last_dice['std']:.3f} (epoch {last_record['epoch']})"
         rows.append(
             f"| {record['model']} | {training['dice']['mean']:.3f} ± {training['dice']['std']:.3f} "
             f"({training['n']}) | {validation['dice']['mean']:.3f} ± {validation['dice']['std']:.3f} "
-            f"({validation['n']}) | {gap:+.3f} | {reading} |"
+            f"({validation['n']}) | {gap:+.3f} | {reading} | {last} |"
         )
     if not rows:
         return ""
     intro = (
         "How each model fits its training images: its kept checkpoint evaluated on the training and the "
         "validation lesion images alike (no augmentation, each image at its own size; lesion Dice mean ± std "
-        "(images)):"
+        "(images)); the last column, the last epoch's network on the training images where it is not the kept one:"
     )
-    header = "| model | training images | validation images | training − validation | reading |"
-    return "\n".join([intro, "", header, "|" + "---|" * 5, *rows])
+    header = (
+        "| model | training images | validation images | training − validation | reading | "
+        "training images, last epoch |"
+    )
+    return "\n".join([intro, "", header, "|" + "---|" * 6, *rows])
 
 
 def parts_fit_table(records: list[dict], output: Path) -> str:

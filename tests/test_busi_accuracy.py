@@ -384,11 +384,14 @@ def test_fit_table_reads_over_and_under_fitting_from_the_same_evaluation_on_both
         (tmp_path / name / "fit_record.json").write_text(json.dumps({"summary": summary(training, 413)}))
         records.append({"model": name, "summary": summary(validation, 104)})
     records.append({"model": "unfitted", "summary": summary(0.5, 104)})  # no fit record: no row
+    last_epoch = {"epoch": 40, "summary": summary(0.65, 413)}
+    (tmp_path / "taichinet" / "last_epoch_fit_record.json").write_text(json.dumps(last_epoch))
     rows = busi_accuracy.fit_table(records, tmp_path).splitlines()[4:]
     assert rows == [
-        "| dcnet | 0.850 ± 0.100 (413) | 0.720 ± 0.100 (104) | +0.130 | training well above validation: over-fitting |",
-        "| basicunet | 0.770 ± 0.100 (413) | 0.750 ± 0.100 (104) | +0.020 | training close to validation |",
+        "| dcnet | 0.850 ± 0.100 (413) | 0.720 ± 0.100 (104) | +0.130 | training well above validation: over-fitting "
+        "| — |",
+        "| basicunet | 0.770 ± 0.100 (413) | 0.750 ± 0.100 (104) | +0.020 | training close to validation | — |",
         "| taichinet | 0.700 ± 0.100 (413) | 0.710 ± 0.100 (104) | -0.010 | training at or below validation: "
-        "under-fitting |",
+        "under-fitting | 0.650 ± 0.100 (epoch 40) |",
     ]
     assert busi_accuracy.fit_table(records[3:], tmp_path) == ""
