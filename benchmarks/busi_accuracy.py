@@ -438,19 +438,34 @@ def evaluate_last_epoch_fit(
     if not state_path.is_file():
         logging.info("%s: no %s, so no last-epoch fit", name, state_path)
         return None
+    network = folder / "last_epoch" / "model.pt"
+    record_path = folder / EVALUATION_RECORDS["last_epoch_fit"]
+    if _evaluated_since(record_path, network, state_path, args.preset):
+        logging.info("%s: the last epoch's network was evaluated after %s was written, not rerun", name, state_path)
+        return read_record(record_path, args.preset)
     state = load_checkpoint(state_path)
     last_epoch = state["trainer"]["iteration"] // state["trainer"]["epoch_length"]
     kept_epoch = state["best"]["validator"]["best_metric_epoch"]
     if last_epoch == kept_epoch:
         logging.info("%s: the kept checkpoint is the last epoch's (%d); no separate last-epoch fit", name, last_epoch)
         return None
-    network = folder / "last_epoch" / "model.pt"
     network.parent.mkdir(exist_ok=True)
     save_atomically(state["model"], network)
     overrides = dict(model_overrides(name, args, datalist, extra), eval_section="training")
     overrides["ckpt_dir"] = str(network.parent)
     images = f"its training images (the network of epoch {last_epoch}, the last)"
     return _evaluate_checkpoint(name, args, extra, overrides, "last_epoch_fit", images, {"epoch": last_epoch})
+
+
+def _evaluated_since(record_path: Path, network: Path, source: Path, preset: str) -> bool:
+    """Whether ``record_path`` holds an evaluation of ``network`` as it is now (its MD5), and both were written
+    after ``source``, the file ``network`` was taken from: then neither needs to be made again."""
+    from lesionseg.deploy.release import file_md5
+
+    if not (record_path.is_file() and network.is_file()):
+        return False
+    made_after = min(record_path.stat().st_mtime_ns, network.stat().st_mtime_ns) >= source.stat().st_mtime_ns
+    return made_after and read_record(record_path, preset).get("checkpoint_md5") == file_md5(network)
 
 
 def _evaluate_checkpoint(

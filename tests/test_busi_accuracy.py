@@ -347,6 +347,47 @@ def test_last_epoch_fit_evaluates_the_training_states_network_when_it_is_not_the
     assert torch.equal(saved["layer.weight"], weights["layer.weight"])
 
 
+def test_last_epoch_fit_rerun_neither_loads_the_state_nor_rewrites_the_network_it_evaluated(tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    from lesionseg.deploy.release import file_md5
+    from lesionseg.engines.checkpoint import save_atomically
+
+    args = busi_accuracy.parse_args(["--preset", "paper", "--dataset-dir", str(tmp_path), "--output", str(tmp_path)])
+    folder = tmp_path / "taichinet"
+    (folder / "models").mkdir(parents=True)
+    state_path = folder / "models" / "training_state.pt"
+    state = {"format": 1, "trainer": {"epoch_length": 26, "iteration": 1040, "max_epochs": 40},
+             "best": {"validator": {"best_metric": 0.7, "best_metric_epoch": 18}},
+             "model": {"layer.weight": torch.arange(4.0)}}
+    save_atomically(state, state_path)
+
+    def evaluate(name, args, extra, overrides, evaluation, images, record_extra):
+        md5 = file_md5(Path(overrides["ckpt_dir"]) / "model.pt")
+        record = {"preset": "paper", **record_extra, "checkpoint_md5": md5}
+        (folder / "last_epoch_fit_record.json").write_text(json.dumps(record))
+        return record
+
+    monkeypatch.setattr(busi_accuracy, "_evaluate_checkpoint", evaluate)
+    first = busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {})
+    network = folder / "last_epoch" / "model.pt"
+    written = network.stat().st_mtime_ns
+    loads = []
+    monkeypatch.setattr("lesionseg.engines.checkpoint.load_checkpoint", lambda path: loads.append(path) or state)
+    assert busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {}) == first
+    assert loads == [] and network.stat().st_mtime_ns == written
+    later = written + 10**9  # the model trained again after the evaluation: its last network is taken anew
+    os.utime(state_path, ns=(later, later))
+    busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {})
+    assert loads == [state_path]
+    network.write_bytes(b"not the evaluated network")  # a changed network is evaluated again, not trusted
+    os.utime(state_path, ns=(written, written))
+    busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {})
+    assert loads == [state_path, state_path]
+
+
 def _results_folder(root: Path, dice_by_image: dict[str, float], datalist: str = '{"training": []}') -> Path:
     """A results folder of one model ("dcnet") as the script leaves it: datalist, record and per-image CSV."""
     from lesionseg.metrics import write_per_image_csv
