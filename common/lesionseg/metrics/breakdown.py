@@ -67,6 +67,11 @@ class GroupDice:
     mean: float
     n: int
 
+    @classmethod
+    def of(cls, scores: Sequence[float]) -> "GroupDice":
+        """The group of these Dice scores."""
+        return cls(float(np.mean(scores)) if len(scores) else math.nan, len(scores))
+
 
 @dataclass(frozen=True)
 class DiceBreakdown:
@@ -127,14 +132,13 @@ def dice_breakdown(rows: Sequence[Mapping[str, Any]], size_edges: tuple[float, f
     for row in lesions:
         if not 0.0 <= row["dice"] <= 1.0:  # NaN fails too: a lesion image always has a Dice
             raise ValueError(f"lesion image {row.get('image', row)!r} has Dice {row['dice']!r}, not in [0, 1].")
-
-    def group(members: list[Mapping[str, Any]]) -> GroupDice:
-        return GroupDice(float(np.mean([r["dice"] for r in members])) if members else math.nan, len(members))
-
     classes = sorted({row["class"] for row in lesions if row.get("class")})
-    by_class = {name: group([r for r in lesions if r.get("class") == name]) for name in classes}
+    by_class = {name: GroupDice.of([r["dice"] for r in lesions if r.get("class") == name]) for name in classes}
     size_of = [0 if r["gt_pixels"] <= edges[0] else 1 if r["gt_pixels"] <= edges[1] else 2 for r in lesions]
-    by_size = {name: group([r for r, s in zip(lesions, size_of) if s == i]) for i, name in enumerate(SIZE_GROUPS)}
+    by_size = {
+        name: GroupDice.of([r["dice"] for r, s in zip(lesions, size_of) if s == i])
+        for i, name in enumerate(SIZE_GROUPS)
+    }
     poor = [row for row in lesions if row["dice"] < POOR_DICE]
     over = sum(row["pred_pixels"] > row["gt_pixels"] for row in poor)
     return DiceBreakdown(
@@ -179,6 +183,4 @@ def dice_by_share(dice: Mapping[str, float], share: Mapping[str, float]) -> dict
             raise ValueError(f"case {case!r} has Dice {score!r}, not in [0, 1].")
         group = 0 if value == 0 else 1 if value < 0.2 else 2 if value < 0.5 else 3
         members[SHARE_GROUPS[group]].append(score)
-    return {
-        name: GroupDice(float(np.mean(scores)) if scores else math.nan, len(scores)) for name, scores in members.items()
-    }
+    return {name: GroupDice.of(scores) for name, scores in members.items()}
