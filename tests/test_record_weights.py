@@ -107,6 +107,20 @@ def test_the_run_becomes_the_bundles_weights_with_its_metrics_md5_and_command(bu
     assert _state(bundle) == before and card.count(CARD_BEGIN) == 1
 
 
+def test_the_cards_table_rounds_the_runs_own_values_as_its_results_do_not_the_metadatas_rounded_ones(
+    bundle, tmp_path
+):
+    run = _run(tmp_path / "run" / "dcnet")
+    record = json.loads((run / "record.json").read_text())
+    lesion = record["summary"]["lesion"]
+    lesion["dice"]["mean"], lesion["precision"]["mean"] = 0.7615254, 0.8134990  # 4 places: 0.7615, 0.8135
+    (run / "record.json").write_text(json.dumps(record))
+    metrics = record_weights(bundle, run)
+    assert (metrics["busi_lesion_dice"], metrics["busi_lesion_precision"]) == (0.7615, 0.8135)
+    card = (bundle / "docs" / "README.md").read_text()
+    assert "| 104 | 0.762 ± 0.150 | 0.700 | 0.813 | 0.800 | 41.2 | bf16 | 2.5 h |" in card  # not 0.761, 0.814
+
+
 def test_a_record_without_a_wall_time_says_so_instead_of_zero_hours(bundle, tmp_path):
     run = _run(tmp_path / "run" / "dcnet")
     record = json.loads((run / "record.json").read_text())

@@ -190,16 +190,19 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
 
 
 def recorded_block(eval_metrics: dict[str, Any], record: dict[str, Any]) -> str:
-    """The model card's block, markers included: the metrics, the checkpoint's MD5 and the command."""
+    """The model card's block, markers included: the record's lesion metrics as its ``results.md`` rounds them,
+    the checkpoint's MD5 and the command."""
     seconds = record.get("wall_seconds")
     wall_time = f"{seconds / 3600:.1f} h" if _finite(seconds) else "not recorded"
+    # from the record's own values: eval_metrics holds them rounded to 4 places, and rounding those again to 3 can
+    # differ from the run's results.md (0.76152 -> 0.7615 -> "0.761", where the run says 0.762)
+    lesion = record["summary"]["lesion"]
     rows = [
         "| lesion images | Dice | IoU | precision | sensitivity | HD95 (px) | precision mode | wall time |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
-        f"| {eval_metrics['busi_lesion_images']} | {eval_metrics['busi_lesion_dice']:.3f} ± "
-        f"{eval_metrics['busi_lesion_dice_std']:.3f} | {eval_metrics['busi_lesion_iou']:.3f} | "
-        f"{eval_metrics['busi_lesion_precision']:.3f} | {eval_metrics['busi_lesion_sensitivity']:.3f} | "
-        f"{eval_metrics['busi_lesion_hd95']:.1f} | {eval_metrics['precision']} | {wall_time} |",
+        f"| {eval_metrics['busi_lesion_images']} | {lesion['dice']['mean']:.3f} ± {lesion['dice']['std']:.3f} | "
+        f"{lesion['iou']['mean']:.3f} | {lesion['precision']['mean']:.3f} | {lesion['sensitivity']['mean']:.3f} | "
+        f"{lesion['hd95']['mean']:.1f} | {eval_metrics['precision']} | {wall_time} |",
     ]
     text = [
         CARD_BEGIN,
