@@ -166,7 +166,7 @@ def test_a_run_without_a_command_or_a_record_gets_a_clear_error(bundle, tmp_path
     with pytest.raises(RecordedWeightsError, match=r"nan/record.json: no summary.lesion mean of hd95"):
         record_weights(bundle, tmp_path / "nan", command=COMMAND)
     code = main(["record-weights", "--bundle", str(bundle), "--run", str(run), "--command", COMMAND])
-    assert code == 0 and "lesion Dice 0.812 over 104 images (bf16)" in capsys.readouterr().out
+    assert code == 0 and "lesion Dice 0.8123 over 104 images (bf16)" in capsys.readouterr().out
     (run / "record.json").write_text('{"summary": {"lesion": ')  # cut short, as by a full disk
     assert main(["record-weights", "--bundle", str(bundle), "--run", str(run)]) == 1
     assert "run/dcnet/record.json: not JSON" in capsys.readouterr().err

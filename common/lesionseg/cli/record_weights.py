@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"lesionseg record-weights: {error}", file=sys.stderr)
         return 1
     print(
-        f"{args.bundle}: models/model.pt MD5 {metrics['model_md5']}, lesion Dice {metrics['busi_lesion_dice']:.3f} "
+        f"{args.bundle}: models/model.pt MD5 {metrics['model_md5']}, lesion Dice {metrics['busi_lesion_dice']:.4f} "
         f"over {metrics['busi_lesion_images']} images ({metrics['precision']}); configs/metadata.json and "
         "docs/README.md updated"
     )

@@ -185,7 +185,7 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     begin, end = card_text.index(CARD_BEGIN), card_text.index(CARD_END)
     block = recorded_block(eval_metrics, record)
     write_text_atomically(card, card_text[:begin] + block + card_text[end + len(CARD_END) :])
-    logger.info("%s: recorded %s (MD5 %s, lesion Dice %.3f)", bundle, checkpoint, md5, eval_metrics["busi_lesion_dice"])
+    logger.info("%s: recorded %s (MD5 %s, lesion Dice %.4f)", bundle, checkpoint, md5, eval_metrics["busi_lesion_dice"])
     return eval_metrics
 
 
