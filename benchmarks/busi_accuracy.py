@@ -682,6 +682,34 @@ def curves_table(records: list[dict], output: Path) -> str:
     return "\n".join(["How the curves end (at the training size):", "", header, "|" + "---|" * 6, *rows])
 
 
+def current_fit_records(folder: Path, preset: str) -> tuple[dict | None, dict | None]:
+    """The fit evaluations of the model in ``folder`` that still describe it: the kept checkpoint's
+    (``fit_record.json``, when its MD5 is that of ``models/model.pt``) and the last epoch's
+    (``last_epoch_fit_record.json``, when it evaluates ``last_epoch/model.pt`` and both were written after
+    ``models/training_state.pt``), each ``None`` otherwise.
+
+    A model trained again leaves the old records on disk: its kept checkpoint changed, or its last epoch is
+    now the kept one and :func:`evaluate_last_epoch_fit` evaluates nothing. Their numbers are not this model's.
+    """
+    from lesionseg.deploy.release import file_md5
+
+    kept_path, checkpoint = folder / EVALUATION_RECORDS["training_fit"], folder / "models" / "model.pt"
+    kept = None
+    if kept_path.is_file() and checkpoint.is_file():
+        kept = read_record(kept_path, preset)
+        if kept.get("checkpoint_md5") != file_md5(checkpoint):
+            logging.info("%s evaluated another checkpoint than %s; left out of the fit tables", kept_path, checkpoint)
+            kept = None
+    last_path, state = folder / EVALUATION_RECORDS["last_epoch_fit"], folder / "models" / "training_state.pt"
+    last = None
+    if last_path.is_file():
+        if state.is_file() and _evaluated_since(last_path, folder / "last_epoch" / "model.pt", state, preset):
+            last = read_record(last_path, preset)
+        else:
+            logging.info("%s is not of the last epoch of %s; left out of the fit tables", last_path, state)
+    return kept, last
+
+
 def fit_table(records: list[dict], output: Path) -> str:
     """Markdown: each model's kept checkpoint on its own training images against the validation images, the
     same evaluation on both sides (``OUTPUT/<model>/fit_record.json``, :func:`evaluate_training_fit`): training
@@ -691,10 +719,10 @@ def fit_table(records: list[dict], output: Path) -> str:
 
     rows = []
     for record in records:
-        path = output / record["model"] / EVALUATION_RECORDS["training_fit"]
-        if not path.is_file():
+        kept_fit, last_fit = current_fit_records(output / record["model"], record.get("preset", "short"))
+        if kept_fit is None:
             continue
-        training, validation = json.loads(path.read_text())["summary"]["lesion"], record["summary"]["lesion"]
+        training, validation = kept_fit["summary"]["lesion"], record["summary"]["lesion"]
         gap = training["dice"]["mean"] - validation["dice"]["mean"]
         if gap >= CurveEnd.OVERFIT_GAP:
             reading = "training well above validation: over-fitting"
@@ -702,12 +730,10 @@ def fit_table(records: list[dict], output: Path) -> str:
             reading = "training at or below validation: under-fitting"
         else:
             reading = "training close to validation"
-        last_path = output / record["model"] / EVALUATION_RECORDS["last_epoch_fit"]
         last = "—"
-        if last_path.is_file():
-            last_record = json.loads(last_path.read_text())
-            last_dice = last_record["summary"]["lesion"]["dice"]
-            last = f"{last_dice['mean']:.3f} ± {last_dice['std']:.3f} (epoch {last_record['epoch']})"
+        if last_fit is not None:
+            last_dice = last_fit["summary"]["lesion"]["dice"]
+            last = f"{last_dice['mean']:.3f} ± {last_dice['std']:.3f} (epoch {last_fit['epoch']})"
         rows.append(
             f"| {record['model']} | {training['dice']['mean']:.3f} ± {training['dice']['std']:.3f} "
             f"({training['n']}) | {validation['dice']['mean']:.3f} ± {validation['dice']['std']:.3f} "
@@ -742,14 +768,12 @@ def parts_fit_table(records: list[dict], output: Path) -> str:
     for record in records:
         folder = output / record["model"]
         parts = folder / "easy_hard" / DATALIST_FILENAME
-        fits = {"kept": folder / "training_fit" / "per_image.csv"}
-        last_record = folder / EVALUATION_RECORDS["last_epoch_fit"]
-        if last_record.is_file():
-            fits[f"last (epoch {json.loads(last_record.read_text())['epoch']})"] = (
-                folder / "last_epoch_fit" / "per_image.csv"
-            )
-        if not (parts.is_file() and fits["kept"].is_file()):
+        kept_fit, last_fit = current_fit_records(folder, record.get("preset", "short"))
+        if not (parts.is_file() and kept_fit is not None):
             continue
+        fits = {"kept": folder / "training_fit" / "per_image.csv"}
+        if last_fit is not None:
+            fits[f"last (epoch {last_fit['epoch']})"] = folder / "last_epoch_fit" / "per_image.csv"
         shares = part_shares(parts)
         for network, fit in fits.items():
             dice = {row["case"]: row["dice"] for row in read_per_image_csv(fit) if row["gt_pixels"] > 0}

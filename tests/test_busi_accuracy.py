@@ -303,11 +303,13 @@ def test_parts_fit_table_groups_the_training_fit_by_the_share_of_each_part(tmp_p
     (parts / "datalist.json").write_text(json.dumps({"training": training, "validation": []}))
     write_per_image_csv(rows, tmp_path / "taichinet" / "training_fit" / "per_image.csv")
     write_per_image_csv(rows, tmp_path / "basicunet" / "training_fit" / "per_image.csv")  # no parts: no rows
+    _write_fit_records(tmp_path / "basicunet", {})
     # the last epoch's network, which fits every image alike
     last_rows = [dict(row, dice=0.6) for row in rows]
     write_per_image_csv(last_rows, tmp_path / "taichinet" / "last_epoch_fit" / "per_image.csv")
-    (tmp_path / "taichinet" / "last_epoch_fit_record.json").write_text(json.dumps({"epoch": 40}))
-    table = busi_accuracy.parts_fit_table([{"model": "basicunet"}, {"model": "taichinet"}], tmp_path)
+    _write_fit_records(tmp_path / "taichinet", {}, last_summary={})
+    records = [{"model": "basicunet", "preset": "paper"}, {"model": "taichinet", "preset": "paper"}]
+    table = busi_accuracy.parts_fit_table(records, tmp_path)
     lines = table.splitlines()
     assert lines[2] == (
         "| model | network | part | part covers none | part covers under 20 % | part covers 20-50 % | "
@@ -320,7 +322,9 @@ def test_parts_fit_table_groups_the_training_fit_by_the_share_of_each_part(tmp_p
         "| taichinet | last (epoch 40) | easy part E_p | 0.600 (1) | 0.600 (1) | — | 0.600 (2) |",
         "| taichinet | last (epoch 40) | hard part H_p | 0.600 (1) | — | — | 0.600 (3) |",
     ]
-    assert busi_accuracy.parts_fit_table([{"model": "basicunet"}], tmp_path) == ""
+    assert busi_accuracy.parts_fit_table(records[:1], tmp_path) == ""
+    _retrain(tmp_path / "taichinet")  # the old last-epoch evaluation is not of this model's last epoch
+    assert busi_accuracy.parts_fit_table(records, tmp_path).splitlines()[4:] == lines[4:6]
 
 
 def test_last_epoch_fit_evaluates_the_training_states_network_when_it_is_not_the_kept_one(tmp_path, monkeypatch):
@@ -421,12 +425,10 @@ def test_fit_table_reads_over_and_under_fitting_from_the_same_evaluation_on_both
 
     records = []
     for name, training, validation in (("dcnet", 0.85, 0.72), ("basicunet", 0.77, 0.75), ("taichinet", 0.70, 0.71)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "fit_record.json").write_text(json.dumps({"summary": summary(training, 413)}))
-        records.append({"model": name, "summary": summary(validation, 104)})
-    records.append({"model": "unfitted", "summary": summary(0.5, 104)})  # no fit record: no row
-    last_epoch = {"epoch": 40, "summary": summary(0.65, 413)}
-    (tmp_path / "taichinet" / "last_epoch_fit_record.json").write_text(json.dumps(last_epoch))
+        last = summary(0.65, 413) if name == "taichinet" else None
+        _write_fit_records(tmp_path / name, summary(training, 413), last_summary=last)
+        records.append({"model": name, "preset": "paper", "summary": summary(validation, 104)})
+    records.append({"model": "unfitted", "preset": "paper", "summary": summary(0.5, 104)})  # no fit record: no row
     rows = busi_accuracy.fit_table(records, tmp_path).splitlines()[4:]
     assert rows == [
         "| dcnet | 0.850 ± 0.100 (413) | 0.720 ± 0.100 (104) | +0.130 | training well above validation: over-fitting "
@@ -436,3 +438,39 @@ def test_fit_table_reads_over_and_under_fitting_from_the_same_evaluation_on_both
         "under-fitting | 0.650 ± 0.100 (epoch 40) |",
     ]
     assert busi_accuracy.fit_table(records[3:], tmp_path) == ""
+    # trained again: TaiChiNet's last epoch is now the kept one, and the old evaluation of it is not shown
+    _retrain(tmp_path / "taichinet")
+    assert busi_accuracy.fit_table(records, tmp_path).splitlines()[-1].endswith("under-fitting | — |")
+    (tmp_path / "dcnet" / "models" / "model.pt").write_bytes(b"another kept checkpoint")  # its fit is not this one's
+    assert [row.split(" |")[0] for row in busi_accuracy.fit_table(records, tmp_path).splitlines()[4:]] == [
+        "| basicunet",
+        "| taichinet",
+    ]
+
+
+def _write_fit_records(folder: Path, summary: dict, last_summary: dict | None = None) -> None:
+    """The kept checkpoint, the training state and the fit records of a model as the script leaves them:
+    ``fit_record.json`` of ``models/model.pt``, and with ``last_summary`` the last epoch's network and its
+    ``last_epoch_fit_record.json``, written after the state as :func:`busi_accuracy.evaluate_last_epoch_fit`
+    writes them."""
+    from lesionseg.deploy.release import file_md5
+
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    (folder / "models" / "model.pt").write_bytes(b"kept checkpoint of " + folder.name.encode())
+    (folder / "models" / "training_state.pt").write_bytes(b"training state")
+    record = {"preset": "paper", "checkpoint_md5": file_md5(folder / "models" / "model.pt"), "summary": summary}
+    (folder / "fit_record.json").write_text(json.dumps(record))
+    if last_summary is not None:
+        (folder / "last_epoch").mkdir(exist_ok=True)
+        (folder / "last_epoch" / "model.pt").write_bytes(b"last epoch's network")
+        md5 = file_md5(folder / "last_epoch" / "model.pt")
+        last = {"preset": "paper", "epoch": 40, "checkpoint_md5": md5, "summary": last_summary}
+        (folder / "last_epoch_fit_record.json").write_text(json.dumps(last))
+
+
+def _retrain(folder: Path) -> None:
+    """Write ``folder``'s training state anew, a second after its fit records, as training again does."""
+    import os
+
+    later = (folder / "last_epoch_fit_record.json").stat().st_mtime_ns + 10**9
+    os.utime(folder / "models" / "training_state.pt", ns=(later, later))
