@@ -171,6 +171,19 @@ def test_resume_false_starts_afresh_and_a_finished_run_does_nothing(tmp_path):
     assert epochs == [1, 2] and handler.resumed_from_epoch == 0
 
 
+def test_a_best_model_without_a_state_is_not_written_over_unless_resume_is_false(tmp_path):
+    """The bundle's recorded weights sit in models/ without a training state: a run started there would
+    replace them after its first validation."""
+    recorded = nn.Linear(2, 1).state_dict()
+    torch.save(recorded, tmp_path / "model.pt")
+    before = (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"model\.pt: exists, but .*state\.pt does not.*--resume False"):
+        _training(tmp_path, [0.5, 0.6], max_epochs=2)
+    assert (tmp_path / "model.pt").read_bytes() == before and not (tmp_path / "state.pt").exists()
+    _, _, _, epochs, _ = _training(tmp_path, [0.5, 0.6], max_epochs=2, resume=False)
+    assert epochs == [1, 2] and _best_weight(tmp_path) == 2.0
+
+
 def test_unusable_state_files_give_errors_naming_the_file_and_the_fix(tmp_path):
     _training(tmp_path, [0.5, 0.6, 0.7], max_epochs=3)
     with pytest.raises(CheckpointError, match=r"state\.pt: holds epoch 3, beyond max_epochs 2; raise max_epochs"):

@@ -177,7 +177,8 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file and say what to do.
 
     Every checkpoint of the project is read through this function (the bundles' configs through
-    :class:`lesionseg.engines.checkpoint_loader.WeightsOnlyCheckpointLoader`, with the same errors).
+    :class:`lesionseg.engines.FiniteCheckpointLoader`, a
+    :class:`~lesionseg.engines.checkpoint_loader.WeightsOnlyCheckpointLoader`, with the same errors).
     ``weights_only=True`` unpickles tensors, numbers, strings and containers only: a file that carries pickled
     code (a class or function to call while loading) is refused instead of run.
 
@@ -473,11 +474,19 @@ class TrainingCheckpoint:
         """Restore everything from ``state_file`` when ``resume`` is set and the file exists.
 
         Raises:
-            CheckpointError: the file cannot be used, or holds a run with other settings (:data:`RESUME_RULES`).
+            CheckpointError: the file cannot be used, or holds a run with other settings (:data:`RESUME_RULES`), or
+                ``resume`` is set and ``best_file`` exists without a state: the best model would write over a
+                file this run did not make (the bundle's recorded weights).
             ValueError: the validator's data is empty, so no best model would ever be written.
         """
         self.resumed_from_epoch = 0
         self._check_validation_data()
+        if self.resume and not self.state_file.is_file() and self.best_file is not None and self.best_file.is_file():
+            raise CheckpointError(
+                f"{self.best_file}: exists, but {self.state_file} does not, so it is not a run of this folder (the "
+                "bundle's recorded weights, or a copied model) and training would write over it; train into another "
+                "folder (--ckpt_dir), or pass --resume False to start afresh and write over it"
+            )
         if not self.resume or not self.state_file.is_file():
             if self.state_file.is_file():
                 self.logger.info(f"resume=False: starting afresh; {self.state_file} will be overwritten")
