@@ -1,6 +1,6 @@
 """Inference throughput of ONNX Runtime (CPU) against eager PyTorch for DC-Net and TaiChiNet.
 
-For each network at its bundle's image size (DC-Net 256x256, TaiChiNet 224x224, one grey channel, the
+For each network at its paper's image size (DC-Net 256x256, TaiChiNet 224x224, one grey channel, the
 published widths) this script
 
 1. builds the network with its published widths and, with ``--checkpoint``, loads a bundle's

@@ -52,11 +52,27 @@ def bundle(tmp_path) -> Path:
     return target
 
 
-def _run(folder: Path, seed: int = 0, command: str | None = COMMAND, features: list[int] = FEATURES) -> Path:
-    """One model's folder of a finished busi_accuracy run: a checkpoint of a tiny DC-Net and its record."""
+#: the input size of DC-Net's bundle (train.yaml and inference.yaml)
+BUNDLE_IMAGE_SIZE = yaml.safe_load((ROOT / "bundles" / "dcnet_bundle" / "configs" / "inference.yaml").read_text())[
+    "image_size"
+]
+
+
+def _run(
+    folder: Path,
+    seed: int = 0,
+    command: str | None = COMMAND,
+    features: list[int] = FEATURES,
+    image_size: list[int] = BUNDLE_IMAGE_SIZE,
+) -> Path:
+    """One model's folder of a finished busi_accuracy run: a checkpoint of a tiny DC-Net, the training state
+    with the settings it was trained with, and its record."""
     torch.manual_seed(seed)
     (folder / "models").mkdir(parents=True)
-    torch.save(DCNet(in_channels=1, out_channels=1, features=features).state_dict(), folder / "models" / "model.pt")
+    weights = DCNet(in_channels=1, out_channels=1, features=features).state_dict()
+    torch.save(weights, folder / "models" / "model.pt")
+    state = {"format": 1, "settings": {"image_size": list(image_size), "batch_size": 4}, "model": weights}
+    torch.save(state, folder / "models" / "training_state.pt")
     record = {"model": "dcnet", "preset": "paper", "precision": "bf16", "wall_seconds": 9000.0}
     record["summary"] = {"lesion": LESION}
     if command is not None:
@@ -97,6 +113,7 @@ def test_the_run_becomes_the_bundles_weights_with_its_metrics_md5_and_command(bu
     card = (bundle / "docs" / "README.md").read_text()
     block = card[card.index(CARD_BEGIN) : card.index(CARD_END)]
     assert f"MD5 `{md5}`" in block and "paper protocol" in block
+    assert f"trained at the bundle's `image_size` ({BUNDLE_IMAGE_SIZE[0]}×{BUNDLE_IMAGE_SIZE[1]})" in block
     assert "| 104 | 0.812 ± 0.150 | 0.700 | 0.830 | 0.800 | 41.2 | bf16 | 2.5 h |" in block
     assert f"`{COMMAND}`" in block and "No trained checkpoint is recorded yet" not in card
     if SCHEMA.is_file():  # the zoo's schema (eval_metrics: an object) still holds
@@ -141,6 +158,35 @@ def test_a_checkpoint_of_another_network_is_refused_and_nothing_written(bundle, 
     with pytest.raises(RecordedWeightsError, match=r"run/dcnet/models/model.pt: "):
         record_weights(bundle, run)
     assert _state(bundle) == before
+
+
+def test_a_run_trained_at_another_size_than_the_bundle_runs_is_refused_and_nothing_written(bundle, tmp_path):
+    # a fully convolutional network loads at any size: only the training state says which size it saw
+    other = [size + 32 for size in BUNDLE_IMAGE_SIZE]
+    run = _run(tmp_path / "run" / "dcnet", image_size=other)
+    before = _state(bundle)
+    with pytest.raises(RecordedWeightsError, match=r"configs/train.yaml: image_size \[.*\], but .* trained at \["):
+        record_weights(bundle, run)
+    assert _state(bundle) == before
+    for name in ("train.yaml", "inference.yaml"):  # one config at the run's size is not enough: both are checked
+        config = bundle / "configs" / name
+        config.write_text(yaml.safe_dump(dict(yaml.safe_load(config.read_text()), image_size=other), sort_keys=False))
+        if name == "train.yaml":
+            with pytest.raises(RecordedWeightsError, match=r"configs/inference.yaml: image_size"):
+                record_weights(bundle, run)
+    assert record_weights(bundle, run)["model_md5"] == _md5(run / "models" / "model.pt")
+    (run / "models" / "training_state.pt").unlink()
+    with pytest.raises(RecordedWeightsError, match=r"dcnet/models/training_state.pt: missing; it records the input"):
+        record_weights(bundle, run)
+
+
+def test_each_bundle_runs_its_network_at_one_size_in_training_and_inference():
+    for bundle in ("dcnet_bundle", "taichinet_bundle"):
+        sizes = {
+            name: yaml.safe_load((ROOT / "bundles" / bundle / "configs" / name).read_text())["image_size"]
+            for name in ("train.yaml", "inference.yaml")
+        }
+        assert sizes["train.yaml"] == sizes["inference.yaml"], (bundle, sizes)
 
 
 def test_other_weights_in_the_bundle_are_kept_unless_replace(bundle, tmp_path):

@@ -5,7 +5,9 @@ with the run's ``record.json`` (metrics of the evaluation, precision, the exact 
 outside the repository. :func:`record_weights` takes one such run into the bundle:
 
 - it loads the checkpoint into the bundle's ``network_def`` (strict: a checkpoint of another network or other
-  widths is refused, naming the file) and copies it to ``models/model.pt`` (never over another file without
+  widths is refused, naming the file), checks that the bundle's configs run the network at the input size it
+  was trained at (the run's ``training_state.pt``: a fully convolutional network loads at any size, and scores
+  lower at one it never saw), and copies it to ``models/model.pt`` (never over another file without
   ``replace``);
 - ``configs/metadata.json``'s ``eval_metrics`` get the run's lesion metrics, the checkpoint's MD5, the precision
   and the command, so the numbers and the file they belong to travel together;
@@ -134,8 +136,9 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     Raises:
         FileNotFoundError: naming the run's checkpoint or record when one is missing.
         RecordedWeightsError: naming the file, when the record lacks the lesion metrics or the command, the
-            checkpoint does not load into the bundle's network, the card has no recorded-weights block, or the
-            bundle has other weights and ``replace`` is False. Nothing is written then.
+            checkpoint does not load into the bundle's network, the run was trained at another ``image_size``
+            than the bundle's configs use, the card has no recorded-weights block, or the bundle has other
+            weights and ``replace`` is False. Nothing is written then.
     """
     bundle, run = Path(bundle), Path(run)
     checkpoint, record_path = run / MODEL_FILE, run / "record.json"
@@ -156,6 +159,7 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     if not command:
         raise RecordedWeightsError(f"{record_path}: no command recorded; give the one that made the run (--command)")
     _check_loads(bundle, checkpoint)
+    image_size = _check_image_size(bundle, run)
     md5 = file_md5(checkpoint)
     target = bundle / MODEL_FILE
     in_place = target.is_file() and file_md5(target) == md5
@@ -183,15 +187,15 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     metadata["eval_metrics"] = eval_metrics
     write_text_atomically(metadata_path, json.dumps(metadata, indent=4) + "\n")
     begin, end = card_text.index(CARD_BEGIN), card_text.index(CARD_END)
-    block = recorded_block(eval_metrics, record)
+    block = recorded_block(eval_metrics, record, image_size)
     write_text_atomically(card, card_text[:begin] + block + card_text[end + len(CARD_END) :])
     logger.info("%s: recorded %s (MD5 %s, lesion Dice %.4f)", bundle, checkpoint, md5, eval_metrics["busi_lesion_dice"])
     return eval_metrics
 
 
-def recorded_block(eval_metrics: dict[str, Any], record: dict[str, Any]) -> str:
+def recorded_block(eval_metrics: dict[str, Any], record: dict[str, Any], image_size: list[int]) -> str:
     """The model card's block, markers included: the record's lesion metrics as its ``results.md`` rounds them,
-    the checkpoint's MD5 and the command."""
+    the checkpoint's MD5, the input size it was trained at and the command."""
     seconds = record.get("wall_seconds")
     wall_time = f"{seconds / 3600:.1f} h" if _finite(seconds) else "not recorded"
     # from the record's own values: eval_metrics holds them rounded to 4 places, and rounding those again to 3 can
@@ -208,8 +212,9 @@ def recorded_block(eval_metrics: dict[str, Any], record: dict[str, Any]) -> str:
         CARD_BEGIN,
         "",
         f"`models/model.pt` (MD5 `{eval_metrics['model_md5']}`) is the checkpoint of this run of the BUSI "
-        f"comparison's {eval_metrics['busi_protocol']} protocol, evaluated on its validation split's lesion images "
-        "(also in `configs/metadata.json`'s `eval_metrics`):",
+        f"comparison's {eval_metrics['busi_protocol']} protocol, trained at the bundle's `image_size` "
+        f"({'×'.join(map(str, image_size))}) and evaluated on its validation split's lesion images (also in "
+        "`configs/metadata.json`'s `eval_metrics`):",
         "",
         *rows,
         "",
@@ -227,6 +232,43 @@ def _finite(value: Any) -> bool:
 
 def _one_line(command: str) -> str:
     return re.sub(r"\s+", " ", command).strip()
+
+
+def _check_image_size(bundle: Path, run: Path) -> list[int]:
+    """The input size the run trained at (its ``training_state.pt``'s settings), checked against the
+    ``image_size`` of the bundle's training and inference configs.
+
+    Raises:
+        RecordedWeightsError: naming the file, when the state is missing or holds no size, or a config uses
+            another size: the bundle would then evaluate and infer with the weights at a size they never saw.
+    """
+    from monai.bundle import ConfigParser
+
+    from lesionseg.engines.checkpoint import CheckpointError, load_checkpoint
+
+    state_path = run / "models" / "training_state.pt"
+    if not state_path.is_file():
+        raise RecordedWeightsError(f"{state_path}: missing; it records the input size the run was trained at")
+    try:
+        state = load_checkpoint(state_path)
+    except CheckpointError as error:
+        raise RecordedWeightsError(str(error)) from error
+    settings = state.get("settings") if isinstance(state, dict) else None
+    trained = (settings or {}).get("image_size")
+    if not isinstance(trained, list) or not trained:
+        raise RecordedWeightsError(f"{state_path}: no image_size among its settings (a state of this project?)")
+    for name in ("train.yaml", "inference.yaml"):
+        config = bundle / "configs" / name
+        parser = ConfigParser()
+        parser.read_config(str(config))
+        used = list(parser.get("image_size"))
+        if used != list(trained):
+            raise RecordedWeightsError(
+                f"{config}: image_size {used}, but {run} was trained at {list(trained)} ({state_path}); the bundle "
+                f"would run these weights at a size they never saw. Set image_size: {list(trained)} in the bundle's "
+                "configs, or record a run trained at the configs' size"
+            )
+    return list(trained)
 
 
 def _check_loads(bundle: Path, checkpoint: Path) -> None:

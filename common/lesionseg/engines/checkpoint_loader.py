@@ -20,7 +20,8 @@ class WeightsOnlyCheckpointLoader(CheckpointLoader):
     A damaged or code-carrying ``load_path`` is reported as a :class:`~lesionseg.engines.CheckpointError` that
     names the file and says that the project refuses files with pickled code and why, instead of PyTorch's
     message, which advises ``weights_only=False`` (running the file's code). The bundles' ``inference.yaml``
-    and ``evaluate.yaml`` use it. Arguments as :class:`~monai.handlers.CheckpointLoader`.
+    and ``evaluate.yaml`` use its subclass :class:`lesionseg.engines.FiniteCheckpointLoader`, which also refuses
+    NaN or infinite weights. Arguments as :class:`~monai.handlers.CheckpointLoader`.
     """
 
     def __call__(self, engine: Engine) -> None:
