@@ -89,7 +89,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import math
@@ -212,17 +211,20 @@ PRESETS: dict[str, Preset] = {
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """``"model:config#id=value"`` -> (model, id, value); the value is a Python literal or else a string."""
+    """``"model:config#id=value"`` -> (model, id, value); the value is read as YAML, as every ``--override`` of
+    the ``lesionseg`` command (:func:`lesionseg.utils.overrides.parse_override_value`: ``false`` is a boolean,
+    ``0.5`` a float, ``[224, 224]`` a list, anything else a string)."""
+    from lesionseg.utils.overrides import OverrideError, parse_overrides
+
     model, sep, assignment = text.partition(":")
-    key, eq, raw = assignment.partition("=")
-    if not sep or not eq or model not in MODELS or not key:
+    if not sep or model not in MODELS:
         raise argparse.ArgumentTypeError(
             f"--override takes MODEL:ID=VALUE with MODEL one of {sorted(MODELS)}, got {text!r}"
         )
     try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
+        ((key, value),) = parse_overrides([assignment], option=f"--override {model}:").items()
+    except OverrideError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return model, key, value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import json
@@ -76,6 +77,18 @@ def test_short_preset_is_todays_protocol(tmp_path):
     for name in expected:
         assert list(overrides[name].items()) == list(expected[name].items())
     assert busi_accuracy.PRESETS["short"].models["basicunet"][0] == "dcnet_bundle"
+
+
+def test_override_values_are_read_as_yaml_as_in_the_bundles_configs():
+    parse = busi_accuracy.parse_override
+    assert parse("dcnet:resume=false") == ("dcnet", "resume", False)  # a Python literal would need False
+    assert parse("taichinet:easy_to_hard=False") == ("taichinet", "easy_to_hard", False)
+    assert parse("dcnet:aug_prob=0.5") == ("dcnet", "aug_prob", 0.5)
+    assert parse("dcnet:loss#alpha=1e-1") == ("dcnet", "loss#alpha", 0.1)
+    assert parse("dcnet:image_size=[128, 128]") == ("dcnet", "image_size", [128, 128])
+    for bad in ("unet:aug_prob=0.5", "dcnet:aug_prob", "dcnet:=1", "dcnet:image_size=[1, 2"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"--override"):
+            parse(bad)
 
 
 def test_paper_preset_recipes_precision_and_run_folder(tmp_path):
