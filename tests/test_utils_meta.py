@@ -42,3 +42,21 @@ def test_the_transforms_name_the_file_from_a_meta_dict_too(tmp_path):
     SaveMaskd(keys="pred", output_dir=tmp_path / "out", overlay=False)(data)
     assert (tmp_path / "out" / "case 1_mask.png").is_file()
     assert tuple(ToXYMaskd(keys="pred", ref_key="image")(data)["pred"].shape) == (6, 4)
+
+
+def test_save_maskd_refuses_a_second_source_with_the_same_name_instead_of_replacing_its_mask(tmp_path):
+    def item(name):
+        meta = {"filename_or_obj": str(tmp_path / name), "spatial_shape": np.array([4, 6])}
+        return {"pred": torch.ones(1, 4, 6), "image": torch.zeros(1, 4, 6), "image_meta_dict": meta}
+
+    save = SaveMaskd(keys="pred", output_dir=tmp_path / "out", overlay=False)
+    save(item("a.png"))
+    save(item("a.png"))  # the same source again (a rerun of the item) writes the same file
+    before = (tmp_path / "out" / "a_mask.png").read_bytes()
+    with pytest.raises(ValueError, match=r"a_mask\.png: already written for .*a\.png; .*a\.jpg has the same name"):
+        save(item("a.jpg"))
+    with pytest.raises(ValueError, match=r"already written for .*a\.png; .*b/a\.png has the same name"):
+        save(item("b/a.png"))
+    assert (tmp_path / "out" / "a_mask.png").read_bytes() == before
+    save(item("scan.nii.gz"))  # both suffixes go: scan_mask.png, not scan.nii_mask.png
+    assert (tmp_path / "out" / "scan_mask.png").is_file()

@@ -15,6 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
 
+from lesionseg.data.io import file_stem
 from lesionseg.utils.files import replacing
 from lesionseg.utils.meta import source_filename
 
@@ -31,7 +32,7 @@ def _source_stem(data: Mapping[Hashable, object], source_key: str) -> str:
     filename = source_filename(data, source_key)
     if not filename:
         raise KeyError(f"cannot name the output: '{source_key}' carries no 'filename_or_obj' in its metadata")
-    return Path(str(filename)).stem
+    return file_stem(str(filename))
 
 
 def save_picture(picture: np.ndarray, path: str | Path) -> Path:
@@ -127,7 +128,9 @@ class SaveMaskd(MapTransform):
     yellow and, when ``label_key`` is present, the ground-truth outline in green.
 
     It never writes among its inputs: an ``output_dir`` that is the folder of the source image (or of its
-    label) is refused, since ``<stem>_mask.png`` there is BUSI's ground truth for ``<stem>.png``.
+    label) is refused, since ``<stem>_mask.png`` there is BUSI's ground truth for ``<stem>.png``. Nor does
+    it write one file for two sources (``a.png`` and ``a.jpg``, or ``a.png`` of two folders): the second is
+    refused, naming both, instead of replacing the first's mask.
 
     Args:
         keys: the prediction key (one key).
@@ -154,6 +157,7 @@ class SaveMaskd(MapTransform):
         self.postfix = postfix
         self.overlay = overlay
         self.label_key = label_key
+        self._sources: dict[Path, str] = {}  # output file -> the source it was written for
 
     def _check_not_among_inputs(self, data: Mapping[Hashable, object]) -> None:
         output_dir = self.output_dir.resolve()
@@ -171,6 +175,14 @@ class SaveMaskd(MapTransform):
         self._check_not_among_inputs(d)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         stem = _source_stem(d, self.source_key)
+        source = str(source_filename(d, self.source_key))
+        target = (self.output_dir / f"{stem}{self.postfix}.png").resolve()
+        earlier = self._sources.setdefault(target, source)
+        if earlier != source:
+            raise ValueError(
+                f"{target}: already written for {earlier}; {source} has the same name, and its mask would replace "
+                "that one. Rename one of the two, or segment them into different output folders"
+            )
         for key in self.key_iterator(d):
             mask = _to_2d_array(d[key]) > 0.5
             save_mask_png(mask, self.output_dir / f"{stem}{self.postfix}.png")
