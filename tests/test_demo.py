@@ -34,3 +34,15 @@ def test_demo_trains_evaluates_and_draws(tmp_path, capsys):
     assert "| images | Dice (%) |" in table and "| lesion |" in table
     out = capsys.readouterr().out
     assert "demo finished" in out and "| lesion |" in out
+
+
+def test_a_demo_folder_with_other_phantoms_is_refused_before_training(tmp_path, capsys):
+    from lesionseg.data.phantoms import write_phantom_dataset
+
+    output = tmp_path / "demo"
+    write_phantom_dataset(output / "phantoms", num_images=12, seed=0)
+    args = ["demo", "--output", str(output), "--bundle", str(BUNDLE), "--epochs", "1", "--image-size", "32"]
+    assert main([*args, "--num-images", "16"]) == 1
+    assert "phantoms: holds 12 phantoms of seed 0, not the 16 of seed 0 asked for" in capsys.readouterr().err
+    assert main([*args, "--num-images", "12", "--seed", "1"]) == 1
+    assert not (output / "models").exists()

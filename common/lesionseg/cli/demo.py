@@ -6,6 +6,7 @@ The arguments of :func:`lesionseg.workflows.demo.run_demo`.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lesionseg.workflows.demo import DEFAULT_BUNDLE, MIN_IMAGES, run_demo
@@ -60,10 +61,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_demo(
-        args.output, args.bundle, args.num_images, args.epochs, args.learning_rate, args.image_size, args.features,
-        args.seed,
-    )  # fmt: skip
+    try:
+        result = run_demo(
+            args.output, args.bundle, args.num_images, args.epochs, args.learning_rate, args.image_size,
+            args.features, args.seed,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     output, eval_dir = result.output, result.output / "evaluation"
     print(f"\ndemo finished in {result.summary['minutes']} min; validation images (mean ± std over images):\n")
     print(result.table)

@@ -95,6 +95,8 @@ def run_demo(
 
     Raises:
         FileNotFoundError: naming ``bundle``, when it has no train or evaluate config (before anything is written).
+        ValueError: naming the folder, when ``output`` holds phantoms of another number or seed (a demo's
+            results would name the asked-for ones).
     """
     from lesionseg.data.phantoms import write_phantom_dataset
 
@@ -103,9 +105,16 @@ def run_demo(
         find_config(bundle, config)
     output = output.resolve()
     data_dir = output / "phantoms"
-    if not (data_dir / "phantoms.json").is_file():  # the manifest is written last: a complete dataset
+    manifest = data_dir / "phantoms.json"
+    if not manifest.is_file():  # the manifest is written last: a complete dataset
         write_phantom_dataset(data_dir, num_images=num_images, seed=seed)
     else:
+        made = json.loads(manifest.read_text())
+        if (made.get("num_images"), made.get("seed")) != (num_images, seed):
+            raise ValueError(
+                f"{data_dir}: holds {made.get('num_images')} phantoms of seed {made.get('seed')}, not the "
+                f"{num_images} of seed {seed} asked for; use another output folder, or the same values"
+            )
         logger.info("reusing the phantoms in %s", data_dir)
     overrides = {
         "dataset_dir": str(data_dir),
