@@ -450,6 +450,93 @@ def test_ground_truth_of_another_size_is_reported_and_the_mask_kept(dcnet_tiny, 
     assert (tmp_path / "out" / "a_mask.png").is_file() and (tmp_path / "out" / "a_overlay.png").is_file()
 
 
+def _write_case(folder: Path, name: str, seed: int, lesion: tuple[slice, slice] | None) -> None:
+    """A 20 x 30 image ``<name>.png`` in ``folder`` and, given a lesion, its mask ``<name>_mask.png``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((_texture((20, 30), seed) * 255).astype(np.uint8)).save(folder / f"{name}.png")
+    if lesion is not None:
+        mask = np.zeros((20, 30), np.uint8)
+        mask[lesion] = 255
+        Image.fromarray(mask).save(folder / f"{name}_mask.png")
+
+
+def _scores(table: Path) -> dict[str, tuple[float, float, str]]:
+    """File -> (Dice, IoU, ground truth) of a predictions.csv."""
+    with open(table, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return {row["file"]: (float(row["dice"]), float(row["iou"]), row["ground_truth"]) for row in rows}
+
+
+@pytest.mark.parametrize("layout", ["beside", "mirrored"])
+def test_ground_truth_is_taken_from_the_images_own_sub_folder(dcnet_tiny, tmp_path, layout):
+    """Per-case folders with the same file names (``p01/image.png``, ``p02/image.png``): each image is scored
+    against its own case's mask. Matching by name alone gave every image the union of all cases' masks."""
+    lesions = {"p01": (slice(2, 7), slice(3, 13)), "p02": (slice(10, 18), slice(12, 27))}  # 50 and 120 pixels
+    images = tmp_path / "cases"
+    truth = images if layout == "beside" else tmp_path / "masks"
+    for seed, (case, lesion) in enumerate(lesions.items()):
+        _write_case(images / case, "image", seed, lesion if layout == "beside" else None)
+        if layout == "mirrored":
+            _write_case(truth / case, "image", seed, lesion)
+            (truth / case / "image.png").unlink()
+    # a threshold every probability reaches: the prediction is the whole image, so Dice and IoU depend on the
+    # ground truth's area alone
+    lowest = _probability_range(dcnet_tiny, images, tmp_path / "calibration", "--recursive")[0]
+    assert lowest > 1e-4
+    assert _predict(dcnet_tiny, images, tmp_path / "out", "--recursive", "--ground-truth", str(truth),
+                    "--threshold", str(lowest / 2)) == 0
+    scores = _scores(tmp_path / "out" / "predictions.csv")
+    assert len(scores) == 2
+    for case, area in (("p01", 50), ("p02", 120)):
+        dice, iou, found = scores[str(images / case / "image.png")]
+        assert found == str(truth / case / "image_mask.png")
+        # exact up to the metrics' float32
+        assert dice == pytest.approx(2 * area / (area + 600), rel=1e-6) and iou == pytest.approx(area / 600, rel=1e-6)
+
+
+@pytest.mark.parametrize("mask_name", ["image_mask.png", "image.png"])
+def test_ground_truth_of_one_name_in_several_folders_is_refused(dcnet_tiny, tmp_path, capsys, mask_name):
+    """No mask where the image's folder is mirrored and masks of its name in two sub-folders: refused naming
+    the image and both, before anything is written (by name alone both masks were merged, or the first taken)."""
+    _write_case(tmp_path / "in", "image", 0, None)
+    for case in ("p01", "p02"):
+        (tmp_path / "truth" / case).mkdir(parents=True)
+        Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "truth" / case / mask_name)
+    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--ground-truth", str(tmp_path / "truth")) == 2
+    message = capsys.readouterr().err
+    assert f"lesionseg predict: {tmp_path / 'in' / 'image.png'}: " in message
+    for case in ("p01", "p02"):
+        assert str(tmp_path / "truth" / case / mask_name) in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_ground_truth_matching_by_place_then_by_a_unique_name(tmp_path):
+    """The rules of :class:`GroundTruth`, file by file."""
+    from lesionseg.workflows.predict import GroundTruth
+
+    def touch(*names: str) -> None:
+        for name in names:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
+
+    touch("data/benign/a.png", "data/benign/a_mask.png", "data/benign/a_mask_1.png", "data/malignant/b.png",
+          "data/malignant/b_gt.png", "data/c.png", "data/c.jpg", "data/d.png", "masks/e.png", "masks/sub/e.png")
+    # --input data/benign --ground-truth data: BUSI's class folder alone against the whole dataset
+    truth = GroundTruth(tmp_path / "data", input_root=tmp_path / "data" / "benign")
+    assert truth.find(tmp_path / "data" / "benign" / "a.png") == [
+        tmp_path / "data" / "benign" / "a_mask.png", tmp_path / "data" / "benign" / "a_mask_1.png"]
+    # --input data --ground-truth data: beside the images; c.jpg is c.png's sibling image, not its mask
+    truth = GroundTruth(tmp_path / "data", input_root=tmp_path / "data")
+    assert truth.find(tmp_path / "data" / "malignant" / "b.png") == [tmp_path / "data" / "malignant" / "b_gt.png"]
+    assert truth.find(tmp_path / "data" / "c.png") == [] and truth.find(tmp_path / "data" / "d.png") == []
+    # the mirrored place first: masks/e.png for in/e.png, masks/sub/e.png for in/sub/e.png
+    truth = GroundTruth(tmp_path / "masks", input_root=tmp_path / "in")
+    assert truth.find(tmp_path / "in" / "e.png") == [tmp_path / "masks" / "e.png"]
+    assert truth.find(tmp_path / "in" / "sub" / "e.png") == [tmp_path / "masks" / "sub" / "e.png"]
+    with pytest.raises(DataError, match=r"e\.png: .*masks/e\.png.*masks/sub/e\.png"):
+        truth.find(tmp_path / "in" / "other" / "e.png")
+
+
 def test_model_and_device_problems_are_refused(dcnet_tiny, tmp_path, capsys):
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
     assert _predict(None, tmp_path / "image.png", tmp_path / "out") == 2

@@ -89,21 +89,34 @@ def list_inputs(source: Path, recursive: bool) -> list[Path]:
 
 
 class GroundTruth:
-    """Ground-truth masks matched to input files by name.
+    """Ground-truth masks matched to input files by name and place.
+
+    The masks of ``<input>/<sub-folders>/<name>.png`` are looked for first in ``source/<sub-folders>/``, the
+    folder that mirrors the image's: ``<name>_mask.*`` (BUSI's ``_mask_1``... merged), ``_label``, ``_seg``,
+    ``_gt``, else ``<name>.*``. Only when that folder holds no file of that name are they looked for anywhere in
+    ``source``, and taken when one folder alone holds masks of that name: per-case folders that reuse file names
+    (``p01/image.png``, ``p02/image.png``) then never lend one case's mask to another, and a name found in
+    several folders is refused rather than merged or picked.
 
     Args:
         source: one mask file (paired with the only input) or a folder searched recursively.
         exclude: a folder whose files are never ground truth: predict's output folder, where an earlier run's
             ``<stem>_mask.png`` would otherwise be taken for the true mask of ``<stem>``.
+        input_root: the ``--input`` folder, whose sub-folders are mirrored under ``source``; by default (or for
+            an input file) the images' masks are looked for at the top of ``source`` first.
     """
 
-    def __init__(self, source: Path, exclude: Path | None = None) -> None:
+    def __init__(self, source: Path, exclude: Path | None = None, input_root: Path | None = None) -> None:
         from lesionseg.data.io import file_kind, file_stem
 
         exclude = exclude.resolve() if exclude is not None else None
         self.single = source if source.is_file() else None
-        self.suffixed: dict[str, list[tuple[int, Path]]] = {}
-        self.plain: dict[str, list[Path]] = {}
+        self.root = source
+        self.input_root = input_root
+        # (folder relative to source, name) -> the masks named after it, or the files of that name
+        self.suffixed: dict[tuple[Path, str], list[tuple[int, Path]]] = {}
+        self.plain: dict[tuple[Path, str], list[Path]] = {}
+        self.folders: dict[str, list[Path]] = {}  # name -> the folders holding a file of that name or its masks
         if self.single is None:
             if not source.is_dir():
                 raise FileNotFoundError(f"{source}: ground truth not found")
@@ -112,13 +125,16 @@ class GroundTruth:
                     continue
                 if exclude is not None and exclude in path.resolve().parents:
                     continue
-                stem = file_stem(path)
+                folder, stem = path.relative_to(source).parent, file_stem(path)
                 match = _MASK_NAME.match(stem)
                 if match:
                     index = int(match["index"]) if match["index"] else 0
-                    self.suffixed.setdefault(match["stem"], []).append((index, path))
+                    stem = match["stem"]
+                    self.suffixed.setdefault((folder, stem), []).append((index, path))
                 else:
-                    self.plain.setdefault(stem, []).append(path)
+                    self.plain.setdefault((folder, stem), []).append(path)
+                if folder not in self.folders.setdefault(stem, []):
+                    self.folders[stem].append(folder)
 
     def files(self) -> list[Path]:
         """Every ground-truth file found."""
@@ -129,16 +145,50 @@ class GroundTruth:
         ]
 
     def find(self, image: Path) -> list[Path]:
-        """The mask files of ``image`` (several for BUSI's multi-lesion cases), or ``[]``."""
-        from lesionseg.data.io import file_stem
+        """The mask files of ``image`` (several for BUSI's multi-lesion cases), or ``[]``.
+
+        Raises:
+            DataError: naming ``image`` and the candidates, when masks of its name lie in several folders (or
+                several files of its name in one) and none where its folder is mirrored.
+        """
+        from lesionseg.data.io import DataError, file_stem
 
         if self.single is not None:
             return [self.single]
         stem = file_stem(image)
-        if stem in self.suffixed:
-            return [path for _, path in sorted(self.suffixed[stem])]
-        plain = [path for path in self.plain.get(stem, []) if path.resolve() != image.resolve()]
-        return plain[:1]
+        root = self.input_root
+        mirrored = image.relative_to(root).parent if root is not None and image.is_relative_to(root) else Path()
+        found = self._masks_in(mirrored, stem, image)
+        if found is not None:
+            return found
+        # elsewhere in source only when one folder alone has masks of that name
+        candidates = {folder: self._masks_in(folder, stem, image) for folder in self.folders.get(stem, [])}
+        candidates = {folder: masks for folder, masks in candidates.items() if masks}
+        if len(candidates) > 1:
+            shown = ", ".join(str(path) for path in sorted(p for masks in candidates.values() for p in masks))
+            raise DataError(
+                image,
+                f"no ground truth in {self.root / mirrored} (the folder that mirrors the image's) and masks of its "
+                f"name in {len(candidates)} folders of {self.root}: {shown}; put each image's masks in the "
+                "sub-folder that mirrors the image's, or give the ground truth of these images alone",
+            )
+        return next(iter(candidates.values()), [])
+
+    def _masks_in(self, folder: Path, stem: str, image: Path) -> list[Path] | None:
+        """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds no file of
+        that name."""
+        from lesionseg.data.io import DataError
+
+        if (folder, stem) in self.suffixed:
+            return [path for _, path in sorted(self.suffixed[folder, stem])]
+        if (folder, stem) not in self.plain:
+            return None
+        # a file of that name beside the image is the image itself or another image (a.png beside a.jpg)
+        found = [path for path in self.plain[folder, stem] if path.resolve().parent != image.resolve().parent]
+        if len(found) > 1:
+            shown = ", ".join(str(path) for path in sorted(found))
+            raise DataError(image, f"several ground-truth files have its name: {shown}; keep one")
+        return found
 
 
 # what predict writes for an input with output base <stem>: masks, probability maps, overlays
@@ -389,7 +439,8 @@ class FolderPrediction:
         bundle, checkpoint, model, overrides, device, precision: the model, as :func:`load_predictor` takes them.
         recursive: also read the sub-folders of ``source``.
         probabilities: also write the lesion probability maps.
-        ground_truth: a mask file (for one input file) or a folder of masks matched by name (:class:`GroundTruth`).
+        ground_truth: a mask file (for one input file) or a folder of masks matched by name and sub-folder
+            (:class:`GroundTruth`).
         threshold: probability a lesion pixel reaches, strictly between 0 and 1.
         overwrite: replace the results of an earlier run (inputs are never written over).
         compile: run the network compiled by :func:`torch.compile` (about a minute's compile, then faster images).
@@ -426,11 +477,13 @@ class FolderPrediction:
         if output.exists() and not output.is_dir():
             raise DataError(given_output, "is a file, not a folder; --output is the folder the results go into")
         files = list_inputs(source, recursive)
+        truth = GroundTruth(ground_truth, exclude=output, input_root=source) if ground_truth is not None else None
         if not files:
             raise DataError(source, "no image files found (PNG, JPEG, BMP, TIFF, NIfTI, DICOM)")
-        truth = GroundTruth(ground_truth, exclude=output) if ground_truth is not None else None
         if truth is not None and truth.single is not None and len(files) > 1:
             raise DataError(ground_truth, f"one ground-truth file for {len(files)} inputs; give a folder of masks")
+        # every image's masks, before the model is loaded: an ambiguous match stops the run here
+        self.truth_files = {path: truth.find(path) for path in files} if truth is not None else {}
         inputs = files + (truth.files() if truth is not None else [])
         # before the model is loaded: a refused folder costs nothing
         check_output_folder(given_output, inputs, source, ground_truth)
@@ -479,7 +532,7 @@ class FolderPrediction:
         failures: list[tuple[str, str]] = []
         for path in tqdm(self.files, desc="predict", unit="image", file=sys.stderr):
             base = self.bases[path]
-            truth_files = self.truth.find(path) if self.truth is not None else []
+            truth_files = self.truth_files.get(path, [])
             try:
                 self.records.append(
                     predict_file(
