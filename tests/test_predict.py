@@ -537,6 +537,23 @@ def test_ground_truth_matching_by_place_then_by_a_unique_name(tmp_path):
         truth.find(tmp_path / "in" / "other" / "e.png")
 
 
+def test_masks_beside_the_images_are_not_predicted_on(dcnet_tiny, tmp_path):
+    """``--input D --ground-truth D`` with ``_gt``, ``_seg``, ``_label`` masks: the masks are ground truth, not
+    images (only ``_mask`` was left out of the inputs); images with those words inside their names stay."""
+    folder = tmp_path / "data"
+    names = {"a": "a_gt", "b": "b_seg", "c": "c_label_1", "d": "d_GT", "seg_view": None, "case_gt_x": None}
+    for seed, (image, mask) in enumerate(names.items()):
+        _write_case(folder, image, seed, None)
+        if mask is not None:
+            Image.fromarray(np.zeros((20, 30), np.uint8)).save(folder / f"{mask}.png")
+    assert _predict(dcnet_tiny, folder, tmp_path / "out", "--ground-truth", str(folder)) == 0
+    with open(tmp_path / "out" / "predictions.csv", newline="") as table:
+        rows = {Path(row["file"]).name: row["ground_truth"] for row in csv.DictReader(table)}
+    assert rows == {f"{image}.png": str(folder / f"{mask}.png") if mask else "" for image, mask in names.items()}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["images"], summary["with_ground_truth"], summary["without_ground_truth"]) == (6, 4, 2)
+
+
 def test_model_and_device_problems_are_refused(dcnet_tiny, tmp_path, capsys):
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
     assert _predict(None, tmp_path / "image.png", tmp_path / "out") == 2

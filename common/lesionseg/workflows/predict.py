@@ -69,7 +69,8 @@ _NOT_AN_IMAGE = re.compile(r"^.+_(?:mask(?:_\d+)?|prob|overlay(?:_\d+)?)$")
 def list_inputs(source: Path, recursive: bool) -> list[Path]:
     """The image files of ``source`` (a file: itself), skipping hidden files and files named like masks or like
     predict's outputs (``*_mask``, ``*_mask_1``, ``*_prob``, ``*_overlay``, ``*_overlay_1``), so that results
-    of an earlier run in a folder inside ``source`` are not read back."""
+    of an earlier run in a folder inside ``source`` are not read back. (With ground truth, :class:`FolderPrediction`
+    also leaves out the files it takes as masks: ``*_gt``, ``*_seg``, ``*_label``.)"""
     from lesionseg.data.io import file_kind, file_stem
     from lesionseg.data.readers import natural_key
 
@@ -143,6 +144,13 @@ class GroundTruth:
         return [path for found in self.suffixed.values() for _, path in found] + [
             path for found in self.plain.values() for path in found
         ]
+
+    def mask_files(self) -> set[Path]:
+        """The files named like masks (``<name>_mask``, ``_label``, ``_seg``, ``_gt``...), or the one mask file,
+        resolved: ground truth, never an image to segment, when they lie in the input folder too."""
+        if self.single is not None:
+            return {self.single.resolve()}
+        return {path.resolve() for found in self.suffixed.values() for _, path in found}
 
     def find(self, image: Path) -> list[Path]:
         """The mask files of ``image`` (several for BUSI's multi-lesion cases), or ``[]``.
@@ -440,7 +448,7 @@ class FolderPrediction:
         recursive: also read the sub-folders of ``source``.
         probabilities: also write the lesion probability maps.
         ground_truth: a mask file (for one input file) or a folder of masks matched by name and sub-folder
-            (:class:`GroundTruth`).
+            (:class:`GroundTruth`); files it takes as masks are not segmented.
         threshold: probability a lesion pixel reaches, strictly between 0 and 1.
         overwrite: replace the results of an earlier run (inputs are never written over).
         compile: run the network compiled by :func:`torch.compile` (about a minute's compile, then faster images).
@@ -478,6 +486,11 @@ class FolderPrediction:
             raise DataError(given_output, "is a file, not a folder; --output is the folder the results go into")
         files = list_inputs(source, recursive)
         truth = GroundTruth(ground_truth, exclude=output, input_root=source) if ground_truth is not None else None
+        if truth is not None:
+            # masks the ground truth takes (a_gt.png beside a.png with --ground-truth the input folder) are not
+            # images too; list_inputs leaves out only *_mask
+            masks = truth.mask_files()
+            files = [path for path in files if path.resolve() not in masks]
         if not files:
             raise DataError(source, "no image files found (PNG, JPEG, BMP, TIFF, NIfTI, DICOM)")
         if truth is not None and truth.single is not None and len(files) > 1:
