@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ("dcnet_bundle", "taichinet_bundle")
 TINY = {"network_def#features": [2, 4, 8, 16, 32], "image_size": [32, 32]}
 TINY_ARGS = [f"--override=network_def#features={TINY['network_def#features']}", "--override=image_size=[32,32]"]
+# a TorchScript --model has its own network: only the preprocessing is set (network_def would be refused)
+TORCHSCRIPT_ARGS = ["--override=image_size=[32,32]"]
 YELLOW, LIME = (255, 255, 0), (0, 255, 0)
 
 
@@ -79,8 +81,8 @@ def _texture(shape: tuple[int, int], seed: int) -> np.ndarray:
     return np.where(disc, image * 0.2, image)
 
 
-def _predict(bundle: Path | None, inputs: Path, output: Path, *extra: str) -> int:
-    args = ["predict", "--input", str(inputs), "--output", str(output), *TINY_ARGS, *extra]
+def _predict(bundle: Path | None, inputs: Path, output: Path, *extra: str, overrides: list[str] = TINY_ARGS) -> int:
+    args = ["predict", "--input", str(inputs), "--output", str(output), *overrides, *extra]
     if bundle is not None:
         args += ["--bundle", str(bundle)]
     return main(args)
@@ -349,6 +351,50 @@ def test_unknown_override_is_refused(dcnet_tiny, tmp_path, capsys):
     assert "cannot build 'network_def'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "override, extra, why",
+    [
+        ("threshold=0.3", [], "; --threshold sets it."),
+        ("dataset_dir=/data", [], ". The ids"),
+        ("precision=bf16", ["--precision", "fp32"], "; --precision sets it."),
+        ("ckpt_dir=/weights", ["--checkpoint", "CHECKPOINT"], "; --checkpoint gives the weights."),
+    ],
+)
+def test_override_of_an_id_predict_does_not_read_is_refused(dcnet_tiny, tmp_path, capsys, override, extra, why):
+    """``--override threshold=0.3`` was accepted and changed nothing (predict's threshold is --threshold): an
+    id of the bundle that predict does not read is refused, naming it and the ids that can be changed."""
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "image.png")
+    extra = [str(dcnet_tiny / "models" / "model.pt") if arg == "CHECKPOINT" else arg for arg in extra]
+    assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "out", "--override", override, *extra) == 2
+    message = capsys.readouterr().err
+    id = override.split("=")[0]
+    assert f"inference.yaml: --override {id}: predict does not read '{id}'{why}" in message, message
+    read = [name for name in ("network_def", "ckpt_dir", "image_key", "preprocessing", "precision") if name != id]
+    assert f"The ids --override can change here: {', '.join(read)} and the ids they refer to (" in message
+    assert "image_size" in message.split("refer to")[1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_override_of_an_id_the_network_refers_to_is_read(dcnet_tiny, tmp_path, capsys):
+    """An id that a read id refers to (``features: "@widths"`` in network_def) can be overridden; ``network_def``
+    itself cannot be with a TorchScript model, which brings its own network."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(dcnet_tiny, bundle)
+    config = bundle / "configs" / "inference.yaml"
+    text = config.read_text().replace("\n  dropout: 0.0\n", '\n  dropout: 0.0\n  features: "@widths"\n', 1)
+    config.write_text(text + "widths: [4, 8, 16, 32, 64]\n")
+    Image.fromarray((_texture((20, 30), 0) * 255).astype(np.uint8)).save(tmp_path / "image.png")
+    widths = f"--override=widths={TINY['network_def#features']}"
+    assert _predict(bundle, tmp_path / "image.png", tmp_path / "out", widths, overrides=TORCHSCRIPT_ARGS) == 0
+    assert _predict(bundle, tmp_path / "image.png", tmp_path / "wide", overrides=TORCHSCRIPT_ARGS) == 2
+    assert "do not fit the network" in capsys.readouterr().err  # the override was what made the weights fit
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(1, 1, 3, padding=1)), tmp_path / "model.ts")
+    assert _predict(dcnet_tiny, tmp_path / "image.png", tmp_path / "model", "--model", str(tmp_path / "model.ts")) == 2
+    message = capsys.readouterr().err
+    assert "predict does not read 'network_def'; a TorchScript --model brings its own network" in message
+    assert "can change here: image_key, preprocessing, precision and the ids they refer to (image_size)" in message
+
+
 def test_bad_files_are_reported_and_the_others_written(dcnet_tiny, tmp_path, capsys):
     folder = tmp_path / "in"
     _write_pictures(folder)
@@ -416,8 +462,9 @@ def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
     for name in ("colour.png", "deep.png", "deep.tif", "scan.bmp", "odd.jpg"):
         (tmp_path / "in" / name).unlink()
     assert _predict(tiny_bundle, tmp_path / "in", tmp_path / "bundle", "--probabilities") == 0
-    assert _predict(None, tmp_path / "in", tmp_path / "model", "--probabilities", "--model", str(exported)) == 0
-    assert _predict(None, tmp_path / "in", tmp_path / "as_bundle", "--probabilities", "--bundle", str(exported)) == 0
+    for name, option in (("model", "--model"), ("as_bundle", "--bundle")):
+        assert _predict(None, tmp_path / "in", tmp_path / name, "--probabilities", option, str(exported),
+                        overrides=TORCHSCRIPT_ARGS) == 0
     for mask in sorted((tmp_path / "bundle").glob("*_prob.png")):
         reference = _png(mask).astype(int)
         for other in ("model", "as_bundle"):
@@ -760,16 +807,17 @@ def test_torchscript_model_with_non_finite_weights_is_refused(dcnet_tiny, tmp_pa
 
     network = torch.nn.Conv2d(1, 1, 3, padding=1)
     torch.jit.save(torch.jit.script(network), tmp_path / "model.ts")
-    predictor = load_predictor(bundle=dcnet_tiny, model=tmp_path / "model.ts", overrides=TINY, device="cpu")
+    preprocessing = {"image_size": TINY["image_size"]}
+    predictor = load_predictor(bundle=dcnet_tiny, model=tmp_path / "model.ts", overrides=preprocessing, device="cpu")
     assert predictor(np.ones((20, 30), np.float32), "image.png").shape == (20, 30)
     with torch.no_grad():
         network.weight[0, 0, 1, 1] = float("nan")
     torch.jit.save(torch.jit.script(network), tmp_path / "nan.ts")
     with pytest.raises(ModelError, match=rf"{tmp_path / 'nan.ts'}: refused: tensor 'weight' holds 1 NaN"):
-        load_predictor(bundle=dcnet_tiny, model=tmp_path / "nan.ts", overrides=TINY, device="cpu")
+        load_predictor(bundle=dcnet_tiny, model=tmp_path / "nan.ts", overrides=preprocessing, device="cpu")
     (tmp_path / "broken.ts").write_bytes((tmp_path / "model.ts").read_bytes()[:-200])
     with pytest.raises(ModelError, match=rf"{tmp_path / 'broken.ts'}: not"):
-        load_predictor(bundle=dcnet_tiny, model=tmp_path / "broken.ts", overrides=TINY, device="cpu")
+        load_predictor(bundle=dcnet_tiny, model=tmp_path / "broken.ts", overrides=preprocessing, device="cpu")
 
 
 class _Overflowing(torch.nn.Module):

@@ -50,7 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="ID=VALUE",
         help="set a config id before the network is built, VALUE in YAML, e.g. "
-        "'network_def#features=[16,32,64,128,256]' or 'image_size=[128,128]' (repeatable)",
+        "'network_def#features=[16,32,64,128,256]' or 'image_size=[128,128]' (repeatable); only ids predict reads "
+        "(network_def, ckpt_dir, image_key, preprocessing, image_size, precision and those they refer to)",
     )
     parser.add_argument("--input", type=Path, required=True, metavar="PATH", help="an image file or a folder of images")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder to write the results into")

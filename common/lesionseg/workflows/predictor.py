@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from monai.bundle.reference_resolver import ReferenceResolver
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImaged
 
@@ -36,6 +37,14 @@ __all__ = ["ModelError", "NonFiniteOutputError", "Predictor", "is_torchscript", 
 
 #: the TorchScript extra file where MONAI's ``ckpt_export --config_file configs/inference.yaml`` keeps the config
 EMBEDDED_CONFIG = "inference.json"
+
+#: the config ids :func:`load_predictor` reads (:func:`_ids_read` says which for a given model): ``--override``
+#: can change these and the ids they refer to (``@image_size`` in ``preprocessing``), and is refused for any
+#: other id, whose new value nothing would read
+READ_IDS = ("network_def", "ckpt_dir", "image_key", "preprocessing", "image_size", "precision")
+
+# config ids whose setting predict takes from its own option instead
+_OPTION_FOR = {"threshold": "--threshold", "precision": "--precision", "device": "--device", "compile": "--compile"}
 
 
 class ModelError(RuntimeError):
@@ -175,7 +184,9 @@ def _parse(parser: ConfigParser, key: str, source: str | Path) -> Any:
         raise ModelError(f"{source}: cannot build '{key}' ({type(error).__name__}: {str(error)[:600]})") from error
 
 
-def _bundle_parser(bundle: Path, overrides: Mapping[str, Any]) -> tuple[ConfigParser, Path]:
+def _bundle_parser(bundle: Path, overrides: Mapping[str, Any], **used: bool) -> tuple[ConfigParser, Path]:
+    """The bundle's inference (else train) config with ``overrides`` applied (:func:`_apply_overrides`, which
+    takes ``used``)."""
     try:
         config_file = find_config(bundle, "inference")
     except FileNotFoundError:
@@ -183,15 +194,77 @@ def _bundle_parser(bundle: Path, overrides: Mapping[str, Any]) -> tuple[ConfigPa
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle)
-    _apply_overrides(parser, overrides, config_file)
+    _apply_overrides(parser, overrides, config_file, **used)
     return parser, config_file
 
 
-def _apply_overrides(parser: ConfigParser, overrides: Mapping[str, Any], source: str | Path) -> None:
+def _ids_read(parser: ConfigParser, torchscript: bool, checkpoint: bool, precision: bool) -> list[str]:
+    """The ids of :data:`READ_IDS` that :func:`load_predictor` reads from ``parser``.
+
+    Args:
+        torchscript: the network is a TorchScript model: ``network_def`` and ``ckpt_dir`` are not read.
+        checkpoint: the weights are given: ``ckpt_dir`` is not read.
+        precision: the precision is given: the config's ``precision`` is not read.
+    """
+    # _preprocessing reads image_size only for a config without preprocessing
+    skipped = {"image_size" if "preprocessing" in parser else "preprocessing"}
+    skipped |= {"network_def", "ckpt_dir"} if torchscript else set()
+    skipped |= {"ckpt_dir"} if checkpoint else set()
+    skipped |= {"precision"} if precision else set()
+    return [id for id in READ_IDS if id not in skipped and id in parser]
+
+
+def _referred_ids(parser: ConfigParser, ids: list[str]) -> list[str]:
+    """The top-level ids that ``ids`` refer to (``@image_size``, ``$...(@bundle_root)``), and theirs, in order."""
+    found, waiting = list(ids), list(ids)
+    while waiting:
+        id = waiting.pop(0)
+        for ref in ReferenceResolver.find_refs_in_config(parser[id], id):
+            top = ReferenceResolver.split_id(ref)[0]
+            if top and top not in found and top in parser.get():
+                found.append(top)
+                waiting.append(top)
+    return found[len(ids) :]
+
+
+def _apply_overrides(
+    parser: ConfigParser,
+    overrides: Mapping[str, Any],
+    source: str | Path,
+    torchscript: bool = False,
+    checkpoint: bool = False,
+    precision: bool = False,
+) -> None:
+    """Set ``overrides`` in ``parser``.
+
+    Args:
+        torchscript, checkpoint, precision: what :func:`_ids_read` takes.
+
+    Raises:
+        ModelError: naming ``source`` and the override, for an id the config lacks, or one the predictor does
+            not read (which would change nothing): the message lists the ids that can be changed.
+    """
     for key, value in overrides.items():
-        if key.split("#")[0] not in parser.get():
+        if ReferenceResolver.split_id(key)[0] not in parser.get():
             raise ModelError(f"{source}: --override {key}: no such id in the config")
         parser[key] = value
+    read = _ids_read(parser, torchscript, checkpoint, precision)
+    referred = _referred_ids(parser, read)
+    for key in overrides:
+        id = ReferenceResolver.split_id(key)[0]
+        if id in read or id in referred:
+            continue
+        if torchscript and id in ("network_def", "ckpt_dir"):
+            option = "; a TorchScript --model brings its own network and weights"
+        elif checkpoint and id == "ckpt_dir":
+            option = "; --checkpoint gives the weights"
+        else:
+            option = f"; {_OPTION_FOR[id]} sets it" if id in _OPTION_FOR else ""
+        changeable = ", ".join(read) + (f" and the ids they refer to ({', '.join(referred)})" if referred else "")
+        raise ModelError(
+            f"{source}: --override {key}: predict does not read '{id}'{option}. The ids --override can change "
+            f"here: {changeable}"
+        )
 
 
 def _read_state_dict(checkpoint: Path) -> Mapping[str, torch.Tensor]:
@@ -288,7 +361,8 @@ def load_predictor(
             writes them. Loaded with ``weights_only=True``.
         model: a TorchScript network. Its preprocessing comes from ``bundle`` when given, else from the
             config the file carries (``inference.json``, as ``ckpt_export --config_file`` embeds it).
-        overrides: config ids and values applied before parsing, e.g. ``{"network_def#features": [...]}``.
+        overrides: config ids and values applied before parsing, e.g. ``{"network_def#features": [...]}``; only
+            ids it reads (:data:`READ_IDS`, those they refer to), refused otherwise.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; by default CUDA when there is one.
         precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"auto"``; by default the config's
             ``precision`` setting, else fp32.
@@ -322,12 +396,13 @@ def load_predictor(
             )
         network, extra = _load_torchscript(model, torch_device)
         _check_finite(network.state_dict(), model)
+        used = {"torchscript": True, "precision": precision is not None}
         if bundle is not None:
-            parser, source = _bundle_parser(Path(bundle).resolve(), overrides)
+            parser, source = _bundle_parser(Path(bundle).resolve(), overrides, **used)
         elif extra.get(EMBEDDED_CONFIG):
             parser = ConfigParser(json.loads(extra[EMBEDDED_CONFIG]))
             source = Path(f"{model}::{EMBEDDED_CONFIG}")
-            _apply_overrides(parser, overrides, source)
+            _apply_overrides(parser, overrides, source, **used)
         else:
             raise ModelError(
                 f"{model}: carries no inference config; pass the bundle it came from with --bundle DIR, or "
@@ -341,7 +416,9 @@ def load_predictor(
     bundle = Path(bundle).resolve()
     if not bundle.is_dir():
         raise ModelError(f"{bundle}: bundle folder not found")
-    parser, config_file = _bundle_parser(bundle, overrides)
+    parser, config_file = _bundle_parser(
+        bundle, overrides, checkpoint=checkpoint is not None, precision=precision is not None
+    )
     if checkpoint is None:
         ckpt_dir = parser.get_parsed_content("ckpt_dir") if "ckpt_dir" in parser else bundle / "models"
         weights = Path(ckpt_dir) / "model.pt"
