@@ -211,15 +211,15 @@ def _ids_read(parser: ConfigParser, torchscript: bool, checkpoint: bool, precisi
     skipped |= {"network_def", "ckpt_dir"} if torchscript else set()
     skipped |= {"ckpt_dir"} if checkpoint else set()
     skipped |= {"precision"} if precision else set()
-    return [id for id in READ_IDS if id not in skipped and id in parser]
+    return [config_id for config_id in READ_IDS if config_id not in skipped and config_id in parser]
 
 
 def _referred_ids(parser: ConfigParser, ids: list[str]) -> list[str]:
     """The top-level ids that ``ids`` refer to (``@image_size``, ``$...(@bundle_root)``), and theirs, in order."""
     found, waiting = list(ids), list(ids)
     while waiting:
-        id = waiting.pop(0)
-        for ref in ReferenceResolver.find_refs_in_config(parser[id], id):
+        config_id = waiting.pop(0)
+        for ref in ReferenceResolver.find_refs_in_config(parser[config_id], config_id):
             top = ReferenceResolver.split_id(ref)[0]
             if top and top not in found and top in parser.get():
                 found.append(top)
@@ -251,18 +251,18 @@ def _apply_overrides(
     read = _ids_read(parser, torchscript, checkpoint, precision)
     referred = _referred_ids(parser, read)
     for key in overrides:
-        id = ReferenceResolver.split_id(key)[0]
-        if id in read or id in referred:
+        config_id = ReferenceResolver.split_id(key)[0]
+        if config_id in read or config_id in referred:
             continue
-        if torchscript and id in ("network_def", "ckpt_dir"):
+        if torchscript and config_id in ("network_def", "ckpt_dir"):
             option = "; a TorchScript --model brings its own network and weights"
-        elif checkpoint and id == "ckpt_dir":
+        elif checkpoint and config_id == "ckpt_dir":
             option = "; --checkpoint gives the weights"
         else:
-            option = f"; {_OPTION_FOR[id]} sets it" if id in _OPTION_FOR else ""
+            option = f"; {_OPTION_FOR[config_id]} sets it" if config_id in _OPTION_FOR else ""
         changeable = ", ".join(read) + (f" and the ids they refer to ({', '.join(referred)})" if referred else "")
         raise ModelError(
-            f"{source}: --override {key}: predict does not read '{id}'{option}. The ids --override can change "
+            f"{source}: --override {key}: predict does not read '{config_id}'{option}. The ids --override can change "
             f"here: {changeable}"
         )
 
