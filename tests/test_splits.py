@@ -303,11 +303,38 @@ def test_split_command_writes_a_relative_datalist(tiny_busi, tmp_path, capsys):
         counts = Counter(item["class"] for item in items)
         assert line.split() == [name, str(len(items)), *(str(counts[k]) for k in ("benign", "malignant", "normal"))]
 
-    assert run_split([tiny_busi, "-o", output, "--folds", "3", "--fold", "2", "--test-fraction", "0.25"]) == 0
+    options = ["--folds", "3", "--fold", "2", "--test-fraction", "0.25", "--overwrite"]
+    assert run_split([tiny_busi, "-o", output, *options]) == 0
     folds = make_datalist(tiny_busi, test_fraction=0.25, num_folds=3, fold=2)
     assert {name: read_datalist(output, name) for name in folds} == folds
     assert run_split([tiny_busi, "-o", output, "--folds", "3"]) == 1
     assert "--folds and --fold go together" in capsys.readouterr().err
+
+
+def test_split_command_replaces_an_existing_file_only_with_overwrite(tiny_busi, tmp_path, capsys):
+    # e.g. the datalist an interrupted training resumes on: it resumes only with the same images
+    output = write_datalist(tmp_path / "datalist.json", make_datalist(tiny_busi, val_fraction=0.25, seed=3))
+    before = output.read_bytes()
+    capsys.readouterr()
+    assert run_split([tiny_busi, "-o", output, "--seed", "5"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {output}: exists; choose another file or pass --overwrite to replace it"
+    )
+    assert output.read_bytes() == before
+    assert run_split([tiny_busi, "-o", output, "--seed", "5", "--overwrite"]) == 0
+    expected = make_datalist(tiny_busi, seed=5)
+    assert {name: read_datalist(output, name) for name in expected} == expected
+
+
+@pytest.mark.parametrize("given", ["auto", "file"])
+def test_split_command_never_replaces_the_groups_file_it_reads(tiny_busi, capsys, given):
+    # near_duplicate_groups.json beside the dataset, where `lesionseg download` writes it and "auto" finds it
+    groups = save_groups(tiny_busi.parent / "near_duplicate_groups.json", [["benign (1)", "benign (2)"]])
+    before = groups.read_bytes()
+    options = ["--groups", groups] if given == "file" else []
+    assert run_split([tiny_busi, "-o", groups, "--overwrite", *options]) == 1
+    assert f"{groups}: is the near-duplicate groups file the split reads" in capsys.readouterr().err
+    assert groups.read_bytes() == before
 
 
 LESION_CLASSES = ["benign", "malignant"]

@@ -151,7 +151,7 @@ def test_split_on_a_full_disk_keeps_the_previous_datalist(tiny_busi, tmp_path, m
     before = _snapshot(output.parent)
     capsys.readouterr()
     _failing_disk(monkeypatch, output.parent, budget=100)
-    assert main(["split", str(tiny_busi), "-o", str(output), "--groups", "none", "--seed", "3"]) == 1
+    assert main(["split", str(tiny_busi), "-o", str(output), "--groups", "none", "--seed", "3", "--overwrite"]) == 1
     assert _one_line(capsys.readouterr().err) == (
         f"lesionseg split: {output}: No space left on device (free some space or write elsewhere)"
     )
@@ -163,7 +163,7 @@ def test_split_refuses_to_write_over_the_datalist_it_splits(tiny_busi, tmp_path,
     assert main(["split", str(tiny_busi), "-o", str(datalist), "--groups", "none"]) == 0
     before = datalist.read_bytes()
     capsys.readouterr()
-    assert main(["split", str(datalist), "-o", str(datalist), "--groups", "none", "--seed", "5"]) == 1
+    assert main(["split", str(datalist), "-o", str(datalist), "--groups", "none", "--seed", "5", "--overwrite"]) == 1
     assert "is the datalist being split" in _one_line(capsys.readouterr().err)
     assert datalist.read_bytes() == before
 

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from lesionseg.data.datalist import write_datalist
+from lesionseg.data.grouping import auto_groups_file
 from lesionseg.data.io import DataError
 from lesionseg.data.readers import natural_key
 from lesionseg.data.splits import make_datalist
@@ -20,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Splits SOURCE into training, validation and optionally test sections, stratified by class and "
             "keeping groups of near-duplicate images on one side, and writes a MONAI datalist whose paths "
-            "are relative to the JSON's folder. The same arguments always give the same split."
+            "are relative to the JSON's folder. The same arguments always give the same split. An existing "
+            "OUTPUT is replaced only with --overwrite."
         ),
     )
     parser.add_argument("source", type=Path, help="BUSI folder, folder with images/ and masks/, or datalist JSON")
@@ -35,6 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="near-duplicate groups: 'auto' (near_duplicate_groups.json beside the dataset, if any), 'detect' "
         "(find them from image thumbnails), 'none', or a groups JSON file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output file (never the datalist being split or the groups file it reads)",
     )
     parser.set_defaults(func=run)
 
@@ -66,7 +73,26 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
         return f"--val-fraction {args.val_fraction} and --test-fraction {args.test_fraction} leave no training data"
     if args.source.is_file() and args.output.resolve() == args.source.resolve():
         return f"{args.output}: is the datalist being split; write the split to another file"
+    if args.output.exists():
+        groups_file = _groups_file(args)
+        if groups_file is not None and args.output.resolve() == groups_file.resolve():
+            return f"{args.output}: is the near-duplicate groups file the split reads; write the split to another file"
+        if not args.overwrite:
+            # it may be the datalist a run depends on (it resumes only on the same images), or another JSON
+            return f"{args.output}: exists; choose another file or pass --overwrite to replace it"
     return None
+
+
+def _groups_file(args: argparse.Namespace) -> Path | None:
+    """The groups file the split reads, if any (a bad SOURCE is reported when it is read, not here)."""
+    if args.groups in ("detect", "none"):
+        return None
+    if args.groups != "auto":
+        return Path(args.groups)
+    try:
+        return auto_groups_file(args.source)
+    except DataError:
+        return None
 
 
 def run(args: argparse.Namespace) -> int:

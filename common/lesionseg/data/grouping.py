@@ -33,6 +33,7 @@ __all__ = [
     "connected_components",
     "similar_groups",
     "find_groups",
+    "auto_groups_file",
     "resolve_groups",
 ]
 
@@ -166,6 +167,21 @@ def _tqdm_disable(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
 
 
+def auto_groups_file(source: PathLike) -> Path | None:
+    """The :data:`GROUPS_FILENAME` that ``groups="auto"`` reads for the dataset ``source``, or ``None``.
+
+    Args:
+        source: the dataset path; the file is looked for in its folder (a datalist's folder), then in the
+            folder's parent.
+
+    Raises:
+        DataError: naming ``source``, when it is not a dataset (:func:`~lesionseg.data.readers.detect_layout`).
+    """
+    layout, path = detect_layout(source)
+    folder = path.parent if layout == "datalist" else path
+    return next((c for c in (folder / GROUPS_FILENAME, folder.parent / GROUPS_FILENAME) if c.is_file()), None)
+
+
 def resolve_groups(
     groups: str | PathLike | Groups | None, source: PathLike | None = None, items: Sequence[Mapping] | None = None
 ) -> list[list[str]]:
@@ -182,14 +198,10 @@ def resolve_groups(
         return []
     if groups == "auto":
         resolved = []
-        if source is not None:
-            layout, path = detect_layout(source)
-            folder = path.parent if layout == "datalist" else path
-            for candidate in (folder / GROUPS_FILENAME, folder.parent / GROUPS_FILENAME):
-                if candidate.is_file():
-                    logger.info("keeping the near-duplicate groups of %s together", candidate)
-                    resolved = load_groups(candidate)
-                    break
+        found = auto_groups_file(source) if source is not None else None
+        if found is not None:
+            logger.info("keeping the near-duplicate groups of %s together", found)
+            resolved = load_groups(found)
     elif groups == "detect":
         if items is None:
             raise ValueError('groups="detect" needs the items')
