@@ -12,8 +12,8 @@ Short protocol (``--preset short``):
   ``OUTPUT/datalist.json`` and read by all three models;
 - pipeline: each network's own bundle (``bundles/dcnet_bundle``, ``bundles/taichinet_bundle``) at 128×128,
   min-max intensity, the same seed; BasicUNet runs through the DC-Net bundle with only ``network_def`` and
-  ``loss`` replaced (MONAI ``BasicUNet`` with its default features, ``DiceCELoss``), so it sees exactly
-  DC-Net's data pipeline;
+  ``loss`` replaced (MONAI ``BasicUNet`` with its default features, ``DiceCELoss``; and their arguments in
+  ``run_settings``), so it sees exactly DC-Net's data pipeline;
 - losses: each paper's own (DC-Net: Eq. 18/27; TaiChiNet: Eq. 13-22 with its easy-to-hard steps), except
   DC-Net's harmonic-loss class weight α = 0.5 instead of the paper's 0.25: with α = 0.25 the per-pixel
   minimiser of Eq. 26 predicts a pixel as lesion only once it is ≥ 75.5 % likely lesion (the decision
@@ -125,6 +125,9 @@ def without_train_handler(bundle: str, target: str) -> dict[str, Any]:
 BASICUNET = {
     "network_def": {"_target_": "BasicUNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1},
     "loss": {"_target_": "DiceCELoss", "sigmoid": True},
+    # the bundles' run_settings refer to their own loss's arguments and network's options, which these have not
+    "run_settings#loss": {},
+    "run_settings#network_def": {},
 }
 
 #: model name -> (bundle folder, config overrides that make it this model), short preset

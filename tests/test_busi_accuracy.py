@@ -64,6 +64,8 @@ def test_short_preset_is_todays_protocol(tmp_path):
     basicunet = {
         "network_def": {"_target_": "BasicUNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1},
         "loss": {"_target_": "DiceCELoss", "sigmoid": True},
+        "run_settings#loss": {},
+        "run_settings#network_def": {},
     }
     expected = {
         "basicunet": {**common("basicunet"), **basicunet},

@@ -3,8 +3,10 @@ that a resumed run never replaces with a worse one (lesionseg.engines.checkpoint
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import pydoc
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
+from monai.bundle import ConfigParser
 
 from lesionseg.data.phantoms import write_phantom_dataset
 from lesionseg.engines.checkpoint import (
@@ -311,6 +314,61 @@ def test_a_state_without_stored_settings_resumes_with_a_warning(tmp_path, caplog
     assert epochs == [2] and "written before lesionseg stored a run's settings" in caplog.text
 
 
+LOSS_AND_NETWORK = {"image_size": [32, 32], "loss": {"alpha": 0.25, "gamma": 5.0}, "network_def": {"dropout": 0.0}}
+
+
+def test_changed_loss_argument_is_refused_by_its_config_id_and_an_unchanged_one_resumes(tmp_path):
+    # the model cards recommend --loss#alpha 0.5: added to the rerun of an interrupted α = 0.25 run, it mixed two
+    # recipes in one model without a word
+    _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, stop_after=1, settings=LOSS_AND_NETWORK)
+    stored = load_checkpoint(tmp_path / "state.pt")["settings"]
+    assert stored["loss#alpha"] == 0.25 and stored["network_def#dropout"] == 0.0 and "loss" not in stored
+    state = (tmp_path / "state.pt").read_bytes()
+    with pytest.raises(CheckpointError) as raised:
+        _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3,
+                  settings={**LOSS_AND_NETWORK, "loss": {"alpha": 0.5, "gamma": 5.0}})
+    message = str(raised.value)
+    assert "\n  loss#alpha: was 0.25, now 0.5\n" in message and "gamma" not in message, message
+    assert "new run folder" in message and "go back to the old values" in message and "--resume False" in message
+    assert (tmp_path / "state.pt").read_bytes() == state
+    _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, settings=LOSS_AND_NETWORK)
+    assert handler.resumed_from_epoch == 1 and epochs == [2, 3]
+
+
+def test_changed_dropout_is_applied_and_logged(tmp_path, caplog):
+    _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, stop_after=1, settings=LOSS_AND_NETWORK)
+    with caplog.at_level("INFO"):
+        _, _, _, epochs, _ = _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3,
+                                       settings={**LOSS_AND_NETWORK, "network_def": {"dropout": 0.3}})
+    assert epochs == [2, 3] and "network_def#dropout was 0.0, now 0.3: applied from epoch 2" in caplog.text
+
+
+def test_a_state_written_before_the_loss_was_stored_resumes_without_comparing_it(tmp_path, caplog):
+    _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3, stop_after=1, settings=LOSS_AND_NETWORK)
+    state = load_checkpoint(tmp_path / "state.pt")
+    del state["settings"]["loss#alpha"]  # as written by a lesionseg that stored no loss arguments
+    torch.save(state, tmp_path / "state.pt")
+    with caplog.at_level("DEBUG"):
+        _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3,
+                                             settings={**LOSS_AND_NETWORK, "loss": {"alpha": 0.5, "gamma": 5.0}})
+    assert handler.resumed_from_epoch == 1 and epochs == [2, 3]
+    assert "'loss#alpha' is not stored in both runs; not compared" in caplog.text
+    assert load_checkpoint(tmp_path / "state.pt")["settings"]["loss#alpha"] == 0.5  # compared from now on
+
+
+@pytest.mark.parametrize("bundle", ["dcnet_bundle", "taichinet_bundle"])
+def test_bundles_store_every_loss_argument_and_have_a_rule_for_each_setting(bundle):
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / "train.yaml"))
+    settings = TrainingCheckpoint(Path("state.pt"), {}, settings=parser.get_parsed_content("run_settings")).settings
+    assert set(settings) <= set(RESUME_RULES), set(settings) - set(RESUME_RULES)
+    # every argument of the loss: one changed on resume would silently change the recipe (TaiChiNet's `step` is
+    # set by its easy-to-hard schedule, from easy_to_hard and step2_start_epoch)
+    arguments = set(inspect.signature(pydoc.locate(parser.get("loss#_target_"))).parameters) - {"step"}
+    assert {f"loss#{name}" for name in arguments} <= set(settings), arguments
+    assert settings["network_def#dropout"] == 0.0 and RESUME_RULES["network_def#dropout"] == "apply"
+
+
 def test_empty_validation_data_is_an_error_before_training(tmp_path):
     with pytest.raises(
         ValueError, match=r"the validation data is empty: the best model .*model\.pt.* never be written"
@@ -462,7 +520,7 @@ def _dcnet_training(data, root, **overrides):
 
 
 @pytest.mark.slow
-def test_dcnet_bundle_refuses_a_changed_image_size_or_dataset_and_applies_a_changed_learning_rate(
+def test_dcnet_bundle_refuses_a_changed_image_size_dataset_or_loss_and_applies_a_changed_learning_rate(
     phantoms, tmp_path, capfd
 ):
     _dcnet_training(phantoms, tmp_path, learning_rate=3e-4)
@@ -476,6 +534,13 @@ def test_dcnet_bundle_refuses_a_changed_image_size_or_dataset_and_applies_a_chan
         _dcnet_training(phantoms, tmp_path, max_epochs=2, val_fraction=0.3)
     message = str(_cause(raised.value, CheckpointError))
     assert "val_fraction: was 0.2, now 0.3" in message and "dataset: the validation images differ" in message
+    # the model card's --loss#alpha 0.5 added to the rerun of an α = 0.25 run, and a network option without parameters
+    changed = {"loss#alpha": 0.5, "network_def#normalise_products": False}
+    with pytest.raises(Exception) as raised:
+        _dcnet_training(phantoms, tmp_path, max_epochs=2, **changed)
+    message = str(_cause(raised.value, CheckpointError))
+    assert "loss#alpha: was 0.25, now 0.5" in message
+    assert "network_def#normalise_products: was True, now False" in message
     assert (tmp_path / "models" / "training_state.pt").read_bytes() == state, "a refused resume wrote the state"
     capfd.readouterr()
     workflow = _dcnet_training(phantoms, tmp_path, max_epochs=2, learning_rate=1e-3)

@@ -20,10 +20,11 @@ whose model was the best, ``best_file`` is written again from the restored state
 nothing.
 
 The training state also holds the settings that define the run (``settings``, e.g. ``image_size``,
-``learning_rate``) and a fingerprint of its training and validation images. On resume each changed setting
-follows :data:`RESUME_RULES`: one that would mix two runs in one model and one best metric (the image size, the
-split, the data) is refused with an error naming the key, its old and new values and the fix; one that can
-change between epochs (the learning rate, the number of epochs, the batch size...) is applied and logged.
+``learning_rate``, the loss's arguments such as ``loss#alpha``) and a fingerprint of its training and validation
+images. On resume each changed setting follows :data:`RESUME_RULES`: one that would mix two runs in one model and
+one best metric (the image size, the split, the data, the loss, how the network computes) is refused with an
+error naming the key, its old and new values and the fix; one that can change between epochs (the learning rate,
+the number of epochs, the batch size...) is applied and logged.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ FORMAT_VERSION = 1
 
 #: what a resumed run does with a setting whose value differs from the one stored in the training state:
 #: ``"apply"`` the new value and log the change, or ``"refuse"`` to resume (an error naming the key). A key
-#: not listed is refused. (The network's widths are not a setting here: weights of another shape are refused
-#: when they are loaded.) ``"dataset"`` is the fingerprint of the training and validation images, which the
-#: handler takes from the trainer's and the validator's data. ``learning_rate`` is applied to every optimizer
-#: of ``save_dict`` (its learning rates, and a scheduler's base rates, scaled by new / old).
+#: not listed is refused. Keys are config ids: the settings ``{"loss": {"alpha": 0.25}}`` are stored and
+#: compared as ``loss#alpha``. (The network's widths and other options that give it other parameters are not
+#: settings here: weights of another shape are refused when they are loaded; its options without parameters
+#: are.) ``"dataset"`` is the fingerprint of the training and validation images, which the handler takes from
+#: the trainer's and the validator's data. ``learning_rate`` is applied to every optimizer of ``save_dict`` (its
+#: learning rates, and a scheduler's base rates, scaled by new / old).
 RESUME_RULES: dict[str, str] = {
     # define the model and what its best validation metric means: refused
     "dataset": "refuse",
@@ -60,6 +63,30 @@ RESUME_RULES: dict[str, str] = {
     "val_fraction": "refuse",
     "split_seed": "refuse",
     "easy_to_hard": "refuse",
+    # the objective the weights were trained for (DC-Net's DCNetLoss, TaiChiNet's TaiChiNetLoss): refused, as a
+    # run that continues with another loss is a model of neither recipe
+    "loss#weights": "refuse",
+    "loss#harmonic_weight": "refuse",
+    "loss#gamma": "refuse",
+    "loss#sigma": "refuse",
+    "loss#alpha": "refuse",
+    "loss#clamp": "refuse",
+    "loss#mutual": "refuse",
+    "loss#squared_pred": "refuse",
+    "loss#batch": "refuse",
+    "loss#smooth_nr": "refuse",
+    "loss#smooth_dr": "refuse",
+    # network options without parameters, which load_state_dict cannot catch: they change what the weights
+    # compute (and the validation that chose the best model), or, head_init_std, how the run started
+    "network_def#normalise_products": "refuse",
+    "network_def#attention_scale": "refuse",
+    "network_def#dcp_radius": "refuse",
+    "network_def#dcp_neighbourhood": "refuse",
+    "network_def#head_init_std": "refuse",
+    "network_def#mutual_learning": "refuse",
+    "network_def#scaled_attention": "refuse",
+    "network_def#upsample_mode": "refuse",
+    "network_def#inference_output": "refuse",
     # may change between epochs: applied from the resumed epoch on, and logged
     "learning_rate": "apply",
     "max_epochs": "apply",
@@ -70,6 +97,8 @@ RESUME_RULES: dict[str, str] = {
     "aug_prob": "apply",
     "step2_start_epoch": "apply",
     "precision": "apply",
+    # in training only, like the augmentation probabilities: the weights compute the same in evaluation
+    "network_def#dropout": "apply",
 }
 
 # item keys whose paths identify a training or validation image in the dataset fingerprint
@@ -112,6 +141,18 @@ def _plain(value: Any) -> Any:
     if torch.is_tensor(value) and value.numel() == 1:
         return value.item()
     return str(value)
+
+
+def _by_config_id(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    # nested settings by config id, {"loss": {"alpha": 0.25}} -> {"loss#alpha": 0.25}: each value is compared,
+    # and a refusal named, as the key a user overrides (--loss#alpha)
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(_by_config_id(value, f"{prefix}{key}#"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def data_fingerprint(items: Sequence[Mapping] | None) -> dict[str, Any] | None:
@@ -231,7 +272,9 @@ class TrainingCheckpoint:
 
     On resume, a setting whose value differs from the stored one is applied and logged, or refused, by
     :data:`RESUME_RULES`; refused, nothing is loaded and the error names each such key with its old and new
-    value. A state written before settings were stored resumes with a warning that they cannot be compared.
+    value. A state written before settings were stored resumes with a warning that they cannot be compared; a
+    setting that the state does not hold (it was written before that setting was stored, e.g. ``loss#alpha``) is
+    not compared.
 
     Args:
         state_file: the resumable checkpoint, e.g. ``models/training_state.pt``.
@@ -246,6 +289,8 @@ class TrainingCheckpoint:
             overwrites the file). Must be a bool: the text ``"false"`` is an error, not a true value.
         settings: the config values that define the run, by config key (``{"image_size": [256, 256],
             "learning_rate": 3e-4, ...}``), stored with the state and compared on resume (:data:`RESUME_RULES`).
+            A nested mapping holds the values of one config section by their keys there (``{"loss": {"alpha":
+            0.25}}``); they are stored and compared by config id (``loss#alpha``).
         label_key: the validator's ground-truth key. A validation whose every mask is empty (no lesion) cannot
             choose a model (every model scores alike): an error after the first validation, not a ``best_file``
             that silently keeps the first epoch.
@@ -293,7 +338,7 @@ class TrainingCheckpoint:
         self.best_key = best_key
         self.resume = resume
         self.save_interval = save_interval
-        self.settings = _plain(dict(settings or {}))
+        self.settings = _by_config_id(_plain(dict(settings or {})))
         self.label_key = label_key
         self._labels_seen, self._lesion_seen = False, False
         self.logger = logging.getLogger(name)
