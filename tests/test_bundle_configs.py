@@ -33,7 +33,7 @@ TINY_NETWORKS = {"dcnet": [2, 4, 8, 16, 32], "taichinet": [2, 4, 8, 16, 32], "pr
 # easy/hard preparation); every other top-level id must be the same in both
 BUNDLE_DIFFERENCES = {
     # precision: each network's default from its own BUSI check of bf16 against fp32 (docs/precision.md)
-    "inference": {"image_size", "network_def", "precision"},
+    "inference": {"network_def", "precision"},  # both run at 224 x 224
     "evaluate": set(),
     "multi_gpu_train": {"prepare_parts", "initialize"},
 }
