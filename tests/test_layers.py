@@ -80,7 +80,7 @@ DATA_MODULES = {
     "integrity": {"io", "datalist", "readers", "grouping"},
     "download": {"io", "readers", "grouping", "integrity"},
     "transforms": {"io"},
-    "writers": set(),
+    "writers": {"io"},
     "layout": set(),
     "phantoms": set(),
 }

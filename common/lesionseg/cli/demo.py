@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
             args.output, args.bundle, args.num_images, args.epochs, args.learning_rate, args.image_size,
             args.features, args.seed,
         )  # fmt: skip
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except ValueError as error:  # an OSError (a missing bundle) is reported by the command line as every command's
+        print(f"lesionseg demo: {error}", file=sys.stderr)
         return 1
     output, eval_dir = result.output, result.output / "evaluation"
     print(f"\ndemo finished in {result.summary['minutes']} min; validation images (mean ± std over images):\n")
