@@ -138,6 +138,28 @@ def test_the_cards_table_rounds_the_runs_own_values_as_its_results_do_not_the_me
     assert "| 104 | 0.762 ± 0.150 | 0.700 | 0.813 | 0.800 | 41.2 | bf16 | 2.5 h |" in card  # not 0.761, 0.814
 
 
+def test_the_recorded_command_names_paths_beside_the_checkout_relative_to_it(bundle, tmp_path):
+    import doctest
+
+    from lesionseg.deploy import release
+
+    assert doctest.testmod(release, raise_on_error=False).failed == 0
+    run = _run(tmp_path / "runs" / "one" / "dcnet")  # beside the checkout (tmp_path/bundles/..): ../runs/one
+    record = json.loads((run / "record.json").read_text())
+    record["command"] = (
+        f"python benchmarks/busi_accuracy.py --output {tmp_path}/runs/one --dataset-dir "
+        f"'{tmp_path.parent}/shared data/busi' --compare-to={tmp_path}/runs/first"
+    )
+    (run / "record.json").write_text(json.dumps(record))
+    # the checkout is bundle.parent.parent (tmp_path): its parent's other folders are ../<name>
+    expected = (
+        "python benchmarks/busi_accuracy.py --output runs/one --dataset-dir '../shared data/busi' "
+        "--compare-to=runs/first"
+    )
+    assert record_weights(bundle, run)["command"] == expected
+    assert f"Made by `{expected}`." in (bundle / "docs" / "README.md").read_text()
+
+
 def test_a_record_without_a_wall_time_says_so_instead_of_zero_hours(bundle, tmp_path):
     run = _run(tmp_path / "run" / "dcnet")
     record = json.loads((run / "record.json").read_text())

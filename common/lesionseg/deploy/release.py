@@ -46,6 +46,7 @@ __all__ = [
     "hosted_weights_url",
     "record_weights",
     "recorded_block",
+    "relative_to_checkout",
 ]
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     command = record.get("command") or command
     if not command:
         raise RecordedWeightsError(f"{record_path}: no command recorded; give the one that made the run (--command)")
+    command = relative_to_checkout(command, bundle.resolve().parent.parent)
     _check_loads(bundle, checkpoint)
     image_size = _check_image_size(bundle, run)
     md5 = file_md5(checkpoint)
@@ -224,6 +226,31 @@ def recorded_block(eval_metrics: dict[str, Any], record: dict[str, Any], image_s
         CARD_END,
     ]
     return "\n".join(text)
+
+
+def relative_to_checkout(command: str, checkout: Path) -> str:
+    """``command`` with its absolute paths inside ``checkout``'s parent folder written relative to ``checkout``,
+    where ``benchmarks/busi_accuracy.py`` runs: ``/home/me/runs/busi_paper`` becomes ``../runs/busi_paper`` for
+    a checkout ``/home/me/lesionseg``. The card and ``metadata.json`` travel (the model zoo); a path of the
+    machine that made the run would mean nothing there. Other paths are kept.
+
+    Example:
+        >>> relative_to_checkout("python b.py --output /w/runs/x --data=/w/data /elsewhere", Path("/w/repo"))
+        'python b.py --output ../runs/x --data=../data /elsewhere'
+    """
+    import os
+    import shlex
+
+    beside = checkout.parent
+
+    def relative(token: str) -> str:
+        option, equals, value = token.partition("=") if token.startswith("-") else ("", "", token)
+        path = Path(value)
+        if not path.is_absolute() or not path.is_relative_to(beside):
+            return token
+        return f"{option}{equals}{os.path.relpath(path, checkout)}"
+
+    return shlex.join(relative(token) for token in shlex.split(command))
 
 
 def _finite(value: Any) -> bool:
