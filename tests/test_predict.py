@@ -582,6 +582,11 @@ def test_ground_truth_matching_by_place_then_by_a_unique_name(tmp_path):
     assert truth.find(tmp_path / "in" / "sub" / "e.png") == [tmp_path / "masks" / "sub" / "e.png"]
     with pytest.raises(DataError, match=r"e\.png: .*masks/e\.png.*masks/sub/e\.png"):
         truth.find(tmp_path / "in" / "other" / "e.png")
+    # --input pair --recursive --ground-truth pair, the images/ + masks/ layout: the image itself, the only file
+    # of its name in its own folder, does not hide its mask in masks/
+    touch("pair/images/f.png", "pair/masks/f_mask.png")
+    truth = GroundTruth(tmp_path / "pair", input_root=tmp_path / "pair")
+    assert truth.find(tmp_path / "pair" / "images" / "f.png") == [tmp_path / "pair" / "masks" / "f_mask.png"]
 
 
 def test_masks_beside_the_images_are_not_predicted_on(dcnet_tiny, tmp_path):

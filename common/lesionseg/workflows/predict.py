@@ -183,8 +183,8 @@ class GroundTruth:
         return next(iter(candidates.values()), [])
 
     def _masks_in(self, folder: Path, stem: str, image: Path) -> list[Path] | None:
-        """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds no file of
-        that name."""
+        """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds none (no
+        file of that name, or only images beside ``image``)."""
         from lesionseg.data.io import DataError
 
         if (folder, stem) in self.suffixed:
@@ -196,7 +196,7 @@ class GroundTruth:
         if len(found) > 1:
             shown = ", ".join(str(path) for path in sorted(found))
             raise DataError(image, f"several ground-truth files have its name: {shown}; keep one")
-        return found
+        return found or None  # only images of that name here: the masks may be elsewhere (images/ + masks/)
 
 
 # what predict writes for an input with output base <stem>: masks, probability maps, overlays
