@@ -83,6 +83,8 @@ RESUME_RULES: dict[str, str] = {
     "network_def#dcp_radius": "refuse",
     "network_def#dcp_neighbourhood": "refuse",
     "network_def#head_init_std": "refuse",
+    "network_def#pooling": "refuse",
+    "network_def#ablation": "refuse",
     "network_def#mutual_learning": "refuse",
     "network_def#scaled_attention": "refuse",
     "network_def#upsample_mode": "refuse",
@@ -350,15 +352,29 @@ class TrainingCheckpoint:
         """
         Args:
             engine: the trainer.
+
+        Raises:
+            CheckpointError: ``resume`` is set and ``best_file`` exists without a state (:meth:`load`), before
+                anything runs.
         """
         if self._name is None:
             self.logger = engine.logger
+        # now, not when the run starts: other STARTED handlers (TaiChiNet's preparation) would run first
+        self._check_best_file_is_a_run_of_this_folder()
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
         if self.validator is not None and self.best_file is not None:
             self.validator.add_event_handler(Events.EPOCH_STARTED, self._reset_lesion_count)
             self.validator.add_event_handler(Events.ITERATION_COMPLETED, self._count_lesions)
             self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._check_lesions)
+
+    def _check_best_file_is_a_run_of_this_folder(self) -> None:
+        if self.resume and not self.state_file.is_file() and self.best_file is not None and self.best_file.is_file():
+            raise CheckpointError(
+                f"{self.best_file}: exists, but {self.state_file} does not, so it is not a run of this folder (the "
+                "bundle's recorded weights, or a copied model) and training would write over it; train into another "
+                "folder (--ckpt_dir), or pass --resume False to start afresh and write over it"
+            )
 
     # ------------------------------------------------------------------- a validation that can choose a model
 
@@ -472,6 +488,12 @@ class TrainingCheckpoint:
             )
             return {}
         refused, applied = [], {}
+        unstored = [key for key in now if key not in saved]
+        if unstored:  # a state of an earlier version: say what could not be checked, as for one without settings
+            self.logger.warning(
+                f"{self.state_file}: written before lesionseg stored {', '.join(unstored)}; resuming without comparing "
+                "them to this run's (keep them as the run started)"
+            )
         for key in [*now, *(k for k in saved if k not in now)]:
             if key not in now or key not in saved:
                 self.logger.debug(f"{self.state_file}: {key!r} is not stored in both runs; not compared")
@@ -526,12 +548,7 @@ class TrainingCheckpoint:
         """
         self.resumed_from_epoch = 0
         self._check_validation_data()
-        if self.resume and not self.state_file.is_file() and self.best_file is not None and self.best_file.is_file():
-            raise CheckpointError(
-                f"{self.best_file}: exists, but {self.state_file} does not, so it is not a run of this folder (the "
-                "bundle's recorded weights, or a copied model) and training would write over it; train into another "
-                "folder (--ckpt_dir), or pass --resume False to start afresh and write over it"
-            )
+        self._check_best_file_is_a_run_of_this_folder()
         if not self.resume or not self.state_file.is_file():
             if self.state_file.is_file():
                 self.logger.info(f"resume=False: starting afresh; {self.state_file} will be overwritten")
