@@ -392,6 +392,7 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
         "earlier_sessions_seconds": earlier,
         "paused_seconds": earlier_paused + clock.stopped_seconds,  # left out of the times above
         "precision": precision_used(bundle, overrides),
+        "image_size": overrides["image_size"],  # also in training_state.pt, which may be deleted once a run is final
         "overrides": extra,
         "summary": summary,
     }
@@ -691,7 +692,7 @@ def current_fit_records(folder: Path, preset: str) -> tuple[dict | None, dict | 
     """The fit evaluations of the model in ``folder`` that still describe it: the kept checkpoint's
     (``fit_record.json``, when its MD5 is that of ``models/model.pt``) and the last epoch's
     (``last_epoch_fit_record.json``, when it evaluates ``last_epoch/model.pt`` and both were written after
-    ``models/training_state.pt``), each ``None`` otherwise.
+    ``models/training_state.pt``, or that state was deleted), each ``None`` otherwise.
 
     A model trained again leaves the old records on disk: its kept checkpoint changed, or its last epoch is
     now the kept one and :func:`evaluate_last_epoch_fit` evaluates nothing. Their numbers are not this model's.
@@ -706,9 +707,14 @@ def current_fit_records(folder: Path, preset: str) -> tuple[dict | None, dict | 
             logging.info("%s evaluated another checkpoint than %s; left out of the fit tables", kept_path, checkpoint)
             kept = None
     last_path, state = folder / EVALUATION_RECORDS["last_epoch_fit"], folder / "models" / "training_state.pt"
+    network = folder / "last_epoch" / "model.pt"
     last = None
     if last_path.is_file():
-        if state.is_file() and _evaluated_since(last_path, folder / "last_epoch" / "model.pt", state, preset):
+        if state.is_file():
+            current = _evaluated_since(last_path, network, state, preset)
+        else:  # the state deleted once the run was final: nothing trained since, the network is the evaluated one
+            current = network.is_file() and read_record(last_path, preset).get("checkpoint_md5") == file_md5(network)
+        if current:
             last = read_record(last_path, preset)
         else:
             logging.info("%s is not of the last epoch of %s; left out of the fit tables", last_path, state)

@@ -453,6 +453,9 @@ def test_fit_table_reads_over_and_under_fitting_from_the_same_evaluation_on_both
         "under-fitting | 0.650 ± 0.100 (epoch 40) |",
     ]
     assert busi_accuracy.fit_table(records[3:], tmp_path) == ""
+    (tmp_path / "taichinet" / "models" / "training_state.pt").unlink()  # deleted once the run was final: still shown
+    assert busi_accuracy.fit_table(records, tmp_path).splitlines()[4:] == rows
+    (tmp_path / "taichinet" / "models" / "training_state.pt").write_bytes(b"training state")
     # trained again: TaiChiNet's last epoch is now the kept one, and the old evaluation of it is not shown
     _retrain(tmp_path / "taichinet")
     assert busi_accuracy.fit_table(records, tmp_path).splitlines()[-1].endswith("under-fitting | — |")

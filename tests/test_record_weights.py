@@ -197,9 +197,15 @@ def test_a_run_trained_at_another_size_than_the_bundle_runs_is_refused_and_nothi
             with pytest.raises(RecordedWeightsError, match=r"configs/inference.yaml: image_size"):
                 record_weights(bundle, run)
     assert record_weights(bundle, run)["model_md5"] == _md5(run / "models" / "model.pt")
-    (run / "models" / "training_state.pt").unlink()
-    with pytest.raises(RecordedWeightsError, match=r"dcnet/models/training_state.pt: missing; it records the input"):
+    (run / "models" / "training_state.pt").unlink()  # deleted once the run was final: the record says the size
+    with pytest.raises(RecordedWeightsError, match=r"dcnet/record.json: does not say the input size the run was"):
         record_weights(bundle, run)
+    record = json.loads((run / "record.json").read_text())
+    (run / "record.json").write_text(json.dumps(dict(record, image_size=BUNDLE_IMAGE_SIZE)))
+    with pytest.raises(RecordedWeightsError, match=r"configs/train.yaml: image_size .*\(.*dcnet/record.json\)"):
+        record_weights(bundle, run)  # the configs are at the other size now
+    (run / "record.json").write_text(json.dumps(dict(record, image_size=other)))
+    assert record_weights(bundle, run)["model_md5"] == _md5(run / "models" / "model.pt")
 
 
 def test_each_bundle_runs_its_network_at_one_size_in_training_and_inference():

@@ -6,9 +6,9 @@ outside the repository. :func:`record_weights` takes one such run into the bundl
 
 - it loads the checkpoint into the bundle's ``network_def`` (strict: a checkpoint of another network or other
   widths is refused, naming the file), checks that the bundle's configs run the network at the input size it
-  was trained at (the run's ``training_state.pt``: a fully convolutional network loads at any size, and scores
-  lower at one it never saw), and copies it to ``models/model.pt`` (never over another file without
-  ``replace``);
+  was trained at (the run's ``training_state.pt``, else its ``record.json``: a fully convolutional network
+  loads at any size, and scores lower at one it never saw), and copies it to ``models/model.pt`` (never over
+  another file without ``replace``);
 - ``configs/metadata.json``'s ``eval_metrics`` get the run's lesion metrics, the checkpoint's MD5, the precision
   and the command, so the numbers and the file they belong to travel together;
 - the model card's "Recorded weights" block (between :data:`CARD_BEGIN` and :data:`CARD_END`, under
@@ -161,7 +161,7 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         raise RecordedWeightsError(f"{record_path}: no command recorded; give the one that made the run (--command)")
     command = relative_to_checkout(command, bundle.resolve().parent.parent)
     _check_loads(bundle, checkpoint)
-    image_size = _check_image_size(bundle, run)
+    image_size = _check_image_size(bundle, run, record)
     md5 = file_md5(checkpoint)
     target = bundle / MODEL_FILE
     in_place = target.is_file() and file_md5(target) == md5
@@ -261,29 +261,33 @@ def _one_line(command: str) -> str:
     return re.sub(r"\s+", " ", command).strip()
 
 
-def _check_image_size(bundle: Path, run: Path) -> list[int]:
-    """The input size the run trained at (its ``training_state.pt``'s settings), checked against the
-    ``image_size`` of the bundle's training and inference configs.
+def _check_image_size(bundle: Path, run: Path, record: dict[str, Any]) -> list[int]:
+    """The input size the run trained at (its ``training_state.pt``'s settings, else its ``record.json``'s
+    ``image_size``), checked against the ``image_size`` of the bundle's training and inference configs.
 
     Raises:
-        RecordedWeightsError: naming the file, when the state is missing or holds no size, or a config uses
-            another size: the bundle would then evaluate and infer with the weights at a size they never saw.
+        RecordedWeightsError: naming the file, when neither says the size, or a config uses another size: the
+            bundle would then evaluate and infer with the weights at a size they never saw.
     """
     from monai.bundle import ConfigParser
 
     from lesionseg.engines.checkpoint import CheckpointError, load_checkpoint
 
     state_path = run / "models" / "training_state.pt"
-    if not state_path.is_file():
-        raise RecordedWeightsError(f"{state_path}: missing; it records the input size the run was trained at")
-    try:
-        state = load_checkpoint(state_path)
-    except CheckpointError as error:
-        raise RecordedWeightsError(str(error)) from error
-    settings = state.get("settings") if isinstance(state, dict) else None
-    trained = (settings or {}).get("image_size")
+    if state_path.is_file():
+        try:
+            state = load_checkpoint(state_path)
+        except CheckpointError as error:
+            raise RecordedWeightsError(str(error)) from error
+        settings = state.get("settings") if isinstance(state, dict) else None
+        trained, source = (settings or {}).get("image_size"), state_path
+    else:  # deleted once the run was final (docs/reproducibility.md): the record says it too
+        trained, source = record.get("image_size"), run / "record.json"
     if not isinstance(trained, list) or not trained:
-        raise RecordedWeightsError(f"{state_path}: no image_size among its settings (a state of this project?)")
+        raise RecordedWeightsError(
+            f"{source}: does not say the input size the run was trained at ({state_path}'s settings or "
+            "record.json's image_size); record a run whose record.json or training state says it"
+        )
     for name in ("train.yaml", "inference.yaml"):
         config = bundle / "configs" / name
         parser = ConfigParser()
@@ -291,7 +295,7 @@ def _check_image_size(bundle: Path, run: Path) -> list[int]:
         used = list(parser.get("image_size"))
         if used != list(trained):
             raise RecordedWeightsError(
-                f"{config}: image_size {used}, but {run} was trained at {list(trained)} ({state_path}); the bundle "
+                f"{config}: image_size {used}, but {run} was trained at {list(trained)} ({source}); the bundle "
                 f"would run these weights at a size they never saw. Set image_size: {list(trained)} in the bundle's "
                 "configs, or record a run trained at the configs' size"
             )
