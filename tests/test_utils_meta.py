@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from PIL import Image
 
 from lesionseg.data.layout import ToXYMaskd
 from lesionseg.data.writers import SaveMaskd
@@ -44,19 +45,22 @@ def test_the_transforms_name_the_file_from_a_meta_dict_too(tmp_path):
     assert tuple(ToXYMaskd(keys="pred", ref_key="image")(data)["pred"].shape) == (6, 4)
 
 
-def test_save_maskd_refuses_a_second_source_with_the_same_name_instead_of_replacing_its_mask(tmp_path):
-    def item(name):
+def test_save_maskd_writes_a_second_source_with_the_same_name_beside_the_first_not_over_it(tmp_path, caplog):
+    def item(name, value=1.0):
         meta = {"filename_or_obj": str(tmp_path / name), "spatial_shape": np.array([4, 6])}
-        return {"pred": torch.ones(1, 4, 6), "image": torch.zeros(1, 4, 6), "image_meta_dict": meta}
+        return {"pred": torch.full((1, 4, 6), value), "image": torch.zeros(1, 4, 6), "image_meta_dict": meta}
 
     save = SaveMaskd(keys="pred", output_dir=tmp_path / "out", overlay=False)
     save(item("a.png"))
     save(item("a.png"))  # the same source again (a rerun of the item) writes the same file
     before = (tmp_path / "out" / "a_mask.png").read_bytes()
-    with pytest.raises(ValueError, match=r"a_mask\.png: already written for .*a\.png; .*a\.jpg has the same name"):
-        save(item("a.jpg"))
-    with pytest.raises(ValueError, match=r"already written for .*a\.png; .*b/a\.png has the same name"):
-        save(item("b/a.png"))
-    assert (tmp_path / "out" / "a_mask.png").read_bytes() == before
+    save(item("a.jpg", 0.0))
+    save(item("b/a.png", 0.0))
+    save(item("a.jpg", 0.0))
+    assert (tmp_path / "out" / "a_mask.png").read_bytes() == before  # the first source's mask is kept
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a_2_mask.png", "a_3_mask.png", "a_mask.png"]
+    assert np.asarray(Image.open(tmp_path / "out" / "a_2_mask.png")).max() == 0  # a.jpg's (empty) mask
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 2 and "a.jpg has the name of" in warnings[0] and "outputs are a_2_mask.png" in warnings[0]
     save(item("scan.nii.gz"))  # both suffixes go: scan_mask.png, not scan.nii_mask.png
     assert (tmp_path / "out" / "scan_mask.png").is_file()

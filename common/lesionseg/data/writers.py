@@ -6,6 +6,7 @@ no truncated mask, and the error names the file.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from PIL import Image
 from lesionseg.data.io import file_stem
 from lesionseg.utils.files import replacing
 from lesionseg.utils.meta import source_filename
+
+logger = logging.getLogger(__name__)
 
 
 def _to_2d_array(data: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -129,8 +132,9 @@ class SaveMaskd(MapTransform):
 
     It never writes among its inputs: an ``output_dir`` that is the folder of the source image (or of its
     label) is refused, since ``<stem>_mask.png`` there is BUSI's ground truth for ``<stem>.png``. Nor does
-    it write one file for two sources (``a.png`` and ``a.jpg``, or ``a.png`` of two folders): the second is
-    refused, naming both, instead of replacing the first's mask.
+    it write one file for two sources: a second source with the stem of an earlier one (``a.jpg`` after
+    ``a.png``, or ``a.png`` of another folder) is written as ``a_2_mask.png`` (``_3``...), with a warning that
+    names both, instead of replacing the first's mask.
 
     Args:
         keys: the prediction key (one key).
@@ -157,7 +161,8 @@ class SaveMaskd(MapTransform):
         self.postfix = postfix
         self.overlay = overlay
         self.label_key = label_key
-        self._sources: dict[Path, str] = {}  # output file -> the source it was written for
+        self._sources: dict[str, str] = {}  # output stem -> the source it was written for
+        self._renamed: set[str] = set()  # sources written under another stem
 
     def _check_not_among_inputs(self, data: Mapping[Hashable, object]) -> None:
         output_dir = self.output_dir.resolve()
@@ -170,19 +175,26 @@ class SaveMaskd(MapTransform):
                     "choose another output_dir"
                 )
 
+    def _output_stem(self, data: Mapping[Hashable, object]) -> str:
+        # the source's stem, or <stem>_2, _3... when another source of this run has that stem
+        stem, source = _source_stem(data, self.source_key), str(source_filename(data, self.source_key))
+        name, number = stem, 1
+        while self._sources.setdefault(name, source) != source:
+            number += 1
+            name = f"{stem}_{number}"
+        if name != stem and source not in self._renamed:
+            self._renamed.add(source)
+            logger.warning(
+                "%s has the name of %s: its outputs are %s%s.png and %s_overlay.png, not %s%s.png",
+                source, self._sources[stem], name, self.postfix, name, stem, self.postfix,
+            )  # fmt: skip
+        return name
+
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         self._check_not_among_inputs(d)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        stem = _source_stem(d, self.source_key)
-        source = str(source_filename(d, self.source_key))
-        target = (self.output_dir / f"{stem}{self.postfix}.png").resolve()
-        earlier = self._sources.setdefault(target, source)
-        if earlier != source:
-            raise ValueError(
-                f"{target}: already written for {earlier}; {source} has the same name, and its mask would replace "
-                "that one. Rename one of the two, or segment them into different output folders"
-            )
+        stem = self._output_stem(d)
         for key in self.key_iterator(d):
             mask = _to_2d_array(d[key]) > 0.5
             save_mask_png(mask, self.output_dir / f"{stem}{self.postfix}.png")
