@@ -437,6 +437,7 @@ def evaluate_last_epoch_fit(
     TaiChiNet, what its step 2 did). ``None`` (nothing evaluated) without a training state, or when its last
     epoch is the kept one.
     """
+    from lesionseg.deploy.release import file_md5
     from lesionseg.engines.checkpoint import load_checkpoint, save_atomically
 
     folder = args.output / name
@@ -460,18 +461,25 @@ def evaluate_last_epoch_fit(
     overrides = dict(model_overrides(name, args, datalist, extra), eval_section="training")
     overrides["ckpt_dir"] = str(network.parent)
     images = f"its training images (the network of epoch {last_epoch}, the last)"
-    return _evaluate_checkpoint(name, args, extra, overrides, "last_epoch_fit", images, {"epoch": last_epoch})
+    record_extra = {"epoch": last_epoch, "source_md5": file_md5(state_path)}  # which state the network came from
+    return _evaluate_checkpoint(name, args, extra, overrides, "last_epoch_fit", images, record_extra)
 
 
 def _evaluated_since(record_path: Path, network: Path, source: Path, preset: str) -> bool:
-    """Whether ``record_path`` holds an evaluation of ``network`` as it is now (its MD5), and both were written
-    after ``source``, the file ``network`` was taken from: then neither needs to be made again."""
+    """Whether ``record_path`` holds an evaluation of ``network`` as it is now (its MD5), taken from ``source`` as
+    it is now (the record's ``source_md5``): then neither needs to be made again. A record written before
+    ``source_md5`` was stored counts when it and the network were written after ``source`` (a copy with
+    ``cp -r`` changes those times, a copy changes no MD5)."""
     from lesionseg.deploy.release import file_md5
 
     if not (record_path.is_file() and network.is_file()):
         return False
-    made_after = min(record_path.stat().st_mtime_ns, network.stat().st_mtime_ns) >= source.stat().st_mtime_ns
-    return made_after and read_record(record_path, preset).get("checkpoint_md5") == file_md5(network)
+    record = read_record(record_path, preset)
+    if record.get("checkpoint_md5") != file_md5(network):
+        return False
+    if "source_md5" in record:
+        return record["source_md5"] == file_md5(source)
+    return min(record_path.stat().st_mtime_ns, network.stat().st_mtime_ns) >= source.stat().st_mtime_ns
 
 
 def _evaluate_checkpoint(

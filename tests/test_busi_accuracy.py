@@ -359,7 +359,9 @@ def test_last_epoch_fit_evaluates_the_training_states_network_when_it_is_not_the
         save_atomically(state, tmp_path / "taichinet" / "models" / "training_state.pt")
         assert busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {}) == expected
     ((name, _, extra, overrides, evaluation, images, record_extra),) = calls  # only where the epochs differ
-    assert (name, extra, evaluation, record_extra) == ("taichinet", {}, "last_epoch_fit", {"epoch": 40})
+    source_md5 = file_md5(tmp_path / "taichinet" / "models" / "training_state.pt")
+    assert (name, extra, evaluation) == ("taichinet", {}, "last_epoch_fit")
+    assert record_extra == {"epoch": 40, "source_md5": source_md5}  # the state the network was taken from
     assert overrides["eval_section"] == "training" and "epoch 40" in images
     saved = torch.load(Path(overrides["ckpt_dir"]) / "model.pt", weights_only=True)
     assert Path(overrides["ckpt_dir"]) == tmp_path / "taichinet" / "last_epoch"
@@ -397,12 +399,16 @@ def test_last_epoch_fit_rerun_neither_loads_the_state_nor_rewrites_the_network_i
     monkeypatch.setattr("lesionseg.engines.checkpoint.load_checkpoint", lambda path: loads.append(path) or state)
     assert busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {}) == first
     assert loads == [] and network.stat().st_mtime_ns == written
-    later = written + 10**9  # the model trained again after the evaluation: its last network is taken anew
-    os.utime(state_path, ns=(later, later))
+    earlier = written - 10**9  # copied with cp -r: the times change, in any order, the contents do not
+    for path in (network, folder / "last_epoch_fit_record.json"):
+        os.utime(path, ns=(earlier, earlier))
+    assert busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {}) == first
+    assert loads == []
+    state["model"] = {"layer.weight": torch.arange(4.0) + 1}  # the model trained again: its last network anew
+    save_atomically(state, state_path)
     busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {})
     assert loads == [state_path]
     network.write_bytes(b"not the evaluated network")  # a changed network is evaluated again, not trusted
-    os.utime(state_path, ns=(written, written))
     busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {})
     assert loads == [state_path, state_path]
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lesionseg.workflows.demo import DEFAULT_BUNDLE, MIN_IMAGES, run_demo
+from lesionseg.workflows.demo import DEFAULT_BUNDLE, MIN_IMAGES, DemoFolderError, run_demo
 
 
 def _at_least(minimum: int):
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             args.output, args.bundle, args.num_images, args.epochs, args.learning_rate, args.image_size,
             args.features, args.seed,
         )  # fmt: skip
-    except ValueError as error:  # an OSError (a missing bundle) is reported by the command line as every command's
+    except DemoFolderError as error:  # an OSError (a missing bundle) is reported by the command line's handler
         print(f"lesionseg demo: {error}", file=sys.stderr)
         return 1
     output, eval_dir = result.output, result.output / "evaluation"

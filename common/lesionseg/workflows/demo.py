@@ -70,6 +70,10 @@ class DemoResult:
     summary: dict
 
 
+class DemoFolderError(ValueError):
+    """The output folder holds a demo of other settings; the message names the folder."""
+
+
 def run_demo(
     output: Path,
     bundle: Path = DEFAULT_BUNDLE,
@@ -95,7 +99,7 @@ def run_demo(
 
     Raises:
         FileNotFoundError: naming ``bundle``, when it has no train or evaluate config (before anything is written).
-        ValueError: naming the folder, when ``output`` holds phantoms of another number or seed (a demo's
+        DemoFolderError: naming the folder, when ``output`` holds phantoms of another number or seed (a demo's
             results would name the asked-for ones).
     """
     from lesionseg.data.phantoms import write_phantom_dataset
@@ -111,7 +115,7 @@ def run_demo(
     else:
         made = json.loads(manifest.read_text())
         if (made.get("num_images"), made.get("seed")) != (num_images, seed):
-            raise ValueError(
+            raise DemoFolderError(
                 f"{data_dir}: holds {made.get('num_images')} phantoms of seed {made.get('seed')}, not the "
                 f"{num_images} of seed {seed} asked for; use another output folder, or the same values"
             )
