@@ -352,7 +352,7 @@ def test_a_state_written_before_the_loss_was_stored_resumes_without_comparing_it
         _, _, handler, epochs, _ = _training(tmp_path, [0.5, 0.8, 0.1], max_epochs=3,
                                              settings={**LOSS_AND_NETWORK, "loss": {"alpha": 0.5, "gamma": 5.0}})
     assert handler.resumed_from_epoch == 1 and epochs == [2, 3]
-    assert "written before lesionseg stored loss#alpha; resuming without comparing them" in caplog.text
+    assert "written by an earlier version, without loss#alpha; resuming without comparing them" in caplog.text
     assert load_checkpoint(tmp_path / "state.pt")["settings"]["loss#alpha"] == 0.5  # compared from now on
 
 

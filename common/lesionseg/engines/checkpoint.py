@@ -491,8 +491,8 @@ class TrainingCheckpoint:
         unstored = [key for key in now if key not in saved]
         if unstored:  # a state of an earlier version: say what could not be checked, as for one without settings
             self.logger.warning(
-                f"{self.state_file}: written before lesionseg stored {', '.join(unstored)}; resuming without comparing "
-                "them to this run's (keep them as the run started)"
+                f"{self.state_file}: written by an earlier version, without {', '.join(unstored)}; resuming without "
+                "comparing them to this run's (keep them as the run started)"
             )
         for key in [*now, *(k for k in saved if k not in now)]:
             if key not in now or key not in saved:
