@@ -587,6 +587,15 @@ def test_ground_truth_matching_by_place_then_by_a_unique_name(tmp_path):
     touch("pair/images/f.png", "pair/masks/f_mask.png")
     truth = GroundTruth(tmp_path / "pair", input_root=tmp_path / "pair")
     assert truth.find(tmp_path / "pair" / "images" / "f.png") == [tmp_path / "pair" / "masks" / "f_mask.png"]
+    # per-case folders, --ground-truth the input tree: an unlabelled case borrows neither another case's mask
+    # nor another case's image
+    touch("cases/p01/image.png", "cases/p01/image_mask.png", "cases/p02/image.png")
+    touch("plain/p01/g.png", "plain/p02/g.png")
+    truth = GroundTruth(tmp_path / "cases", input_root=tmp_path / "cases")
+    assert truth.find(tmp_path / "cases" / "p01" / "image.png") == [tmp_path / "cases" / "p01" / "image_mask.png"]
+    assert truth.find(tmp_path / "cases" / "p02" / "image.png") == []
+    truth = GroundTruth(tmp_path / "plain", input_root=tmp_path / "plain")
+    assert truth.find(tmp_path / "plain" / "p01" / "g.png") == truth.find(tmp_path / "plain" / "p02" / "g.png") == []
 
 
 def test_masks_beside_the_images_are_not_predicted_on(dcnet_tiny, tmp_path):

@@ -169,8 +169,13 @@ class GroundTruth:
         found = self._masks_in(mirrored, stem, image)
         if found is not None:
             return found
-        # elsewhere in source only when one folder alone has masks of that name
-        candidates = {folder: self._masks_in(folder, stem, image) for folder in self.folders.get(stem, [])}
+        # elsewhere in source only when one folder alone has masks of that name, and not in a folder that holds
+        # another input image of that name (per-case folders p01/, p02/: p01's mask is not p02's)
+        candidates = {
+            folder: self._masks_in(folder, stem, image)
+            for folder in self.folders.get(stem, [])
+            if not self._holds_another_input(folder, stem, image)
+        }
         candidates = {folder: masks for folder, masks in candidates.items() if masks}
         if len(candidates) > 1:
             shown = ", ".join(str(path) for path in sorted(p for masks in candidates.values() for p in masks))
@@ -181,6 +186,14 @@ class GroundTruth:
                 "sub-folder that mirrors the image's, or give the ground truth of these images alone",
             )
         return next(iter(candidates.values()), [])
+
+    def _holds_another_input(self, folder: Path, stem: str, image: Path) -> bool:
+        root = self.input_root.resolve() if self.input_root is not None and self.input_root.is_dir() else None
+        if root is None:
+            return False
+        own = image.resolve()
+        files = (path.resolve() for path in self.plain.get((folder, stem), []))
+        return any(path != own and root in path.parents for path in files)
 
     def _masks_in(self, folder: Path, stem: str, image: Path) -> list[Path] | None:
         """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds none (no
