@@ -461,7 +461,13 @@ def evaluate_last_epoch_fit(
     overrides = dict(model_overrides(name, args, datalist, extra), eval_section="training")
     overrides["ckpt_dir"] = str(network.parent)
     images = f"its training images (the network of epoch {last_epoch}, the last)"
-    record_extra = {"epoch": last_epoch, "source_md5": file_md5(state_path)}  # which state the network came from
+    # which state the network came from, and which kept checkpoint it is the last epoch of
+    kept = folder / "models" / "model.pt"
+    record_extra = {
+        "epoch": last_epoch,
+        "source_md5": file_md5(state_path),
+        "kept_md5": file_md5(kept) if kept.is_file() else None,
+    }
     return _evaluate_checkpoint(name, args, extra, overrides, "last_epoch_fit", images, record_extra)
 
 
@@ -699,8 +705,9 @@ def curves_table(records: list[dict], output: Path) -> str:
 def current_fit_records(folder: Path, preset: str) -> tuple[dict | None, dict | None]:
     """The fit evaluations of the model in ``folder`` that still describe it: the kept checkpoint's
     (``fit_record.json``, when its MD5 is that of ``models/model.pt``) and the last epoch's
-    (``last_epoch_fit_record.json``, when it evaluates ``last_epoch/model.pt`` and both were written after
-    ``models/training_state.pt``, or that state was deleted), each ``None`` otherwise.
+    (``last_epoch_fit_record.json``, when it evaluates ``last_epoch/model.pt`` as taken from
+    ``models/training_state.pt`` as it is (:func:`_evaluated_since`), or, that state deleted, of the run whose kept
+    checkpoint ``models/model.pt`` still is), each ``None`` otherwise.
 
     A model trained again leaves the old records on disk: its kept checkpoint changed, or its last epoch is
     now the kept one and :func:`evaluate_last_epoch_fit` evaluates nothing. Their numbers are not this model's.
@@ -720,8 +727,15 @@ def current_fit_records(folder: Path, preset: str) -> tuple[dict | None, dict | 
     if last_path.is_file():
         if state.is_file():
             current = _evaluated_since(last_path, network, state, preset)
-        else:  # the state deleted once the run was final: nothing trained since, the network is the evaluated one
-            current = network.is_file() and read_record(last_path, preset).get("checkpoint_md5") == file_md5(network)
+        else:  # the state deleted once the run was final: the network evaluated, of the run whose kept checkpoint
+            # is still models/model.pt (a model trained again has another; records before kept_md5 are taken)
+            record = read_record(last_path, preset)
+            kept_md5 = file_md5(checkpoint) if checkpoint.is_file() else None
+            current = (
+                network.is_file()
+                and record.get("checkpoint_md5") == file_md5(network)
+                and record.get("kept_md5", kept_md5) == kept_md5
+            )
         if current:
             last = read_record(last_path, preset)
         else:

@@ -361,7 +361,8 @@ def test_last_epoch_fit_evaluates_the_training_states_network_when_it_is_not_the
     ((name, _, extra, overrides, evaluation, images, record_extra),) = calls  # only where the epochs differ
     source_md5 = file_md5(tmp_path / "taichinet" / "models" / "training_state.pt")
     assert (name, extra, evaluation) == ("taichinet", {}, "last_epoch_fit")
-    assert record_extra == {"epoch": 40, "source_md5": source_md5}  # the state the network was taken from
+    # the state the network was taken from, and the kept checkpoint of that run (none written here)
+    assert record_extra == {"epoch": 40, "source_md5": source_md5, "kept_md5": None}
     assert overrides["eval_section"] == "training" and "epoch 40" in images
     saved = torch.load(Path(overrides["ckpt_dir"]) / "model.pt", weights_only=True)
     assert Path(overrides["ckpt_dir"]) == tmp_path / "taichinet" / "last_epoch"
@@ -459,9 +460,21 @@ def test_fit_table_reads_over_and_under_fitting_from_the_same_evaluation_on_both
         "under-fitting | 0.650 ± 0.100 (epoch 40) |",
     ]
     assert busi_accuracy.fit_table(records[3:], tmp_path) == ""
-    (tmp_path / "taichinet" / "models" / "training_state.pt").unlink()  # deleted once the run was final: still shown
+    folder = tmp_path / "taichinet"
+    state, kept = folder / "models" / "training_state.pt", folder / "models" / "model.pt"
+    fit = folder / "fit_record.json"
+    state.unlink()  # deleted once the run was final: still shown
     assert busi_accuracy.fit_table(records, tmp_path).splitlines()[4:] == rows
-    (tmp_path / "taichinet" / "models" / "training_state.pt").write_bytes(b"training state")
+    # trained again with its last epoch the kept one (its kept fit evaluated anew), then the state deleted: the
+    # old last-epoch evaluation is not this model's
+    before = kept.read_bytes(), fit.read_text()
+    kept.write_bytes(b"trained again, its last epoch the kept one")
+    fit.write_text(json.dumps(dict(json.loads(before[1]), checkpoint_md5=file_md5(kept))))
+    kept_fit, last_fit = busi_accuracy.current_fit_records(folder, "paper")
+    assert kept_fit is not None and last_fit is None
+    kept.write_bytes(before[0])
+    fit.write_text(before[1])
+    state.write_bytes(b"training state")
     # trained again: TaiChiNet's last epoch is now the kept one, and the old evaluation of it is not shown
     _retrain(tmp_path / "taichinet")
     assert busi_accuracy.fit_table(records, tmp_path).splitlines()[-1].endswith("under-fitting | — |")
@@ -487,8 +500,8 @@ def _write_fit_records(folder: Path, summary: dict, last_summary: dict | None = 
     if last_summary is not None:
         (folder / "last_epoch").mkdir(exist_ok=True)
         (folder / "last_epoch" / "model.pt").write_bytes(b"last epoch's network")
-        md5 = file_md5(folder / "last_epoch" / "model.pt")
-        last = {"preset": "paper", "epoch": 40, "checkpoint_md5": md5, "summary": last_summary}
+        md5, kept_md5 = file_md5(folder / "last_epoch" / "model.pt"), file_md5(folder / "models" / "model.pt")
+        last = {"preset": "paper", "epoch": 40, "checkpoint_md5": md5, "kept_md5": kept_md5, "summary": last_summary}
         (folder / "last_epoch_fit_record.json").write_text(json.dumps(last))
 
 
