@@ -158,6 +158,9 @@ def test_the_recorded_command_names_paths_beside_the_checkout_relative_to_it(bun
     )
     assert record_weights(bundle, run)["command"] == expected
     assert f"Made by `{expected}`." in (bundle / "docs" / "README.md").read_text()
+    unbalanced = f"python benchmarks/busi_accuracy.py --output {tmp_path}/runs/one  # the second run's"
+    (run / "record.json").write_text(json.dumps(dict(record, command=unbalanced)))
+    assert record_weights(bundle, run)["command"] == unbalanced  # not a list of words: kept as given
 
 
 def test_a_record_without_a_wall_time_says_so_instead_of_zero_hours(bundle, tmp_path):
@@ -206,6 +209,8 @@ def test_a_run_trained_at_another_size_than_the_bundle_runs_is_refused_and_nothi
         record_weights(bundle, run)  # the configs are at the other size now
     (run / "record.json").write_text(json.dumps(dict(record, image_size=other)))
     assert record_weights(bundle, run)["model_md5"] == _md5(run / "models" / "model.pt")
+    torch.save({"format": 1, "settings": {"batch_size": 4}}, run / "models" / "training_state.pt")  # no size
+    assert record_weights(bundle, run)["model_md5"] == _md5(run / "models" / "model.pt")  # the record's
 
 
 def test_each_bundle_runs_its_network_at_one_size_in_training_and_inference():

@@ -183,6 +183,13 @@ def test_a_best_model_without_a_state_is_not_written_over_unless_resume_is_false
     with pytest.raises(CheckpointError, match=r"model\.pt: exists, but .*state\.pt does not.*--resume False"):
         _training(tmp_path, [0.5, 0.6], max_epochs=2)
     assert (tmp_path / "model.pt").read_bytes() == before and not (tmp_path / "state.pt").exists()
+    # refused when attached, before any STARTED handler (TaiChiNet's preparation trains a U-Net++ there) runs
+    trainer, started = Engine(lambda engine, batch: None), []
+    trainer.add_event_handler(Events.STARTED, lambda engine: started.append(True))
+    handler = TrainingCheckpoint(tmp_path / "state.pt", {"model": nn.Linear(2, 1)}, best_file=tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=r"model\.pt: exists"):
+        handler.attach(trainer)
+    assert started == []
     _, _, _, epochs, _ = _training(tmp_path, [0.5, 0.6], max_epochs=2, resume=False)
     assert epochs == [1, 2] and _best_weight(tmp_path) == 2.0
 
@@ -367,6 +374,9 @@ def test_bundles_store_every_loss_argument_and_have_a_rule_for_each_setting(bund
     arguments = set(inspect.signature(pydoc.locate(parser.get("loss#_target_"))).parameters) - {"step"}
     assert {f"loss#{name}" for name in arguments} <= set(settings), arguments
     assert settings["network_def#dropout"] == 0.0 and RESUME_RULES["network_def#dropout"] == "apply"
+    if bundle == "dcnet_bundle":  # max / avg pooling and the woB / woF ablations have the same parameters
+        assert {"network_def#pooling", "network_def#ablation"} <= set(settings)
+        assert RESUME_RULES["network_def#pooling"] == RESUME_RULES["network_def#ablation"] == "refuse"
 
 
 def test_empty_validation_data_is_an_error_before_training(tmp_path):

@@ -177,7 +177,8 @@ class SaveMaskd(MapTransform):
 
     def _output_stem(self, data: Mapping[Hashable, object]) -> str:
         # the source's stem, or <stem>_2, _3... when another source of this run has that stem
-        stem, source = _source_stem(data, self.source_key), str(source_filename(data, self.source_key))
+        stem = _source_stem(data, self.source_key)
+        source = str(Path(str(source_filename(data, self.source_key))).resolve())  # ./a.png and a.png: one source
         name, number = stem, 1
         while self._sources.setdefault(name, source) != source:
             number += 1
@@ -185,8 +186,8 @@ class SaveMaskd(MapTransform):
         if name != stem and source not in self._renamed:
             self._renamed.add(source)
             logger.warning(
-                "%s has the name of %s: its outputs are %s%s.png and %s_overlay.png, not %s%s.png",
-                source, self._sources[stem], name, self.postfix, name, stem, self.postfix,
+                "%s: the outputs %s%s.png and %s_overlay.png are %s's, so this image's are %s%s.png and "
+                "%s_overlay.png", source, stem, self.postfix, stem, self._sources[stem], name, self.postfix, name,
             )  # fmt: skip
         return name
 

@@ -159,7 +159,8 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     command = record.get("command") or command
     if not command:
         raise RecordedWeightsError(f"{record_path}: no command recorded; give the one that made the run (--command)")
-    command = relative_to_checkout(command, bundle.resolve().parent.parent)
+    if bundle.resolve().parent.name == "bundles":  # in a checkout: <checkout>/bundles/<bundle>
+        command = relative_to_checkout(command, bundle.resolve().parent.parent)
     _check_loads(bundle, checkpoint)
     image_size = _check_image_size(bundle, run, record)
     md5 = file_md5(checkpoint)
@@ -232,11 +233,14 @@ def relative_to_checkout(command: str, checkout: Path) -> str:
     """``command`` with its absolute paths inside ``checkout``'s parent folder written relative to ``checkout``,
     where ``benchmarks/busi_accuracy.py`` runs: ``/home/me/runs/busi_paper`` becomes ``../runs/busi_paper`` for
     a checkout ``/home/me/lesionseg``. The card and ``metadata.json`` travel (the model zoo); a path of the
-    machine that made the run would mean nothing there. Other paths are kept.
+    machine that made the run would mean nothing there. Other paths are kept, and a command without such paths,
+    or one that is not a plain list of words (quotes left open), is returned as it is.
 
     Example:
         >>> relative_to_checkout("python b.py --output /w/runs/x --data=/w/data /elsewhere", Path("/w/repo"))
         'python b.py --output ../runs/x --data=../data /elsewhere'
+        >>> relative_to_checkout("python b.py 2>&1 | tee log", Path("/w/repo"))  # nothing to rewrite: as it is
+        'python b.py 2>&1 | tee log'
     """
     import os
     import shlex
@@ -250,7 +254,12 @@ def relative_to_checkout(command: str, checkout: Path) -> str:
             return token
         return f"{option}{equals}{os.path.relpath(path, checkout)}"
 
-    return shlex.join(relative(token) for token in shlex.split(command))
+    try:
+        tokens = shlex.split(command)
+    except ValueError:  # e.g. a quote left open in a command given by hand
+        return command
+    rewritten = [relative(token) for token in tokens]
+    return command if rewritten == tokens else shlex.join(rewritten)
 
 
 def _finite(value: Any) -> bool:
@@ -281,7 +290,9 @@ def _check_image_size(bundle: Path, run: Path, record: dict[str, Any]) -> list[i
             raise RecordedWeightsError(str(error)) from error
         settings = state.get("settings") if isinstance(state, dict) else None
         trained, source = (settings or {}).get("image_size"), state_path
-    else:  # deleted once the run was final (docs/reproducibility.md): the record says it too
+    else:
+        trained, source = None, state_path
+    if trained is None:  # the state deleted once the run was final (docs/reproducibility.md), or of an older version
         trained, source = record.get("image_size"), run / "record.json"
     if not isinstance(trained, list) or not trained:
         raise RecordedWeightsError(
