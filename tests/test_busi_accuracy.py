@@ -353,16 +353,21 @@ def test_last_epoch_fit_evaluates_the_training_states_network_when_it_is_not_the
     monkeypatch.setattr(busi_accuracy, "_evaluate_checkpoint", lambda *a: calls.append(a) or {"evaluated": True})
     assert busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {}) is None  # no state
     (tmp_path / "taichinet" / "models").mkdir(parents=True)
+    save_atomically({"layer.weight": torch.zeros(4)}, tmp_path / "taichinet" / "models" / "model.pt")  # the kept one
     for kept_epoch, expected in ((40, None), (18, {"evaluated": True})):
         state = {"format": 1, "trainer": {"epoch_length": 26, "iteration": 1040, "max_epochs": 40},
                  "best": {"validator": {"best_metric": 0.7, "best_metric_epoch": kept_epoch}}, "model": weights}
         save_atomically(state, tmp_path / "taichinet" / "models" / "training_state.pt")
         assert busi_accuracy.evaluate_last_epoch_fit("taichinet", args, tmp_path / "datalist.json", {}) == expected
     ((name, _, extra, overrides, evaluation, images, record_extra),) = calls  # only where the epochs differ
-    source_md5 = file_md5(tmp_path / "taichinet" / "models" / "training_state.pt")
+    models = tmp_path / "taichinet" / "models"
     assert (name, extra, evaluation) == ("taichinet", {}, "last_epoch_fit")
-    # the state the network was taken from, and the kept checkpoint of that run (none written here)
-    assert record_extra == {"epoch": 40, "source_md5": source_md5, "kept_md5": None}
+    # the state the network was taken from, and the kept checkpoint of that run
+    assert record_extra == {
+        "epoch": 40,
+        "source_md5": file_md5(models / "training_state.pt"),
+        "kept_md5": file_md5(models / "model.pt"),
+    }
     assert overrides["eval_section"] == "training" and "epoch 40" in images
     saved = torch.load(Path(overrides["ckpt_dir"]) / "model.pt", weights_only=True)
     assert Path(overrides["ckpt_dir"]) == tmp_path / "taichinet" / "last_epoch"

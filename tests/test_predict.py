@@ -591,11 +591,29 @@ def test_ground_truth_matching_by_place_then_by_a_unique_name(tmp_path):
     # nor another case's image
     touch("cases/p01/image.png", "cases/p01/image_mask.png", "cases/p02/image.png")
     touch("plain/p01/g.png", "plain/p02/g.png")
+    cases = [tmp_path / "cases" / case / "image.png" for case in ("p01", "p02")]
     truth = GroundTruth(tmp_path / "cases", input_root=tmp_path / "cases")
-    assert truth.find(tmp_path / "cases" / "p01" / "image.png") == [tmp_path / "cases" / "p01" / "image_mask.png"]
-    assert truth.find(tmp_path / "cases" / "p02" / "image.png") == []
+    truth.set_inputs(cases)
+    assert truth.find(cases[0]) == [tmp_path / "cases" / "p01" / "image_mask.png"] and truth.find(cases[1]) == []
+    truth = GroundTruth(tmp_path / "cases", input_root=cases[1])  # --input cases/p02/image.png, one file
+    truth.set_inputs(cases[1:])
+    assert truth.find(cases[1]) == []  # p01's image.png lies beside p01's masks: that folder is p01's
+    plain = [tmp_path / "plain" / case / "g.png" for case in ("p01", "p02")]
     truth = GroundTruth(tmp_path / "plain", input_root=tmp_path / "plain")
-    assert truth.find(tmp_path / "plain" / "p01" / "g.png") == truth.find(tmp_path / "plain" / "p02" / "g.png") == []
+    truth.set_inputs(plain)
+    assert truth.find(plain[0]) == truth.find(plain[1]) == []
+    # per-case folders with a separate masks tree: p02 has no mask, and does not borrow p01's
+    touch("sep/images/p01/image.png", "sep/images/p02/image.png", "sep/masks/p01/image_mask.png")
+    images = [tmp_path / "sep" / "images" / case / "image.png" for case in ("p01", "p02")]
+    truth = GroundTruth(tmp_path / "sep" / "masks", input_root=tmp_path / "sep" / "images")
+    truth.set_inputs(images)
+    assert truth.find(images[0]) == [tmp_path / "sep" / "masks" / "p01" / "image_mask.png"]
+    assert truth.find(images[1]) == []
+    # --input flat --ground-truth flat, not recursive: flat/masks/h.png (not an input) is h.png's mask
+    touch("flat/h.png", "flat/masks/h.png")
+    truth = GroundTruth(tmp_path / "flat", input_root=tmp_path / "flat")
+    truth.set_inputs([tmp_path / "flat" / "h.png"])
+    assert truth.find(tmp_path / "flat" / "h.png") == [tmp_path / "flat" / "masks" / "h.png"]
 
 
 def test_masks_beside_the_images_are_not_predicted_on(dcnet_tiny, tmp_path):

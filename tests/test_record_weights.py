@@ -158,9 +158,15 @@ def test_the_recorded_command_names_paths_beside_the_checkout_relative_to_it(bun
     )
     assert record_weights(bundle, run)["command"] == expected
     assert f"Made by `{expected}`." in (bundle / "docs" / "README.md").read_text()
-    unbalanced = f"python benchmarks/busi_accuracy.py --output {tmp_path}/runs/one  # the second run's"
-    (run / "record.json").write_text(json.dumps(dict(record, command=unbalanced)))
-    assert record_weights(bundle, run)["command"] == unbalanced  # not a list of words: kept as given
+    # given by hand, with an open quote and shell syntax: only the path changes
+    by_hand = f"python benchmarks/busi_accuracy.py --output {tmp_path}/runs/one 2>&1 | tee log  # the second run's"
+    (run / "record.json").write_text(json.dumps(dict(record, command=by_hand)))
+    expected = "python benchmarks/busi_accuracy.py --output runs/one 2>&1 | tee log  # the second run's"
+    assert record_weights(bundle, run)["command"] == expected
+    # a bundle outside <checkout>/bundles/: nothing says where the checkout is, the command is kept
+    elsewhere = tmp_path / "elsewhere" / "dcnet_bundle"
+    shutil.copytree(bundle, elsewhere)
+    assert record_weights(elsewhere, run)["command"] == by_hand
 
 
 def test_a_record_without_a_wall_time_says_so_instead_of_zero_hours(bundle, tmp_path):

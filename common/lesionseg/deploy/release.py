@@ -233,33 +233,21 @@ def relative_to_checkout(command: str, checkout: Path) -> str:
     """``command`` with its absolute paths inside ``checkout``'s parent folder written relative to ``checkout``,
     where ``benchmarks/busi_accuracy.py`` runs: ``/home/me/runs/busi_paper`` becomes ``../runs/busi_paper`` for
     a checkout ``/home/me/lesionseg``. The card and ``metadata.json`` travel (the model zoo); a path of the
-    machine that made the run would mean nothing there. Other paths are kept, and a command without such paths,
-    or one that is not a plain list of words (quotes left open), is returned as it is.
+    machine that made the run would mean nothing there. Only those path prefixes change (at the start of a
+    word, after ``=`` or a quote); the rest of the command, quoting and shell syntax included, is kept.
 
     Example:
         >>> relative_to_checkout("python b.py --output /w/runs/x --data=/w/data /elsewhere", Path("/w/repo"))
         'python b.py --output ../runs/x --data=../data /elsewhere'
-        >>> relative_to_checkout("python b.py 2>&1 | tee log", Path("/w/repo"))  # nothing to rewrite: as it is
-        'python b.py 2>&1 | tee log'
+        >>> relative_to_checkout("python /w/repo/b.py --out '/w/r x' 2>&1 | tee /w/log", Path("/w/repo"))
+        "python b.py --out '../r x' 2>&1 | tee ../log"
     """
-    import os
-    import shlex
-
-    beside = checkout.parent
-
-    def relative(token: str) -> str:
-        option, equals, value = token.partition("=") if token.startswith("-") else ("", "", token)
-        path = Path(value)
-        if not path.is_absolute() or not path.is_relative_to(beside):
-            return token
-        return f"{option}{equals}{os.path.relpath(path, checkout)}"
-
-    try:
-        tokens = shlex.split(command)
-    except ValueError:  # e.g. a quote left open in a command given by hand
+    checkout = Path(checkout)
+    if checkout.parent == Path(checkout.anchor):  # a checkout at the top: every absolute path would move
         return command
-    rewritten = [relative(token) for token in tokens]
-    return command if rewritten == tokens else shlex.join(rewritten)
+    for prefix, replacement in ((f"{checkout}/", ""), (f"{checkout.parent}/", "../")):
+        command = re.sub(r"(^|[\s='\"])" + re.escape(prefix), lambda match: match.group(1) + replacement, command)
+    return command
 
 
 def _finite(value: Any) -> bool:

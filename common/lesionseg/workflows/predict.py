@@ -34,6 +34,8 @@ import math
 import re
 import sys
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +96,12 @@ class GroundTruth:
 
     The masks of ``<input>/<sub-folders>/<name>.png`` are looked for first in ``source/<sub-folders>/``, the
     folder that mirrors the image's: ``<name>_mask.*`` (BUSI's ``_mask_1``... merged), ``_label``, ``_seg``,
-    ``_gt``, else ``<name>.*``. Only when that folder holds no file of that name are they looked for anywhere in
-    ``source``, and taken when one folder alone holds masks of that name: per-case folders that reuse file names
-    (``p01/image.png``, ``p02/image.png``) then never lend one case's mask to another, and a name found in
-    several folders is refused rather than merged or picked.
+    ``_gt``, else ``<name>.*``. Only when that folder holds no masks of that name are they looked for anywhere in
+    ``source``, and only for an image whose name no other input has (:meth:`set_inputs`): per-case folders that
+    reuse file names (``p01/image.png``, ``p02/image.png``) take masks from their mirrored folder alone, never
+    from another case's. Elsewhere, a folder that holds another image of that name (an input, or a file beside
+    masks of that name) is another case's and skipped, and a name found in several folders is refused rather
+    than merged or picked.
 
     Args:
         source: one mask file (paired with the only input) or a folder searched recursively.
@@ -118,6 +122,8 @@ class GroundTruth:
         self.suffixed: dict[tuple[Path, str], list[tuple[int, Path]]] = {}
         self.plain: dict[tuple[Path, str], list[Path]] = {}
         self.folders: dict[str, list[Path]] = {}  # name -> the folders holding a file of that name or its masks
+        self.inputs: set[Path] = set()  # the run's input images, resolved (set_inputs)
+        self.input_names: Counter[str] = Counter()  # their names, counted
         if self.single is None:
             if not source.is_dir():
                 raise FileNotFoundError(f"{source}: ground truth not found")
@@ -136,6 +142,15 @@ class GroundTruth:
                     self.plain.setdefault((folder, stem), []).append(path)
                 if folder not in self.folders.setdefault(stem, []):
                     self.folders[stem].append(folder)
+
+    def set_inputs(self, images: Iterable[Path]) -> None:
+        """The run's input images: a name that several of them have is matched in the mirrored folder only, and
+        a folder that holds one of them is not searched for another image's masks."""
+        from lesionseg.data.io import file_stem
+
+        images = list(images)
+        self.inputs = {path.resolve() for path in images}
+        self.input_names = Counter(file_stem(path) for path in images)
 
     def files(self) -> list[Path]:
         """Every ground-truth file found."""
@@ -169,12 +184,13 @@ class GroundTruth:
         found = self._masks_in(mirrored, stem, image)
         if found is not None:
             return found
-        # elsewhere in source only when one folder alone has masks of that name, and not in a folder that holds
-        # another input image of that name (per-case folders p01/, p02/: p01's mask is not p02's)
+        if self.input_names[stem] > 1:  # per-case folders (p01/image.png, p02/image.png): the mirrored one only
+            return []
+        # elsewhere in source only when one folder alone has masks of that name, and not in another case's folder
         candidates = {
             folder: self._masks_in(folder, stem, image)
             for folder in self.folders.get(stem, [])
-            if not self._holds_another_input(folder, stem, image)
+            if not self._holds_another_image(folder, stem, image)
         }
         candidates = {folder: masks for folder, masks in candidates.items() if masks}
         if len(candidates) > 1:
@@ -187,13 +203,12 @@ class GroundTruth:
             )
         return next(iter(candidates.values()), [])
 
-    def _holds_another_input(self, folder: Path, stem: str, image: Path) -> bool:
-        root = self.input_root.resolve() if self.input_root is not None and self.input_root.is_dir() else None
-        if root is None:
-            return False
+    def _holds_another_image(self, folder: Path, stem: str, image: Path) -> bool:
+        # a file of that name other than the image is another case's image when it is an input, or when masks
+        # of that name lie beside it (then they are its masks)
         own = image.resolve()
-        files = (path.resolve() for path in self.plain.get((folder, stem), []))
-        return any(path != own and root in path.parents for path in files)
+        others = [path.resolve() for path in self.plain.get((folder, stem), []) if path.resolve() != own]
+        return any(path in self.inputs for path in others) or (bool(others) and (folder, stem) in self.suffixed)
 
     def _masks_in(self, folder: Path, stem: str, image: Path) -> list[Path] | None:
         """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds none (no
@@ -509,6 +524,8 @@ class FolderPrediction:
         if truth is not None and truth.single is not None and len(files) > 1:
             raise DataError(ground_truth, f"one ground-truth file for {len(files)} inputs; give a folder of masks")
         # every image's masks, before the model is loaded: an ambiguous match stops the run here
+        if truth is not None:
+            truth.set_inputs(files)
         self.truth_files = {path: truth.find(path) for path in files} if truth is not None else {}
         inputs = files + (truth.files() if truth is not None else [])
         # before the model is loaded: a refused folder costs nothing
