@@ -543,77 +543,130 @@ def test_ground_truth_is_taken_from_the_images_own_sub_folder(dcnet_tiny, tmp_pa
 
 @pytest.mark.parametrize("mask_name", ["image_mask.png", "image.png"])
 def test_ground_truth_of_one_name_in_several_folders_is_refused(dcnet_tiny, tmp_path, capsys, mask_name):
-    """No mask where the image's folder is mirrored and masks of its name in two sub-folders: refused naming
-    the image and both, before anything is written (by name alone both masks were merged, or the first taken)."""
-    _write_case(tmp_path / "in", "image", 0, None)
-    for case in ("p01", "p02"):
-        (tmp_path / "truth" / case).mkdir(parents=True)
-        Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "truth" / case / mask_name)
-    assert _predict(dcnet_tiny, tmp_path / "in", tmp_path / "out", "--ground-truth", str(tmp_path / "truth")) == 2
+    """No mask where the image's folder is mirrored and masks of its name in two folders at its place (two mask
+    trees beside the images): refused naming the image and both, before anything is written (by name alone
+    both masks were merged, or the first taken)."""
+    _write_case(tmp_path / "data" / "images" / "p01", "image", 0, None)
+    for tree in ("masks", "labels"):
+        (tmp_path / "data" / tree / "p01").mkdir(parents=True)
+        Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "data" / tree / "p01" / mask_name)
+    arguments = ("--ground-truth", str(tmp_path / "data"), "--recursive")
+    assert _predict(dcnet_tiny, tmp_path / "data" / "images", tmp_path / "out", *arguments) == 2
     message = capsys.readouterr().err
-    assert f"lesionseg predict: {tmp_path / 'in' / 'image.png'}: " in message
-    for case in ("p01", "p02"):
-        assert str(tmp_path / "truth" / case / mask_name) in message
+    assert f"lesionseg predict: {tmp_path / 'data' / 'images' / 'p01' / 'image.png'}: " in message
+    for tree in ("masks", "labels"):
+        assert str(tmp_path / "data" / tree / "p01" / mask_name) in message
     assert not (tmp_path / "out").exists()
 
 
-def test_ground_truth_matching_by_place_then_by_a_unique_name(tmp_path):
-    """The rules of :class:`GroundTruth`, file by file."""
-    from lesionseg.workflows.predict import GroundTruth
+# layout (files), --input, --ground-truth, --recursive -> each input's masks, as FolderPrediction matches them
+# (paths relative to the layout's folder; "refused": a DataError naming the image)
+GROUND_TRUTH_LAYOUTS = {
+    "BUSI class folder against the dataset": (
+        ["benign/a.png", "benign/a_mask.png", "benign/a_mask_1.png", "benign/b.png", "malignant/m.png",
+         "malignant/m_mask.png"],
+        "benign", ".", False,
+        {"benign/a.png": ["benign/a_mask.png", "benign/a_mask_1.png"], "benign/b.png": []},
+    ),
+    "BUSI, the whole dataset": (
+        ["benign/a.png", "benign/a_mask.png", "malignant/m.png", "malignant/m_mask.png"], ".", ".", True,
+        {"benign/a.png": ["benign/a_mask.png"], "malignant/m.png": ["malignant/m_mask.png"]},
+    ),
+    "one file against the dataset": (
+        ["benign/a.png", "benign/a_mask.png"], "benign/a.png", ".", False, {"benign/a.png": ["benign/a_mask.png"]},
+    ),
+    "flat, beside, other kinds; a.jpg is a.png's sibling image": (
+        ["b.png", "b_gt.png", "c.png", "c.jpg", "d.png", "e.png", "e_SEG.png"], ".", ".", False,
+        {"b.png": ["b_gt.png"], "c.jpg": [], "c.png": [], "d.png": [], "e.png": ["e_SEG.png"]},
+    ),
+    "two kinds of mask for one image": (["e.png", "e_gt.png", "e_seg.png"], ".", ".", False, {"e.png": "refused"}),
+    "images/ + masks/, the pair's root as ground truth": (
+        ["images/f.png", "images/g.png", "images/g.jpg", "masks/f_mask.png", "masks/g.png"], ".", ".", True,
+        {"images/f.png": ["masks/f_mask.png"], "images/g.jpg": ["masks/g.png"], "images/g.png": ["masks/g.png"]},
+    ),
+    "images/ + masks/, not recursive, masks named as the images": (
+        ["h.png", "masks/h.png"], ".", ".", False, {"h.png": ["masks/h.png"]},
+    ),
+    "images/ + masks/ with classes": (
+        ["images/benign/1.png", "images/malignant/1.png", "masks/benign/1_mask.png", "masks/malignant/1_mask.png"],
+        "images", ".", True,
+        {"images/benign/1.png": ["masks/benign/1_mask.png"], "images/malignant/1.png": ["masks/malignant/1_mask.png"]},
+    ),
+    "one class against the whole masks tree": (
+        ["images/malignant/1.png", "masks/benign/1_mask.png", "masks/malignant/1_mask.png"],
+        "images/malignant", "masks", False, {"images/malignant/1.png": ["masks/malignant/1_mask.png"]},
+    ),
+    "per-case folders in one tree, p02 and p03 unlabelled": (
+        ["p01/image.png", "p01/image_mask.png", "p02/image.png", "p03/image.png"], ".", ".", True,
+        {"p01/image.png": ["p01/image_mask.png"], "p02/image.png": [], "p03/image.png": []},
+    ),
+    "one unlabelled case against the tree": (
+        ["p01/image.png", "p01/image_mask.png", "p02/image.png", "p03/image.png"], "p03", ".", False,
+        {"p03/image.png": []},
+    ),
+    "one unlabelled case, one file": (
+        ["p01/image.png", "p01/image_mask.png", "p02/image.png"], "p02/image.png", ".", False, {"p02/image.png": []},
+    ),
+    "per-case folders, no masks at all": (
+        ["p01/g.png", "p02/g.png"], ".", ".", True, {"p01/g.png": [], "p02/g.png": []},
+    ),
+    "per-case folders, a separate masks tree": (
+        ["images/p01/image.png", "images/p02/image.png", "masks/p01/image_mask.png"], "images", "masks", True,
+        {"images/p01/image.png": ["masks/p01/image_mask.png"], "images/p02/image.png": []},
+    ),
+    "one case against a masks tree holding another case's": (
+        ["images/p01/image.png", "masks/p02/image_mask.png"], "images/p01", "masks", False,
+        {"images/p01/image.png": []},
+    ),
+    "deeper separate trees": (
+        ["images/site1/p01/img.png", "images/site1/p02/img.png", "masks/site1/p01/img_mask.png",
+         "masks/site1/p02/img_mask.png"], "images/site1", "masks", True,
+        {"images/site1/p01/img.png": ["masks/site1/p01/img_mask.png"],
+         "images/site1/p02/img.png": ["masks/site1/p02/img_mask.png"]},
+    ),
+    "a flat masks folder for nested images with unique names": (
+        ["images/x/k.png", "masks/k_mask.png"], "images", "masks", True, {"images/x/k.png": ["masks/k_mask.png"]},
+    ),
+    "the same name at the image's place in two mask trees": (
+        ["images/p01/image.png", "masks/p01/image_mask.png", "labels/p01/image_mask.png"], "images", ".", True,
+        {"images/p01/image.png": "refused"},
+    ),
+    "a copied subset against the original dataset: no place fits": (
+        ["test/a.png", "ds/images/a.png", "ds/masks/a.png"], "test", "ds", False, {"test/a.png": []},
+    ),
+    "an earlier run's predictions are not ground truth": (
+        ["benign/a.png", "benign/a_mask.png", "benign/b.png", "benign/run1/b_mask.png", "benign/run1/b_overlay.png",
+         "run2/p/c_mask.png", "benign/c.png"], "benign", ".", False,
+        {"benign/a.png": ["benign/a_mask.png"], "benign/b.png": [], "benign/c.png": []},
+    ),
+}
 
-    def touch(*names: str) -> None:
-        for name in names:
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
 
-    touch("data/benign/a.png", "data/benign/a_mask.png", "data/benign/a_mask_1.png", "data/malignant/b.png",
-          "data/malignant/b_gt.png", "data/c.png", "data/c.jpg", "data/d.png", "masks/e.png", "masks/sub/e.png")
-    # --input data/benign --ground-truth data: BUSI's class folder alone against the whole dataset
-    truth = GroundTruth(tmp_path / "data", input_root=tmp_path / "data" / "benign")
-    assert truth.find(tmp_path / "data" / "benign" / "a.png") == [
-        tmp_path / "data" / "benign" / "a_mask.png", tmp_path / "data" / "benign" / "a_mask_1.png"]
-    # --input data --ground-truth data: beside the images; c.jpg is c.png's sibling image, not its mask
-    truth = GroundTruth(tmp_path / "data", input_root=tmp_path / "data")
-    assert truth.find(tmp_path / "data" / "malignant" / "b.png") == [tmp_path / "data" / "malignant" / "b_gt.png"]
-    assert truth.find(tmp_path / "data" / "c.png") == [] and truth.find(tmp_path / "data" / "d.png") == []
-    # the mirrored place first: masks/e.png for in/e.png, masks/sub/e.png for in/sub/e.png
-    truth = GroundTruth(tmp_path / "masks", input_root=tmp_path / "in")
-    assert truth.find(tmp_path / "in" / "e.png") == [tmp_path / "masks" / "e.png"]
-    assert truth.find(tmp_path / "in" / "sub" / "e.png") == [tmp_path / "masks" / "sub" / "e.png"]
-    with pytest.raises(DataError, match=r"e\.png: .*masks/e\.png.*masks/sub/e\.png"):
-        truth.find(tmp_path / "in" / "other" / "e.png")
-    # --input pair --recursive --ground-truth pair, the images/ + masks/ layout: the image itself, the only file
-    # of its name in its own folder, does not hide its mask in masks/
-    touch("pair/images/f.png", "pair/masks/f_mask.png")
-    truth = GroundTruth(tmp_path / "pair", input_root=tmp_path / "pair")
-    assert truth.find(tmp_path / "pair" / "images" / "f.png") == [tmp_path / "pair" / "masks" / "f_mask.png"]
-    # per-case folders, --ground-truth the input tree: an unlabelled case borrows neither another case's mask
-    # nor another case's image
-    touch("cases/p01/image.png", "cases/p01/image_mask.png", "cases/p02/image.png")
-    touch("plain/p01/g.png", "plain/p02/g.png")
-    cases = [tmp_path / "cases" / case / "image.png" for case in ("p01", "p02")]
-    truth = GroundTruth(tmp_path / "cases", input_root=tmp_path / "cases")
-    truth.set_inputs(cases)
-    assert truth.find(cases[0]) == [tmp_path / "cases" / "p01" / "image_mask.png"] and truth.find(cases[1]) == []
-    truth = GroundTruth(tmp_path / "cases", input_root=cases[1])  # --input cases/p02/image.png, one file
-    truth.set_inputs(cases[1:])
-    assert truth.find(cases[1]) == []  # p01's image.png lies beside p01's masks: that folder is p01's
-    plain = [tmp_path / "plain" / case / "g.png" for case in ("p01", "p02")]
-    truth = GroundTruth(tmp_path / "plain", input_root=tmp_path / "plain")
-    truth.set_inputs(plain)
-    assert truth.find(plain[0]) == truth.find(plain[1]) == []
-    # per-case folders with a separate masks tree: p02 has no mask, and does not borrow p01's
-    touch("sep/images/p01/image.png", "sep/images/p02/image.png", "sep/masks/p01/image_mask.png")
-    images = [tmp_path / "sep" / "images" / case / "image.png" for case in ("p01", "p02")]
-    truth = GroundTruth(tmp_path / "sep" / "masks", input_root=tmp_path / "sep" / "images")
-    truth.set_inputs(images)
-    assert truth.find(images[0]) == [tmp_path / "sep" / "masks" / "p01" / "image_mask.png"]
-    assert truth.find(images[1]) == []
-    # --input flat --ground-truth flat, not recursive: flat/masks/h.png (not an input) is h.png's mask
-    touch("flat/h.png", "flat/masks/h.png")
-    truth = GroundTruth(tmp_path / "flat", input_root=tmp_path / "flat")
-    truth.set_inputs([tmp_path / "flat" / "h.png"])
-    assert truth.find(tmp_path / "flat" / "h.png") == [tmp_path / "flat" / "masks" / "h.png"]
+@pytest.mark.parametrize("layout", sorted(GROUND_TRUTH_LAYOUTS))
+def test_ground_truth_is_matched_by_place_and_never_guessed(tmp_path, layout):
+    """:class:`GroundTruth` as :class:`FolderPrediction` uses it, on layouts users have: each image gets the
+    masks at its place, or none, or a refusal; never another case's mask, another image or a run's output."""
+    from lesionseg.workflows.predict import GroundTruth, list_inputs
+
+    files, given_input, given_truth, recursive, expected = GROUND_TRUTH_LAYOUTS[layout]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
+    (tmp_path / "run2").mkdir(exist_ok=True)
+    (tmp_path / "run2" / "predictions.csv").write_text("file\n")  # run2/ is an earlier predict's output folder
+    (tmp_path / "run2" / "summary.json").write_text("{}")
+    source = tmp_path / given_input
+    truth = GroundTruth(tmp_path / given_truth, exclude=tmp_path / "out", input_root=source)
+    masks = truth.mask_files()
+    inputs = [path for path in list_inputs(source, recursive) if path.resolve() not in masks]
+    truth.set_inputs(inputs)
+    found = {}
+    for path in inputs:
+        try:
+            found[str(path.relative_to(tmp_path))] = [str(mask.relative_to(tmp_path)) for mask in truth.find(path)]
+        except DataError:
+            found[str(path.relative_to(tmp_path))] = "refused"
+    assert found == expected
 
 
 def test_masks_beside_the_images_are_not_predicted_on(dcnet_tiny, tmp_path):

@@ -53,7 +53,11 @@ OUTPUT_STOPS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 logger = logging.getLogger(__name__)
 
 # ground-truth files named "<stem>_mask", "<stem>_mask_1", "<stem>_label", "<stem>_seg", "<stem>_gt"
-_MASK_NAME = re.compile(r"^(?P<stem>.+)_(?:mask|label|seg|gt)(?:_(?P<index>\d+))?$", re.IGNORECASE)
+_MASK_NAME = re.compile(r"^(?P<stem>.+)_(?P<kind>mask|label|seg|gt)(?:_(?P<index>\d+))?$", re.IGNORECASE)
+
+#: folders of a ground-truth tree that hold masks, whatever their file names (images/ + masks/): a tree of masks
+#: beside the images' tree, and never images to segment
+MASK_FOLDERS = frozenset({"masks", "mask", "labels", "label", "gt", "ground_truth", "annotations", "segmentations"})
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -65,14 +69,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 # masks (BUSI's "_mask", "_mask_1") and what predict writes: never read as images
-_NOT_AN_IMAGE = re.compile(r"^.+_(?:mask(?:_\d+)?|prob|overlay(?:_\d+)?)$")
+_NOT_AN_IMAGE = re.compile(r"^.+_(?:mask(?:_\d+)?|prob|overlay(?:_\d+)?)$", re.IGNORECASE)
 
 
 def list_inputs(source: Path, recursive: bool) -> list[Path]:
     """The image files of ``source`` (a file: itself), skipping hidden files and files named like masks or like
     predict's outputs (``*_mask``, ``*_mask_1``, ``*_prob``, ``*_overlay``, ``*_overlay_1``), so that results
     of an earlier run in a folder inside ``source`` are not read back. (With ground truth, :class:`FolderPrediction`
-    also leaves out the files it takes as masks: ``*_gt``, ``*_seg``, ``*_label``.)"""
+    also leaves out the files it takes as masks: ``*_gt``, ``*_seg``, ``*_label``, and files in mask folders.)"""
     from lesionseg.data.io import file_kind, file_stem
     from lesionseg.data.readers import natural_key
 
@@ -92,23 +96,27 @@ def list_inputs(source: Path, recursive: bool) -> list[Path]:
 
 
 class GroundTruth:
-    """Ground-truth masks matched to input files by name and place.
+    """Ground-truth masks matched to input files by name and place; where no place fits, none (never a guess).
 
-    The masks of ``<input>/<sub-folders>/<name>.png`` are looked for first in ``source/<sub-folders>/``, the
-    folder that mirrors the image's: ``<name>_mask.*`` (BUSI's ``_mask_1``... merged), ``_label``, ``_seg``,
-    ``_gt``, else ``<name>.*``. Only when that folder holds no masks of that name are they looked for anywhere in
-    ``source``, and only for an image whose name no other input has (:meth:`set_inputs`): per-case folders that
-    reuse file names (``p01/image.png``, ``p02/image.png``) take masks from their mirrored folder alone, never
-    from another case's. Elsewhere, a folder that holds another image of that name (an input, or a file beside
-    masks of that name) is another case's and skipped, and a name found in several folders is refused rather
-    than merged or picked.
+    The masks of ``<input>/<sub-folders>/<name>.png`` are ``<name>_mask.*`` (BUSI's ``_mask_1``... merged),
+    ``_label``, ``_seg`` or ``_gt`` (one kind per image), else a file ``<name>.*`` that is not the image. They are
+    looked for first in ``source/<sub-folders>/``, the folder that mirrors the image's; where that folder holds
+    none, in one other folder at the image's place in ``source``:
+
+    - ``source`` holds the image: the image's own folder (``--input data/benign --ground-truth data``), or the
+      same place in a tree of masks beside the images (``masks/p01`` for ``images/p01``, :data:`MASK_FOLDERS`);
+    - ``source`` is a separate tree: a folder whose path ends the image's (``masks/site1/p01`` for
+      ``.../images/site1/p01``), or the top of ``source`` for an image whose name no other input has.
+
+    So per-case folders that reuse file names (``p01/image.png``, ``p02/image.png``) never lend one case's mask
+    to another, and two folders at the image's place are refused rather than merged or picked. What predict or a
+    bundle's evaluation wrote (a folder with ``predictions.csv`` and ``summary.json``, a ``<name>_mask`` beside
+    ``<name>_overlay``) is never ground truth.
 
     Args:
         source: one mask file (paired with the only input) or a folder searched recursively.
-        exclude: a folder whose files are never ground truth: predict's output folder, where an earlier run's
-            ``<stem>_mask.png`` would otherwise be taken for the true mask of ``<stem>``.
-        input_root: the ``--input`` folder, whose sub-folders are mirrored under ``source``; by default (or for
-            an input file) the images' masks are looked for at the top of ``source`` first.
+        exclude: a folder whose files are never ground truth: predict's output folder.
+        input_root: the ``--input`` folder (or file), whose sub-folders are mirrored under ``source``.
     """
 
     def __init__(self, source: Path, exclude: Path | None = None, input_root: Path | None = None) -> None:
@@ -118,61 +126,65 @@ class GroundTruth:
         self.single = source if source.is_file() else None
         self.root = source
         self.input_root = input_root
-        # (folder relative to source, name) -> the masks named after it, or the files of that name
-        self.suffixed: dict[tuple[Path, str], list[tuple[int, Path]]] = {}
+        # (folder relative to source, name) -> the masks named after it (kind, index, file), or the files of that name
+        self.suffixed: dict[tuple[Path, str], list[tuple[str, int, Path]]] = {}
         self.plain: dict[tuple[Path, str], list[Path]] = {}
         self.folders: dict[str, list[Path]] = {}  # name -> the folders holding a file of that name or its masks
-        self.inputs: set[Path] = set()  # the run's input images, resolved (set_inputs)
-        self.input_names: Counter[str] = Counter()  # their names, counted
-        if self.single is None:
-            if not source.is_dir():
-                raise FileNotFoundError(f"{source}: ground truth not found")
-            for path in source.rglob("*"):
-                if not path.is_file() or file_kind(path) is None:
-                    continue
-                if exclude is not None and exclude in path.resolve().parents:
-                    continue
-                folder, stem = path.relative_to(source).parent, file_stem(path)
-                match = _MASK_NAME.match(stem)
-                if match:
-                    index = int(match["index"]) if match["index"] else 0
-                    stem = match["stem"]
-                    self.suffixed.setdefault((folder, stem), []).append((index, path))
-                else:
-                    self.plain.setdefault((folder, stem), []).append(path)
-                if folder not in self.folders.setdefault(stem, []):
-                    self.folders[stem].append(folder)
+        self.in_mask_folders: set[Path] = set()  # files under a MASK_FOLDERS folder, resolved
+        self.input_names: Counter[str] = Counter()  # the run's input images' names (set_inputs)
+        if self.single is not None:
+            return
+        if not source.is_dir():
+            raise FileNotFoundError(f"{source}: ground truth not found")
+        for path in source.rglob("*"):
+            if not path.is_file() or file_kind(path) is None:
+                continue
+            if exclude is not None and exclude in path.resolve().parents:
+                continue
+            folder, stem = path.relative_to(source).parent, file_stem(path)
+            if _written_by_a_run(path, source, stem):
+                continue
+            if any(part.lower() in MASK_FOLDERS for part in folder.parts):
+                self.in_mask_folders.add(path.resolve())
+            match = _MASK_NAME.match(stem)
+            if match:
+                index = int(match["index"]) if match["index"] else 0
+                stem = match["stem"]
+                self.suffixed.setdefault((folder, stem), []).append((match["kind"].lower(), index, path))
+            else:
+                self.plain.setdefault((folder, stem), []).append(path)
+            if folder not in self.folders.setdefault(stem, []):
+                self.folders[stem].append(folder)
 
     def set_inputs(self, images: Iterable[Path]) -> None:
-        """The run's input images: a name that several of them have is matched in the mirrored folder only, and
-        a folder that holds one of them is not searched for another image's masks."""
+        """The run's input images: the top of a separate ground-truth tree is taken only for a name that no
+        other input has."""
         from lesionseg.data.io import file_stem
 
-        images = list(images)
-        self.inputs = {path.resolve() for path in images}
         self.input_names = Counter(file_stem(path) for path in images)
 
     def files(self) -> list[Path]:
         """Every ground-truth file found."""
         if self.single is not None:
             return [self.single]
-        return [path for found in self.suffixed.values() for _, path in found] + [
+        return [path for found in self.suffixed.values() for _, _, path in found] + [
             path for found in self.plain.values() for path in found
         ]
 
     def mask_files(self) -> set[Path]:
-        """The files named like masks (``<name>_mask``, ``_label``, ``_seg``, ``_gt``...), or the one mask file,
-        resolved: ground truth, never an image to segment, when they lie in the input folder too."""
+        """The files named like masks (``<name>_mask``, ``_label``, ``_seg``, ``_gt``...) or lying in a mask
+        folder (:data:`MASK_FOLDERS`), or the one mask file, resolved: ground truth, never an image to segment,
+        when they lie in the input folder too."""
         if self.single is not None:
             return {self.single.resolve()}
-        return {path.resolve() for found in self.suffixed.values() for _, path in found}
+        return {path.resolve() for found in self.suffixed.values() for _, _, path in found} | self.in_mask_folders
 
     def find(self, image: Path) -> list[Path]:
         """The mask files of ``image`` (several for BUSI's multi-lesion cases), or ``[]``.
 
         Raises:
-            DataError: naming ``image`` and the candidates, when masks of its name lie in several folders (or
-                several files of its name in one) and none where its folder is mirrored.
+            DataError: naming ``image`` and the candidates, when two folders at its place hold masks of its
+                name, or one folder holds two kinds of them (``_gt`` and ``_seg``) or two files of its name.
         """
         from lesionseg.data.io import DataError, file_stem
 
@@ -184,31 +196,33 @@ class GroundTruth:
         found = self._masks_in(mirrored, stem, image)
         if found is not None:
             return found
-        if self.input_names[stem] > 1:  # per-case folders (p01/image.png, p02/image.png): the mirrored one only
-            return []
-        # elsewhere in source only when one folder alone has masks of that name, and not in another case's folder
-        candidates = {
-            folder: self._masks_in(folder, stem, image)
-            for folder in self.folders.get(stem, [])
-            if not self._holds_another_image(folder, stem, image)
-        }
-        candidates = {folder: masks for folder, masks in candidates.items() if masks}
+        candidates = {}
+        for folder in self.folders.get(stem, []):
+            if folder != mirrored and self._at_the_images_place(folder, stem, image):
+                masks = self._masks_in(folder, stem, image)
+                if masks:
+                    candidates[folder] = masks
         if len(candidates) > 1:
             shown = ", ".join(str(path) for path in sorted(p for masks in candidates.values() for p in masks))
             raise DataError(
                 image,
                 f"no ground truth in {self.root / mirrored} (the folder that mirrors the image's) and masks of its "
-                f"name in {len(candidates)} folders of {self.root}: {shown}; put each image's masks in the "
-                "sub-folder that mirrors the image's, or give the ground truth of these images alone",
+                f"name in {len(candidates)} folders at its place in {self.root}: {shown}; put each image's masks "
+                "in the sub-folder that mirrors the image's, or give the ground truth of these images alone",
             )
         return next(iter(candidates.values()), [])
 
-    def _holds_another_image(self, folder: Path, stem: str, image: Path) -> bool:
-        # a file of that name other than the image is another case's image when it is an input, or when masks
-        # of that name lie beside it (then they are its masks)
-        own = image.resolve()
-        others = [path.resolve() for path in self.plain.get((folder, stem), []) if path.resolve() != own]
-        return any(path in self.inputs for path in others) or (bool(others) and (folder, stem) in self.suffixed)
+    def _at_the_images_place(self, folder: Path, stem: str, image: Path) -> bool:
+        # the rules of the class docstring, for a folder other than the mirrored one
+        root, parent, parts = self.root.resolve(), image.resolve().parent, folder.parts
+        if parent == root or root in parent.parents:  # the ground-truth tree holds the image
+            place = parent.relative_to(root).parts
+            own_folder = parts == place
+            beside_in_a_mask_tree = bool(parts) and parts[0].lower() in MASK_FOLDERS and parts[1:] == place[1:]
+            return own_folder or beside_in_a_mask_tree
+        if parts:  # a separate tree: the folder's path ends the image's
+            return parent.parts[-len(parts) :] == parts
+        return self.input_names[stem] <= 1  # its top, for a name that no other input has
 
     def _masks_in(self, folder: Path, stem: str, image: Path) -> list[Path] | None:
         """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds none (no
@@ -216,7 +230,13 @@ class GroundTruth:
         from lesionseg.data.io import DataError
 
         if (folder, stem) in self.suffixed:
-            return [path for _, path in sorted(self.suffixed[folder, stem])]
+            found = sorted(self.suffixed[folder, stem])
+            kinds = sorted({kind for kind, _, _ in found})
+            if len(kinds) > 1:  # e.g. a _gt and another tool's _seg: not one lesion's parts to merge
+                shown = ", ".join(str(path) for _, _, path in found)
+                problem = f"masks of {len(kinds)} kinds ({', '.join(kinds)}) have its name: {shown}; keep one kind"
+                raise DataError(image, problem)
+            return [path for _, _, path in found]
         if (folder, stem) not in self.plain:
             return None
         # a file of that name beside the image is the image itself or another image (a.png beside a.jpg)
@@ -225,6 +245,21 @@ class GroundTruth:
             shown = ", ".join(str(path) for path in sorted(found))
             raise DataError(image, f"several ground-truth files have its name: {shown}; keep one")
         return found or None  # only images of that name here: the masks may be elsewhere (images/ + masks/)
+
+
+def _written_by_a_run(path: Path, source: Path, stem: str) -> bool:
+    """Whether ``path`` is an output of predict or of a bundle's evaluation, not ground truth: it lies in a folder
+    (under ``source``) with predict's ``predictions.csv`` and ``summary.json``, or it is a ``<name>_mask`` beside
+    ``<name>_overlay.png``."""
+    match = _MASK_NAME.match(stem)
+    if match and match["kind"].lower() == "mask" and (path.parent / f"{match['stem']}_overlay.png").is_file():
+        return True
+    for folder in (path.parent, *path.parent.parents):
+        if (folder / "predictions.csv").is_file() and (folder / "summary.json").is_file():
+            return True
+        if folder == source:
+            return False
+    return False
 
 
 # what predict writes for an input with output base <stem>: masks, probability maps, overlays
