@@ -634,6 +634,31 @@ GROUND_TRUTH_LAYOUTS = {
     "a copied subset against the original dataset: no place fits": (
         ["test/a.png", "ds/images/a.png", "ds/masks/a.png"], "test", "ds", False, {"test/a.png": []},
     ),
+    "Kvasir-style images/ beside masks/ with the same names, a separate copy as input: no place fits": (
+        ["me/images/a.png", "kvasir/images/a.png", "kvasir/masks/a.png"], "me/images", "kvasir", False,
+        {"me/images/a.png": []},
+    ),
+    "case names repeated across sites against a flat per-case masks tree": (
+        ["images/site1/p01/img.png", "images/site2/p01/img.png", "masks/p01/img_mask.png"], "images", "masks", True,
+        {"images/site1/p01/img.png": [], "images/site2/p01/img.png": []},
+    ),
+    "a masks tree beside images/ and an unlabelled/ tree": (
+        ["data/images/p01/image.png", "data/masks/p01/image_mask.png", "data/unlabelled/p01/image.png"],
+        "data", "data", True,
+        {"data/images/p01/image.png": ["data/masks/p01/image_mask.png"], "data/unlabelled/p01/image.png": []},
+    ),
+    "an interrupted multi-slice run's masks": (
+        ["images/p01/ct.png", "masks/p01/ct_mask.png", "masks/p01/ct_overlay_000.png"], "images", ".", True,
+        {"images/p01/ct.png": []},
+    ),
+    "the ground-truth folder inside the input tree": (
+        ["data/images/a.png", "data/masks/a.png"], "data", "data/masks", True,
+        {"data/images/a.png": ["data/masks/a.png"]},
+    ),
+    "ISIC's _segmentation masks": (
+        ["in/ISIC_1.png", "gt/ISIC_1_segmentation.png"], "in", "gt", False,
+        {"in/ISIC_1.png": ["gt/ISIC_1_segmentation.png"]},
+    ),
     "an earlier run's predictions are not ground truth": (
         ["benign/a.png", "benign/a_mask.png", "benign/b.png", "benign/run1/b_mask.png", "benign/run1/b_overlay.png",
          "run2/p/c_mask.png", "benign/c.png"], "benign", ".", False,

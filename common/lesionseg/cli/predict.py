@@ -62,8 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="PATH",
         help="a mask file (for one input file) or a folder of masks matched by name: '<stem>.*', "
-        "'<stem>_mask.*' (BUSI's '_mask_1'... merged), '_label', '_seg' or '_gt', in the sub-folder that mirrors "
-        "the image's, else in one folder at its place (docs/predict.md); outlined in green",
+        "'<stem>_mask.*' (BUSI's '_mask_1'... merged), '_label', '_seg', '_segmentation' or '_gt', in the "
+        "sub-folder that mirrors the image's, else in one folder at its place (docs/predict.md); outlined in green",
     )
     parser.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cuda when there is one)")
     parser.add_argument(

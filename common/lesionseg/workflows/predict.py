@@ -53,11 +53,15 @@ OUTPUT_STOPS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 logger = logging.getLogger(__name__)
 
 # ground-truth files named "<stem>_mask", "<stem>_mask_1", "<stem>_label", "<stem>_seg", "<stem>_gt"
-_MASK_NAME = re.compile(r"^(?P<stem>.+)_(?P<kind>mask|label|seg|gt)(?:_(?P<index>\d+))?$", re.IGNORECASE)
+_MASK_NAME = re.compile(
+    r"^(?P<stem>.+)_(?P<kind>mask|label|seg|segmentation|gt)(?:_(?P<index>\d+))?$", re.IGNORECASE
+)
 
 #: folders of a ground-truth tree that hold masks, whatever their file names (images/ + masks/): a tree of masks
 #: beside the images' tree, and never images to segment
 MASK_FOLDERS = frozenset({"masks", "mask", "labels", "label", "gt", "ground_truth", "annotations", "segmentations"})
+#: the images' folder that a mask folder stands beside (images/p01 and masks/p01)
+IMAGE_FOLDERS = frozenset({"images", "image", "imgs", "img"})
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -106,12 +110,14 @@ class GroundTruth:
     - ``source`` holds the image: the image's own folder (``--input data/benign --ground-truth data``), or the
       same place in a tree of masks beside the images (``masks/p01`` for ``images/p01``, :data:`MASK_FOLDERS`);
     - ``source`` is a separate tree: a folder whose path ends the image's (``masks/site1/p01`` for
-      ``.../images/site1/p01``), or the top of ``source`` for an image whose name no other input has.
+      ``.../images/site1/p01``), or the top of ``source`` for an image whose name no other input has;
 
-    So per-case folders that reuse file names (``p01/image.png``, ``p02/image.png``) never lend one case's mask
-    to another, and two folders at the image's place are refused rather than merged or picked. What predict or a
+    and only when no other input of that name has that folder at its place too (``masks/p01`` for
+    ``site1/p01`` and ``site2/p01``), and, for files named as the image, only in a mask folder (not Kvasir's
+    ``images/`` beside its ``masks/``). So per-case folders that reuse file names never lend one case's mask to
+    another, and two folders at the image's place are refused rather than merged or picked. What predict or a
     bundle's evaluation wrote (a folder with ``predictions.csv`` and ``summary.json``, a ``<name>_mask`` beside
-    ``<name>_overlay``) is never ground truth.
+    ``<name>_overlay`` or ``<name>_prob``) is never ground truth.
 
     Args:
         source: one mask file (paired with the only input) or a folder searched recursively.
@@ -132,6 +138,7 @@ class GroundTruth:
         self.folders: dict[str, list[Path]] = {}  # name -> the folders holding a file of that name or its masks
         self.in_mask_folders: set[Path] = set()  # files under a MASK_FOLDERS folder, resolved
         self.input_names: Counter[str] = Counter()  # the run's input images' names (set_inputs)
+        self.input_folders: dict[str, list[Path]] = {}  # name -> the folders of the inputs of that name, resolved
         if self.single is not None:
             return
         if not source.is_dir():
@@ -157,11 +164,15 @@ class GroundTruth:
                 self.folders[stem].append(folder)
 
     def set_inputs(self, images: Iterable[Path]) -> None:
-        """The run's input images: the top of a separate ground-truth tree is taken only for a name that no
-        other input has."""
+        """The run's input images: a folder at an image's place (other than its mirrored one) is taken only when
+        no other input of that name has it at its place too."""
         from lesionseg.data.io import file_stem
 
+        images = list(images)
         self.input_names = Counter(file_stem(path) for path in images)
+        self.input_folders = {}
+        for path in images:
+            self.input_folders.setdefault(file_stem(path), []).append(path.resolve().parent)
 
     def files(self) -> list[Path]:
         """Every ground-truth file found."""
@@ -173,10 +184,13 @@ class GroundTruth:
 
     def mask_files(self) -> set[Path]:
         """The files named like masks (``<name>_mask``, ``_label``, ``_seg``, ``_gt``...) or lying in a mask
-        folder (:data:`MASK_FOLDERS`), or the one mask file, resolved: ground truth, never an image to segment,
-        when they lie in the input folder too."""
+        folder (:data:`MASK_FOLDERS`), every file when ``source`` lies inside the input folder, or the one mask
+        file, resolved: ground truth, never an image to segment, when they lie in the input folder too."""
         if self.single is not None:
             return {self.single.resolve()}
+        root, inputs = self.root.resolve(), self.input_root.resolve() if self.input_root is not None else None
+        if inputs is not None and inputs in root.parents:  # --ground-truth a folder inside --input: all ground truth
+            return {path.resolve() for path in self.files()}
         return {path.resolve() for found in self.suffixed.values() for _, _, path in found} | self.in_mask_folders
 
     def find(self, image: Path) -> list[Path]:
@@ -199,7 +213,7 @@ class GroundTruth:
         candidates = {}
         for folder in self.folders.get(stem, []):
             if folder != mirrored and self._at_the_images_place(folder, stem, image):
-                masks = self._masks_in(folder, stem, image)
+                masks = self._masks_in(folder, stem, image, plain=self._holds_masks_only(folder))
                 if masks:
                     candidates[folder] = masks
         if len(candidates) > 1:
@@ -213,20 +227,36 @@ class GroundTruth:
         return next(iter(candidates.values()), [])
 
     def _at_the_images_place(self, folder: Path, stem: str, image: Path) -> bool:
-        # the rules of the class docstring, for a folder other than the mirrored one
+        # the rules of the class docstring, for a folder other than the mirrored one; a rule that fits several
+        # inputs of that name (site1/p01 and site2/p01 for masks/p01) fits none
         root, parent, parts = self.root.resolve(), image.resolve().parent, folder.parts
+        others = [other for other in self.input_folders.get(stem, []) if other != parent]
         if parent == root or root in parent.parents:  # the ground-truth tree holds the image
             place = parent.relative_to(root).parts
-            own_folder = parts == place
-            beside_in_a_mask_tree = bool(parts) and parts[0].lower() in MASK_FOLDERS and parts[1:] == place[1:]
-            return own_folder or beside_in_a_mask_tree
-        if parts:  # a separate tree: the folder's path ends the image's
-            return parent.parts[-len(parts) :] == parts
+            if parts == place:  # its own folder
+                return True
+            if not (parts and parts[0].lower() in MASK_FOLDERS and parts[1:] == place[1:]):
+                return False
+            # the same place in a tree of masks beside the images: images/p01 for masks/p01, else the only one
+            if place and place[0].lower() in IMAGE_FOLDERS:
+                return True
+            return not any(
+                (other == root or root in other.parents) and other.relative_to(root).parts[1:] == parts[1:]
+                for other in others
+            )
+        if parts:  # a separate tree: the folder's path ends the image's, and no other input's
+            return parent.parts[-len(parts) :] == parts and not any(o.parts[-len(parts) :] == parts for o in others)
         return self.input_names[stem] <= 1  # its top, for a name that no other input has
 
-    def _masks_in(self, folder: Path, stem: str, image: Path) -> list[Path] | None:
+    def _holds_masks_only(self, folder: Path) -> bool:
+        # a folder whose files of an image's name are masks, not images: in a mask folder (or the ground truth a
+        # mask folder itself), not a tree of images such as Kvasir's images/ beside its masks/
+        names = (self.root.resolve().name, *folder.parts)
+        return any(name.lower() in MASK_FOLDERS for name in names)
+
+    def _masks_in(self, folder: Path, stem: str, image: Path, plain: bool = True) -> list[Path] | None:
         """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds none (no
-        file of that name, or only images beside ``image``)."""
+        file of that name, or only images beside ``image``, or, ``plain`` False, only files named as images)."""
         from lesionseg.data.io import DataError
 
         if (folder, stem) in self.suffixed:
@@ -237,7 +267,7 @@ class GroundTruth:
                 problem = f"masks of {len(kinds)} kinds ({', '.join(kinds)}) have its name: {shown}; keep one kind"
                 raise DataError(image, problem)
             return [path for _, _, path in found]
-        if (folder, stem) not in self.plain:
+        if (folder, stem) not in self.plain or not plain:
             return None
         # a file of that name beside the image is the image itself or another image (a.png beside a.jpg)
         found = [path for path in self.plain[folder, stem] if path.resolve().parent != image.resolve().parent]
@@ -250,10 +280,13 @@ class GroundTruth:
 def _written_by_a_run(path: Path, source: Path, stem: str) -> bool:
     """Whether ``path`` is an output of predict or of a bundle's evaluation, not ground truth: it lies in a folder
     (under ``source``) with predict's ``predictions.csv`` and ``summary.json``, or it is a ``<name>_mask`` beside
-    ``<name>_overlay.png``."""
+    ``<name>_overlay.png`` (``_overlay_000.png`` for a multi-slice file) or ``<name>_prob.*``."""
     match = _MASK_NAME.match(stem)
-    if match and match["kind"].lower() == "mask" and (path.parent / f"{match['stem']}_overlay.png").is_file():
-        return True
+    if match and match["kind"].lower() == "mask":
+        name = match["stem"]
+        beside = (f"{name}_overlay.png", f"{name}_overlay_000.png", f"{name}_prob.png", f"{name}_prob.nii.gz")
+        if any((path.parent / other).is_file() for other in beside):
+            return True
     for folder in (path.parent, *path.parent.parents):
         if (folder / "predictions.csv").is_file() and (folder / "summary.json").is_file():
             return True
