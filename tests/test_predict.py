@@ -659,6 +659,31 @@ GROUND_TRUTH_LAYOUTS = {
         ["in/ISIC_1.png", "gt/ISIC_1_segmentation.png"], "in", "gt", False,
         {"in/ISIC_1.png": ["gt/ISIC_1_segmentation.png"]},
     ),
+    "--input one site of a per-case tree whose top holds another case": (
+        ["data/p01/img.png", "data/p01/img_mask.png", "data/site2/p01/img.png"], "data/site2", "data", True,
+        {"data/site2/p01/img.png": []},
+    ),
+    "images/ + masks/ pairs below the top (train/, test/)": (
+        ["data/images/1.png", "data/masks/1_mask.png", "data/test/images/1.png", "data/test/masks/1_mask.png",
+         "data/p01/images/x.png", "data/p01/masks/x.png"], "data", "data", True,
+        {"data/images/1.png": ["data/masks/1_mask.png"], "data/p01/images/x.png": ["data/p01/masks/x.png"],
+         "data/test/images/1.png": ["data/test/masks/1_mask.png"]},
+    ),
+    "a subset of a tree that keeps images beside their masks: no image is a mask": (
+        ["data/a.png", "data/a_mask.png", "data/b.png", "sub/b.png", "kv/images/c.png", "kv/masks/c.png",
+         "me/images/c.png"], "sub", "data", False, {"sub/b.png": []},
+    ),
+    "a val/ tree beside images/ and masks/": (
+        ["data/images/1.png", "data/masks/1.png", "data/val/1.png"], "data/val", "data", False, {"data/val/1.png": []},
+    ),
+    "--ground-truth one case folder inside --input": (
+        ["data/p01/image.png", "data/p01/image_mask.png", "data/p02/image.png"], "data", "data/p01", True,
+        {"data/p01/image.png": ["data/p01/image_mask.png"], "data/p02/image.png": []},
+    ),
+    "--ground-truth BUSI's class folder inside --input, the dataset": (
+        ["benign/a.png", "benign/a_mask.png", "benign/a_mask_1.png", "malignant/m.png", "malignant/m_mask.png"],
+        ".", "benign", True, {"benign/a.png": ["benign/a_mask.png", "benign/a_mask_1.png"], "malignant/m.png": []},
+    ),
     "an earlier run's predictions are not ground truth": (
         ["benign/a.png", "benign/a_mask.png", "benign/b.png", "benign/run1/b_mask.png", "benign/run1/b_overlay.png",
          "run2/p/c_mask.png", "benign/c.png"], "benign", ".", False,

@@ -104,18 +104,22 @@ class GroundTruth:
 
     The masks of ``<input>/<sub-folders>/<name>.png`` are ``<name>_mask.*`` (BUSI's ``_mask_1``... merged),
     ``_label``, ``_seg`` or ``_gt`` (one kind per image), else a file ``<name>.*`` that is not the image. They are
-    looked for first in ``source/<sub-folders>/``, the folder that mirrors the image's; where that folder holds
-    none, in one other folder at the image's place in ``source``:
+    looked for first in the image's own folder when ``source`` holds the image, else in ``source/<sub-folders>/``,
+    the folder that mirrors the image's under ``--input``; where that folder holds none, in one other folder at
+    the image's place in ``source``:
 
-    - ``source`` holds the image: the image's own folder (``--input data/benign --ground-truth data``), or the
-      same place in a tree of masks beside the images (``masks/p01`` for ``images/p01``, :data:`MASK_FOLDERS`);
+    - ``source`` holds the image: a mask folder inside the image's folder (``data/masks`` for ``data/a.png``,
+      :data:`MASK_FOLDERS`), or the same place in a tree of masks beside the images' (``masks/p01`` for
+      ``images/p01``, ``p01/masks`` for ``p01/images``: the folders differ in one part, a mask folder);
     - ``source`` is a separate tree: a folder whose path ends the image's (``masks/site1/p01`` for
       ``.../images/site1/p01``), or the top of ``source`` for an image whose name no other input has;
 
-    and only when no other input of that name has that folder at its place too (``masks/p01`` for
-    ``site1/p01`` and ``site2/p01``), and, for files named as the image, only in a mask folder (not Kvasir's
-    ``images/`` beside its ``masks/``). So per-case folders that reuse file names never lend one case's mask to
-    another, and two folders at the image's place are refused rather than merged or picked. What predict or a
+    and only when no other input of that name, nor another tree of images, has that folder at its place too
+    (``masks/p01`` for ``site1/p01`` and ``site2/p01``; ``val/`` beside ``images/`` and ``masks/``). Files named
+    as the image are never its masks in a folder of images (:data:`IMAGE_FOLDERS`), in a tree that keeps images
+    beside their ``<name>_mask`` files, or outside a mask folder away from the mirrored one. So per-case folders
+    that reuse file names never lend one case's mask to another, and two folders at the image's place are
+    refused rather than merged or picked. What predict or a
     bundle's evaluation wrote (a folder with ``predictions.csv`` and ``summary.json``, a ``<name>_mask`` beside
     ``<name>_overlay`` or ``<name>_prob``) is never ground truth.
 
@@ -139,6 +143,7 @@ class GroundTruth:
         self.in_mask_folders: set[Path] = set()  # files under a MASK_FOLDERS folder, resolved
         self.input_names: Counter[str] = Counter()  # the run's input images' names (set_inputs)
         self.input_folders: dict[str, list[Path]] = {}  # name -> the folders of the inputs of that name, resolved
+        self.images_beside_masks = False
         if self.single is not None:
             return
         if not source.is_dir():
@@ -162,6 +167,8 @@ class GroundTruth:
                 self.plain.setdefault((folder, stem), []).append(path)
             if folder not in self.folders.setdefault(stem, []):
                 self.folders[stem].append(folder)
+        # BUSI-like: images with their <name>_mask beside them, so a file named as an image is an image here
+        self.images_beside_masks = any(key in self.suffixed for key in self.plain)
 
     def set_inputs(self, images: Iterable[Path]) -> None:
         """The run's input images: a folder at an image's place (other than its mirrored one) is taken only when
@@ -189,8 +196,10 @@ class GroundTruth:
         if self.single is not None:
             return {self.single.resolve()}
         root, inputs = self.root.resolve(), self.input_root.resolve() if self.input_root is not None else None
-        if inputs is not None and inputs in root.parents:  # --ground-truth a folder inside --input: all ground truth
-            return {path.resolve() for path in self.files()}
+        if inputs is not None and inputs in root.parents:  # --ground-truth a folder inside --input: ground truth,
+            # but for the images kept beside their masks there (BUSI's class folder)
+            images = {path.resolve() for key, found in self.plain.items() if key in self.suffixed for path in found}
+            return {path.resolve() for path in self.files()} - images
         return {path.resolve() for found in self.suffixed.values() for _, _, path in found} | self.in_mask_folders
 
     def find(self, image: Path) -> list[Path]:
@@ -205,9 +214,14 @@ class GroundTruth:
         if self.single is not None:
             return [self.single]
         stem = file_stem(image)
-        root = self.input_root
-        mirrored = image.relative_to(root).parent if root is not None and image.is_relative_to(root) else Path()
-        found = self._masks_in(mirrored, stem, image)
+        root, inputs, parent = self.root.resolve(), self.input_root, image.resolve().parent
+        if parent == root or root in parent.parents:  # the tree holds the image: its own folder
+            mirrored = parent.relative_to(root)
+        elif inputs is not None and image.is_relative_to(inputs):
+            mirrored = image.relative_to(inputs).parent
+        else:
+            mirrored = Path()
+        found = self._masks_in(mirrored, stem, image, plain=self._plain_files_may_be_masks(mirrored))
         if found is not None:
             return found
         candidates = {}
@@ -235,18 +249,37 @@ class GroundTruth:
             place = parent.relative_to(root).parts
             if parts == place:  # its own folder
                 return True
-            if not (parts and parts[0].lower() in MASK_FOLDERS and parts[1:] == place[1:]):
-                return False
-            # the same place in a tree of masks beside the images: images/p01 for masks/p01, else the only one
-            if place and place[0].lower() in IMAGE_FOLDERS:
+            if parts[:-1] == place and parts and parts[-1].lower() in MASK_FOLDERS:  # a mask folder inside it
                 return True
-            return not any(
-                (other == root or root in other.parents) and other.relative_to(root).parts[1:] == parts[1:]
-                for other in others
-            )
+            # the same place in a tree of masks beside the images' (masks/p01 for images/p01, p01/masks for
+            # p01/images, train/masks for train/images): the folders differ in one part, a mask folder
+            index = _the_one_difference(parts, place)
+            if index is None or parts[index].lower() not in MASK_FOLDERS:
+                return False
+            if place[index].lower() in IMAGE_FOLDERS:
+                return True
+            # else only if no other tree of images is there (not unlabelled/p01 or val/ beside images/), and no
+            # other input's place leads there (site1/p01 and site2/p01 for masks/p01)
+
+            def leads_there(other: tuple[str, ...]) -> bool:
+                return _the_one_difference(parts, other) == index
+
+            other_trees = [
+                other.parts
+                for other in self.folders.get(stem, [])
+                if leads_there(other.parts) and other.parts != place and other.parts[index].lower() not in MASK_FOLDERS
+            ]
+            other_inputs = [o.relative_to(root).parts for o in others if o == root or root in o.parents]
+            return not other_trees and not any(leads_there(other) for other in other_inputs)
         if parts:  # a separate tree: the folder's path ends the image's, and no other input's
             return parent.parts[-len(parts) :] == parts and not any(o.parts[-len(parts) :] == parts for o in others)
         return self.input_names[stem] <= 1  # its top, for a name that no other input has
+
+    def _plain_files_may_be_masks(self, folder: Path) -> bool:
+        # files named as the image are images, not its masks, in a folder of images (images/, Kvasir's) and in a
+        # tree that keeps images beside their <name>_mask files (BUSI's, or a copy of some of its images)
+        names = (self.root.resolve().name, *folder.parts)
+        return not self.images_beside_masks and not any(name.lower() in IMAGE_FOLDERS for name in names)
 
     def _holds_masks_only(self, folder: Path) -> bool:
         # a folder whose files of an image's name are masks, not images: in a mask folder (or the ground truth a
@@ -275,6 +308,14 @@ class GroundTruth:
             shown = ", ".join(str(path) for path in sorted(found))
             raise DataError(image, f"several ground-truth files have its name: {shown}; keep one")
         return found or None  # only images of that name here: the masks may be elsewhere (images/ + masks/)
+
+
+def _the_one_difference(parts: tuple[str, ...], other: tuple[str, ...]) -> int | None:
+    # the index of the one part in which two folder paths of one depth differ, else None
+    if len(parts) != len(other):
+        return None
+    differences = [index for index, (a, b) in enumerate(zip(parts, other)) if a != b]
+    return differences[0] if len(differences) == 1 else None
 
 
 def _written_by_a_run(path: Path, source: Path, stem: str) -> bool:
@@ -576,7 +617,10 @@ class FolderPrediction:
         self.start = time.monotonic()
         self.threshold = threshold
         self.probabilities = probabilities
-        given_output, output = output, output.resolve()
+        try:
+            given_output, output = output, output.resolve()
+        except (RuntimeError, OSError) as error:  # a symbolic link loop
+            raise DataError(output, f"cannot be resolved ({error})") from None
         self.output = output
         if output.exists() and not output.is_dir():
             raise DataError(given_output, "is a file, not a folder; --output is the folder the results go into")
