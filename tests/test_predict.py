@@ -684,6 +684,23 @@ GROUND_TRUTH_LAYOUTS = {
         ["benign/a.png", "benign/a_mask.png", "benign/a_mask_1.png", "malignant/m.png", "malignant/m_mask.png"],
         ".", "benign", True, {"benign/a.png": ["benign/a_mask.png", "benign/a_mask_1.png"], "malignant/m.png": []},
     ),
+    "a copy of an image that has its mask in a masks/ folder beside it": (
+        ["data/h.png", "data/masks/h.png", "copy/h.png", "data2/k.png", "data2/gt/k_mask.png", "copy/k.png"],
+        "copy", "data", False, {"copy/h.png": [], "copy/k.png": []},
+    ),
+    "--ground-truth inside --input, its mirrored folder another input's": (
+        ["study/p01/image.png", "study/labelled/p01/image.png", "study/labelled/p01/image_mask.png"],
+        "study", "study/labelled", True,
+        {"study/labelled/p01/image.png": ["study/labelled/p01/image_mask.png"], "study/p01/image.png": []},
+    ),
+    "a masks/ folder that two folders of images lead to": (
+        ["data/a.png", "data/masks/a.png", "data/val/a.png", "p01/image.png", "p01/masks/image.png",
+         "p01/visit2/image.png"], ".", ".", True,
+        {"data/a.png": [], "data/val/a.png": [], "p01/image.png": [], "p01/visit2/image.png": []},
+    ),
+    "two masks of one name and index": (
+        ["d/a.png", "d/a_mask.png", "d/a_mask.jpg"], "d", "d", False, {"d/a.png": "refused"},
+    ),
     "an earlier run's predictions are not ground truth": (
         ["benign/a.png", "benign/a_mask.png", "benign/b.png", "benign/run1/b_mask.png", "benign/run1/b_overlay.png",
          "run2/p/c_mask.png", "benign/c.png"], "benign", ".", False,

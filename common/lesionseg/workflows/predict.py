@@ -215,13 +215,17 @@ class GroundTruth:
             return [self.single]
         stem = file_stem(image)
         root, inputs, parent = self.root.resolve(), self.input_root, image.resolve().parent
-        if parent == root or root in parent.parents:  # the tree holds the image: its own folder
+        own_folder = parent == root or root in parent.parents  # the tree holds the image: its own folder
+        if own_folder:
             mirrored = parent.relative_to(root)
         elif inputs is not None and image.is_relative_to(inputs):
             mirrored = image.relative_to(inputs).parent
         else:
             mirrored = Path()
-        found = self._masks_in(mirrored, stem, image, plain=self._plain_files_may_be_masks(mirrored))
+        found = None
+        # a mirrored folder that holds another input of that name holds that input's masks, not this one's
+        if own_folder or root / mirrored not in self.input_folders.get(stem, []):
+            found = self._masks_in(mirrored, stem, image, plain=self._plain_files_may_be_masks(mirrored, stem))
         if found is not None:
             return found
         candidates = {}
@@ -249,37 +253,28 @@ class GroundTruth:
             place = parent.relative_to(root).parts
             if parts == place:  # its own folder
                 return True
-            if parts[:-1] == place and parts and parts[-1].lower() in MASK_FOLDERS:  # a mask folder inside it
-                return True
-            # the same place in a tree of masks beside the images' (masks/p01 for images/p01, p01/masks for
-            # p01/images, train/masks for train/images): the folders differ in one part, a mask folder
-            index = _the_one_difference(parts, place)
-            if index is None or parts[index].lower() not in MASK_FOLDERS:
+            if not _masks_for(parts, place):
                 return False
-            if place[index].lower() in IMAGE_FOLDERS:
+            index = _the_one_difference(parts, place)
+            if index is not None and place[index].lower() in IMAGE_FOLDERS:  # images/p01 beside masks/p01
                 return True
-            # else only if no other tree of images is there (not unlabelled/p01 or val/ beside images/), and no
-            # other input's place leads there (site1/p01 and site2/p01 for masks/p01)
-
-            def leads_there(other: tuple[str, ...]) -> bool:
-                return _the_one_difference(parts, other) == index
-
-            other_trees = [
-                other.parts
-                for other in self.folders.get(stem, [])
-                if leads_there(other.parts) and other.parts != place and other.parts[index].lower() not in MASK_FOLDERS
-            ]
-            other_inputs = [o.relative_to(root).parts for o in others if o == root or root in o.parents]
-            return not other_trees and not any(leads_there(other) for other in other_inputs)
+            # else only if no other folder of images of that name (unlabelled/p01 or val/ beside images/, the
+            # folder above a masks/ inside it) and no other input's place (site1/p01 and site2/p01) leads there
+            folders = [other.parts for other in self.folders.get(stem, [])]
+            folders += [other.relative_to(root).parts for other in others if other == root or root in other.parents]
+            return not any(other not in (place, parts) and _masks_for(parts, other) for other in folders)
         if parts:  # a separate tree: the folder's path ends the image's, and no other input's
             return parent.parts[-len(parts) :] == parts and not any(o.parts[-len(parts) :] == parts for o in others)
         return self.input_names[stem] <= 1  # its top, for a name that no other input has
 
-    def _plain_files_may_be_masks(self, folder: Path) -> bool:
-        # files named as the image are images, not its masks, in a folder of images (images/, Kvasir's) and in a
-        # tree that keeps images beside their <name>_mask files (BUSI's, or a copy of some of its images)
+    def _plain_files_may_be_masks(self, folder: Path, stem: str) -> bool:
+        # files named as the image are images, not its masks, in a folder of images (images/, Kvasir's), in a tree
+        # that keeps images beside their <name>_mask files (BUSI's, or a copy of some of its images), and where a
+        # mask folder at their place holds that name (data/h.png with data/masks/h.png)
         names = (self.root.resolve().name, *folder.parts)
-        return not self.images_beside_masks and not any(name.lower() in IMAGE_FOLDERS for name in names)
+        if self.images_beside_masks or any(name.lower() in IMAGE_FOLDERS for name in names):
+            return False
+        return not any(_masks_for(other.parts, folder.parts) for other in self.folders.get(stem, []))
 
     def _holds_masks_only(self, folder: Path) -> bool:
         # a folder whose files of an image's name are masks, not images: in a mask folder (or the ground truth a
@@ -294,6 +289,9 @@ class GroundTruth:
 
         if (folder, stem) in self.suffixed:
             found = sorted(self.suffixed[folder, stem])
+            if len({(kind, index) for kind, index, _ in found}) < len(found):  # a_mask.png and a_mask.jpg
+                shown = ", ".join(str(path) for _, _, path in found)
+                raise DataError(image, f"several masks of one name have its name: {shown}; keep one of each")
             kinds = sorted({kind for kind, _, _ in found})
             if len(kinds) > 1:  # e.g. a _gt and another tool's _seg: not one lesion's parts to merge
                 shown = ", ".join(str(path) for _, _, path in found)
@@ -308,6 +306,15 @@ class GroundTruth:
             shown = ", ".join(str(path) for path in sorted(found))
             raise DataError(image, f"several ground-truth files have its name: {shown}; keep one")
         return found or None  # only images of that name here: the masks may be elsewhere (images/ + masks/)
+
+
+def _masks_for(masks: tuple[str, ...], images: tuple[str, ...]) -> bool:
+    # whether the folder ``masks`` is a mask folder at the place of the folder ``images``: inside it (data/masks for
+    # data), or beside it, differing in one part that is a mask folder (masks/p01 for images/p01)
+    if masks[:-1] == images and masks and masks[-1].lower() in MASK_FOLDERS:
+        return True
+    index = _the_one_difference(masks, images)
+    return index is not None and masks[index].lower() in MASK_FOLDERS and images[index].lower() not in MASK_FOLDERS
 
 
 def _the_one_difference(parts: tuple[str, ...], other: tuple[str, ...]) -> int | None:
