@@ -701,6 +701,18 @@ GROUND_TRUTH_LAYOUTS = {
     "two masks of one name and index": (
         ["d/a.png", "d/a_mask.png", "d/a_mask.jpg"], "d", "d", False, {"d/a.png": "refused"},
     ),
+    "another tree that keeps another case's image beside its mask": (
+        ["study/p01/image.png", "study/labelled/p01/image.png", "study/labelled/p01/image_mask.png", "gt/a.png",
+         "gt/a_mask.png", "in/x/a.png"], "study/p01", "study/labelled", False, {"study/p01/image.png": []},
+    ),
+    "a copy of a BUSI image against its class folder": (
+        ["benign/a.png", "benign/a_mask.png", "copies/a.png"], "copies", "benign", False,
+        {"copies/a.png": ["benign/a_mask.png"]}, {"copies/a.png": "benign/a.png"},
+    ),
+    "--ground-truth a class folder inside --input, with an unlabelled image and an images/ pair": (
+        ["benign/a.png", "benign/a_mask.png", "benign/new.png", "train/images/t.png", "train/masks/t_mask.png"],
+        ".", "benign", True, {"benign/a.png": ["benign/a_mask.png"], "benign/new.png": [], "train/images/t.png": []},
+    ),
     "an earlier run's predictions are not ground truth": (
         ["benign/a.png", "benign/a_mask.png", "benign/b.png", "benign/run1/b_mask.png", "benign/run1/b_overlay.png",
          "run2/p/c_mask.png", "benign/c.png"], "benign", ".", False,
@@ -715,10 +727,13 @@ def test_ground_truth_is_matched_by_place_and_never_guessed(tmp_path, layout):
     masks at its place, or none, or a refusal; never another case's mask, another image or a run's output."""
     from lesionseg.workflows.predict import GroundTruth, list_inputs
 
-    files, given_input, given_truth, recursive, expected = GROUND_TRUTH_LAYOUTS[layout]
-    for name in files:
+    files, given_input, given_truth, recursive, expected = GROUND_TRUTH_LAYOUTS[layout][:5]
+    copies = GROUND_TRUTH_LAYOUTS[layout][5] if len(GROUND_TRUTH_LAYOUTS[layout]) > 5 else {}
+    for index, name in enumerate(files):  # each file its own picture: a copy is a copy only where it is one
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
+        Image.fromarray(np.full((4, 4), index, np.uint8)).save(tmp_path / name)
+    for copy, original in copies.items():
+        shutil.copyfile(tmp_path / original, tmp_path / copy)
     (tmp_path / "run2").mkdir(exist_ok=True)
     (tmp_path / "run2" / "predictions.csv").write_text("file\n")  # run2/ is an earlier predict's output folder
     (tmp_path / "run2" / "summary.json").write_text("{}")

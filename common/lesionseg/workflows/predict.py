@@ -197,8 +197,15 @@ class GroundTruth:
             return {self.single.resolve()}
         root, inputs = self.root.resolve(), self.input_root.resolve() if self.input_root is not None else None
         if inputs is not None and inputs in root.parents:  # --ground-truth a folder inside --input: ground truth,
-            # but for the images kept beside their masks there (BUSI's class folder)
-            images = {path.resolve() for key, found in self.plain.items() if key in self.suffixed for path in found}
+            # but for its images: those of a folder that keeps images beside their masks (BUSI's class folder, with
+            # any unlabelled image in it) and those of a folder of images (train/images beside train/masks)
+            beside = {folder for folder, name in self.plain if (folder, name) in self.suffixed}
+            images = {
+                path.resolve()
+                for (folder, _), found in self.plain.items()
+                if folder in beside or any(part.lower() in IMAGE_FOLDERS for part in folder.parts)
+                for path in found
+            }
             return {path.resolve() for path in self.files()} - images
         return {path.resolve() for found in self.suffixed.values() for _, _, path in found} | self.in_mask_folders
 
@@ -282,12 +289,24 @@ class GroundTruth:
         names = (self.root.resolve().name, *folder.parts)
         return any(name.lower() in MASK_FOLDERS for name in names)
 
+    def _masks_of_this_image(self, folder: Path, stem: str, image: Path) -> bool:
+        # masks beside an image of their name are that image's: this image's only when that image is this one or
+        # a copy of it (a copy of BUSI's benign (1).png against BUSI/benign), not another case's of the same name
+        import filecmp
+
+        owners = self.plain.get((folder, stem), [])
+        if not owners or any(path.resolve() == image.resolve() for path in owners):
+            return True
+        return any(filecmp.cmp(path, image, shallow=False) for path in owners)
+
     def _masks_in(self, folder: Path, stem: str, image: Path, plain: bool = True) -> list[Path] | None:
         """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds none (no
         file of that name, or only images beside ``image``, or, ``plain`` False, only files named as images)."""
         from lesionseg.data.io import DataError
 
         if (folder, stem) in self.suffixed:
+            if not self._masks_of_this_image(folder, stem, image):
+                return None
             found = sorted(self.suffixed[folder, stem])
             if len({(kind, index) for kind, index, _ in found}) < len(found):  # a_mask.png and a_mask.jpg
                 shown = ", ".join(str(path) for _, _, path in found)
