@@ -11,6 +11,7 @@ import csv
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -713,6 +714,24 @@ GROUND_TRUTH_LAYOUTS = {
         ["benign/a.png", "benign/a_mask.png", "benign/new.png", "train/images/t.png", "train/masks/t_mask.png"],
         ".", "benign", True, {"benign/a.png": ["benign/a_mask.png"], "benign/new.png": [], "train/images/t.png": []},
     ),
+    "a copy against per-case folders that name their masks mask.png": (
+        ["orig/p01/image.png", "orig/p01/mask.png", "orig/p02/image.png", "orig/p02/mask.png", "copy/p01/image.png",
+         "copy/p02/image.png"], "copy", "orig", True, {"copy/p01/image.png": [], "copy/p02/image.png": []},
+        {"copy/p01/image.png": "orig/p01/image.png", "copy/p02/image.png": "orig/p02/image.png"},
+    ),
+    "a new batch reusing the case ids of such folders": (
+        ["orig/p01/image.png", "orig/p01/mask.png", "new/p01/image.png"], "new", "orig", True,
+        {"new/p01/image.png": []},
+    ),
+    "a flat copy of some BUSI images against the dataset": (
+        ["BUSI/benign/benign (1).png", "BUSI/benign/benign (1)_mask.png", "BUSI/benign/benign (1)_mask_1.png",
+         "BUSI/malignant/malignant (1).png", "BUSI/malignant/malignant (1)_mask.png", "copies/benign (1).png",
+         "copies/malignant (1).png"], "copies", "BUSI", False,
+        {"copies/benign (1).png": ["BUSI/benign/benign (1)_mask.png", "BUSI/benign/benign (1)_mask_1.png"],
+         "copies/malignant (1).png": ["BUSI/malignant/malignant (1)_mask.png"]},
+        {"copies/benign (1).png": "BUSI/benign/benign (1).png",
+         "copies/malignant (1).png": "BUSI/malignant/malignant (1).png"},
+    ),
     "an earlier run's predictions are not ground truth": (
         ["benign/a.png", "benign/a_mask.png", "benign/b.png", "benign/run1/b_mask.png", "benign/run1/b_overlay.png",
          "run2/p/c_mask.png", "benign/c.png"], "benign", ".", False,
@@ -731,7 +750,11 @@ def test_ground_truth_is_matched_by_place_and_never_guessed(tmp_path, layout):
     copies = GROUND_TRUTH_LAYOUTS[layout][5] if len(GROUND_TRUTH_LAYOUTS[layout]) > 5 else {}
     for index, name in enumerate(files):  # each file its own picture: a copy is a copy only where it is one
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((4, 4), index, np.uint8)).save(tmp_path / name)
+        if re.search(r"mask|_gt|_seg|labels/|/gt/", name, re.IGNORECASE):  # a mask: 0 and 255
+            pixels = np.where(np.arange(16).reshape(4, 4) == index % 16, 255, 0).astype(np.uint8)
+        else:  # an image: a gradient of its own
+            pixels = (np.arange(16).reshape(4, 4) * 8 + index).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / name)
     for copy, original in copies.items():
         shutil.copyfile(tmp_path / original, tmp_path / copy)
     (tmp_path / "run2").mkdir(exist_ok=True)

@@ -270,6 +270,8 @@ class GroundTruth:
             folders = [other.parts for other in self.folders.get(stem, [])]
             folders += [other.relative_to(root).parts for other in others if other == root or root in other.parents]
             return not any(other not in (place, parts) and _masks_for(parts, other) for other in folders)
+        if any(_same_file_contents(path, image) for path in self.plain.get((folder, stem), [])):
+            return True  # the image's original lies there (a copy of some of BUSI's images against the dataset)
         if parts:  # a separate tree: the folder's path ends the image's, and no other input's
             return parent.parts[-len(parts) :] == parts and not any(o.parts[-len(parts) :] == parts for o in others)
         return self.input_names[stem] <= 1  # its top, for a name that no other input has
@@ -292,12 +294,10 @@ class GroundTruth:
     def _masks_of_this_image(self, folder: Path, stem: str, image: Path) -> bool:
         # masks beside an image of their name are that image's: this image's only when that image is this one or
         # a copy of it (a copy of BUSI's benign (1).png against BUSI/benign), not another case's of the same name
-        import filecmp
-
         owners = self.plain.get((folder, stem), [])
         if not owners or any(path.resolve() == image.resolve() for path in owners):
             return True
-        return any(filecmp.cmp(path, image, shallow=False) for path in owners)
+        return any(_same_file_contents(path, image) for path in owners)
 
     def _masks_in(self, folder: Path, stem: str, image: Path, plain: bool = True) -> list[Path] | None:
         """The masks of ``image`` (named ``stem``) in ``folder`` of the source; ``None`` when it holds none (no
@@ -319,12 +319,33 @@ class GroundTruth:
             return [path for _, _, path in found]
         if (folder, stem) not in self.plain or not plain:
             return None
-        # a file of that name beside the image is the image itself or another image (a.png beside a.jpg)
+        # a file of that name beside the image is the image itself or another image (a.png beside a.jpg); outside a
+        # mask folder, one that is the image's original, or is not binary, is an image too (p01/image.png of a
+        # tree that names its masks mask.png)
         found = [path for path in self.plain[folder, stem] if path.resolve().parent != image.resolve().parent]
+        if not self._holds_masks_only(folder):
+            found = [path for path in found if not _same_file_contents(path, image) and _looks_binary(path)]
         if len(found) > 1:
             shown = ", ".join(str(path) for path in sorted(found))
             raise DataError(image, f"several ground-truth files have its name: {shown}; keep one")
         return found or None  # only images of that name here: the masks may be elsewhere (images/ + masks/)
+
+
+def _same_file_contents(path: Path, other: Path) -> bool:
+    import filecmp
+
+    return path.resolve() == other.resolve() or filecmp.cmp(path, other, shallow=False)
+
+
+def _looks_binary(path: Path) -> bool:
+    # a mask holds two values at most (0 and its lesion value); an unreadable file is left to the reading of
+    # the ground truth, which names it
+    from lesionseg.data.io import DataError, load_pixels
+
+    try:
+        return np.unique(load_pixels(path)).size <= 2
+    except (DataError, OSError, ValueError):
+        return True
 
 
 def _masks_for(masks: tuple[str, ...], images: tuple[str, ...]) -> bool:
