@@ -103,7 +103,8 @@ class GroundTruth:
     """Ground-truth masks matched to input files by name and place; where no place fits, none (never a guess).
 
     The masks of ``<input>/<sub-folders>/<name>.png`` are ``<name>_mask.*`` (BUSI's ``_mask_1``... merged),
-    ``_label``, ``_seg`` or ``_gt`` (one kind per image), else a file ``<name>.*`` that is not the image. They are
+    ``_label``, ``_seg``, ``_segmentation`` or ``_gt`` (one kind per image), else a file ``<name>.*`` that is not
+    the image. They are
     looked for first in the image's own folder when ``source`` holds the image, else in ``source/<sub-folders>/``,
     the folder that mirrors the image's under ``--input``; where that folder holds none, in one other folder at
     the image's place in ``source``:
@@ -112,16 +113,17 @@ class GroundTruth:
       :data:`MASK_FOLDERS`), or the same place in a tree of masks beside the images' (``masks/p01`` for
       ``images/p01``, ``p01/masks`` for ``p01/images``: the folders differ in one part, a mask folder);
     - ``source`` is a separate tree: a folder whose path ends the image's (``masks/site1/p01`` for
-      ``.../images/site1/p01``), or the top of ``source`` for an image whose name no other input has;
+      ``.../images/site1/p01``), a folder that holds the image's original (a copy of some of BUSI's images
+      against the dataset), or the top of ``source`` for an image whose name no other input has;
 
     and only when no other input of that name, nor another tree of images, has that folder at its place too
     (``masks/p01`` for ``site1/p01`` and ``site2/p01``; ``val/`` beside ``images/`` and ``masks/``). Files named
     as the image are never its masks in a folder of images (:data:`IMAGE_FOLDERS`), in a tree that keeps images
-    beside their ``<name>_mask`` files, or outside a mask folder away from the mirrored one. So per-case folders
-    that reuse file names never lend one case's mask to another, and two folders at the image's place are
-    refused rather than merged or picked. What predict or a
-    bundle's evaluation wrote (a folder with ``predictions.csv`` and ``summary.json``, a ``<name>_mask`` beside
-    ``<name>_overlay`` or ``<name>_prob``) is never ground truth.
+    beside their ``<name>_mask`` files, or outside a mask folder away from the mirrored one; and outside a mask
+    folder only when they hold two values at most and are not the image's original. So per-case folders that
+    reuse file names never lend one case's mask to another, and two folders at the image's place are refused
+    rather than merged or picked. What predict or a bundle's evaluation wrote (a folder with ``predictions.csv``
+    and ``summary.json``, a ``<name>_mask`` beside ``<name>_overlay`` or ``<name>_prob``) is never ground truth.
 
     Args:
         source: one mask file (paired with the only input) or a folder searched recursively.
