@@ -34,7 +34,6 @@ import math
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -137,14 +136,14 @@ class GroundTruth:
         exclude = exclude.resolve() if exclude is not None else None
         self.single = source if source.is_file() else None
         self.root = source
+        self.resolved_root = source.resolve()
         self.input_root = input_root
         # (folder relative to source, name) -> the masks named after it (kind, index, file), or the files of that name
         self.suffixed: dict[tuple[Path, str], list[tuple[str, int, Path]]] = {}
         self.plain: dict[tuple[Path, str], list[Path]] = {}
         self.folders: dict[str, list[Path]] = {}  # name -> the folders holding a file of that name or its masks
         self.in_mask_folders: set[Path] = set()  # files under a MASK_FOLDERS folder, resolved
-        self.input_names: Counter[str] = Counter()  # the run's input images' names (set_inputs)
-        self.input_folders: dict[str, list[Path]] = {}  # name -> the folders of the inputs of that name, resolved
+        self.input_folders: dict[str, list[Path]] = {}  # name -> the folders of the run's inputs of that name
         self.images_beside_masks = False
         if self.single is not None:
             return
@@ -177,8 +176,6 @@ class GroundTruth:
         no other input of that name has it at its place too."""
         from lesionseg.data.io import file_stem
 
-        images = list(images)
-        self.input_names = Counter(file_stem(path) for path in images)
         self.input_folders = {}
         for path in images:
             self.input_folders.setdefault(file_stem(path), []).append(path.resolve().parent)
@@ -193,11 +190,11 @@ class GroundTruth:
 
     def mask_files(self) -> set[Path]:
         """The files named like masks (``<name>_mask``, ``_label``, ``_seg``, ``_gt``...) or lying in a mask
-        folder (:data:`MASK_FOLDERS`), every file when ``source`` lies inside the input folder, or the one mask
-        file, resolved: ground truth, never an image to segment, when they lie in the input folder too."""
+        folder (:data:`MASK_FOLDERS`), every file but the images when ``source`` lies inside the input folder, or
+        the one mask file, resolved: ground truth, never an image to segment, when they lie in the input folder."""
         if self.single is not None:
             return {self.single.resolve()}
-        root, inputs = self.root.resolve(), self.input_root.resolve() if self.input_root is not None else None
+        root, inputs = self.resolved_root, self.input_root.resolve() if self.input_root is not None else None
         if inputs is not None and inputs in root.parents:  # --ground-truth a folder inside --input: ground truth,
             # but for its images: those of a folder that keeps images beside their masks (BUSI's class folder, with
             # any unlabelled image in it) and those of a folder of images (train/images beside train/masks)
@@ -223,7 +220,7 @@ class GroundTruth:
         if self.single is not None:
             return [self.single]
         stem = file_stem(image)
-        root, inputs, parent = self.root.resolve(), self.input_root, image.resolve().parent
+        root, inputs, parent = self.resolved_root, self.input_root, image.resolve().parent
         own_folder = parent == root or root in parent.parents  # the tree holds the image: its own folder
         if own_folder:
             mirrored = parent.relative_to(root)
@@ -256,7 +253,7 @@ class GroundTruth:
     def _at_the_images_place(self, folder: Path, stem: str, image: Path) -> bool:
         # the rules of the class docstring, for a folder other than the mirrored one; a rule that fits several
         # inputs of that name (site1/p01 and site2/p01 for masks/p01) fits none
-        root, parent, parts = self.root.resolve(), image.resolve().parent, folder.parts
+        root, parent, parts = self.resolved_root, image.resolve().parent, folder.parts
         others = [other for other in self.input_folders.get(stem, []) if other != parent]
         if parent == root or root in parent.parents:  # the ground-truth tree holds the image
             place = parent.relative_to(root).parts
@@ -276,13 +273,13 @@ class GroundTruth:
             return True  # the image's original lies there (a copy of some of BUSI's images against the dataset)
         if parts:  # a separate tree: the folder's path ends the image's, and no other input's
             return parent.parts[-len(parts) :] == parts and not any(o.parts[-len(parts) :] == parts for o in others)
-        return self.input_names[stem] <= 1  # its top, for a name that no other input has
+        return not others  # its top, for a name that no other input has
 
     def _plain_files_may_be_masks(self, folder: Path, stem: str) -> bool:
         # files named as the image are images, not its masks, in a folder of images (images/, Kvasir's), in a tree
         # that keeps images beside their <name>_mask files (BUSI's, or a copy of some of its images), and where a
         # mask folder at their place holds that name (data/h.png with data/masks/h.png)
-        names = (self.root.resolve().name, *folder.parts)
+        names = (self.resolved_root.name, *folder.parts)
         if self.images_beside_masks or any(name.lower() in IMAGE_FOLDERS for name in names):
             return False
         return not any(_masks_for(other.parts, folder.parts) for other in self.folders.get(stem, []))
@@ -290,7 +287,7 @@ class GroundTruth:
     def _holds_masks_only(self, folder: Path) -> bool:
         # a folder whose files of an image's name are masks, not images: in a mask folder (or the ground truth a
         # mask folder itself), not a tree of images such as Kvasir's images/ beside its masks/
-        names = (self.root.resolve().name, *folder.parts)
+        names = (self.resolved_root.name, *folder.parts)
         return any(name.lower() in MASK_FOLDERS for name in names)
 
     def _masks_of_this_image(self, folder: Path, stem: str, image: Path) -> bool:
