@@ -162,7 +162,6 @@ class SaveMaskd(MapTransform):
         self.overlay = overlay
         self.label_key = label_key
         self._sources: dict[str, str] = {}  # output stem -> the source it was written for
-        self._renamed: set[str] = set()  # sources written under another stem
 
     def _check_not_among_inputs(self, data: Mapping[Hashable, object]) -> None:
         output_dir = self.output_dir.resolve()
@@ -180,15 +179,16 @@ class SaveMaskd(MapTransform):
         stem = _source_stem(data, self.source_key)
         source = str(Path(str(source_filename(data, self.source_key))).resolve())  # ./a.png and a.png: one source
         name, number = stem, 1
-        while self._sources.setdefault(name, source) != source:
+        while self._sources.get(name, source) != source:
             number += 1
             name = f"{stem}_{number}"
-        if name != stem and source not in self._renamed:
-            self._renamed.add(source)
-            logger.warning(
-                "%s: the outputs %s%s.png and %s_overlay.png are %s's, so this image's are %s%s.png and "
-                "%s_overlay.png", source, stem, self.postfix, stem, self._sources[stem], name, self.postfix, name,
-            )  # fmt: skip
+        if name not in self._sources:  # the first time this source is written
+            self._sources[name] = source
+            if name != stem:
+                logger.warning(
+                    "%s: the outputs %s%s.png and %s_overlay.png are %s's, so this image's are %s%s.png and "
+                    "%s_overlay.png", source, stem, self.postfix, stem, self._sources[stem], name, self.postfix, name,
+                )  # fmt: skip
         return name
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:

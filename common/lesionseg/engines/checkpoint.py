@@ -276,7 +276,7 @@ class TrainingCheckpoint:
     :data:`RESUME_RULES`; refused, nothing is loaded and the error names each such key with its old and new
     value. A state written before settings were stored resumes with a warning that they cannot be compared; a
     setting that the state does not hold (it was written before that setting was stored, e.g. ``loss#alpha``) is
-    not compared.
+    not compared, with a warning naming it.
 
     Args:
         state_file: the resumable checkpoint, e.g. ``models/training_state.pt``.
@@ -354,7 +354,8 @@ class TrainingCheckpoint:
             engine: the trainer.
 
         Raises:
-            CheckpointError: ``resume`` is set and ``best_file`` exists without a state (:meth:`load`), before
+            CheckpointError: ``resume`` is set and ``best_file`` exists without a state: the best model would
+                write over a file this run did not make (the bundle's recorded weights). Checked here, before
                 anything runs.
         """
         if self._name is None:
@@ -541,14 +542,11 @@ class TrainingCheckpoint:
         """Restore everything from ``state_file`` when ``resume`` is set and the file exists.
 
         Raises:
-            CheckpointError: the file cannot be used, or holds a run with other settings (:data:`RESUME_RULES`), or
-                ``resume`` is set and ``best_file`` exists without a state: the best model would write over a
-                file this run did not make (the bundle's recorded weights).
+            CheckpointError: the file cannot be used, or holds a run with other settings (:data:`RESUME_RULES`).
             ValueError: the validator's data is empty, so no best model would ever be written.
         """
         self.resumed_from_epoch = 0
         self._check_validation_data()
-        self._check_best_file_is_a_run_of_this_folder()
         if not self.resume or not self.state_file.is_file():
             if self.state_file.is_file():
                 self.logger.info(f"resume=False: starting afresh; {self.state_file} will be overwritten")
