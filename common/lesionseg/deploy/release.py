@@ -6,7 +6,7 @@ outside the repository. :func:`record_weights` takes one such run into the bundl
 
 - it loads the checkpoint into the bundle's ``network_def`` (strict: a checkpoint of another network or other
   widths is refused, naming the file), checks that the bundle's configs run the network at the input size it
-  was trained at (the run's ``training_state.pt``, else its ``record.json``: a fully convolutional network
+  was trained at (the run's ``record.json``, else its ``training_state.pt``: a fully convolutional network
   loads at any size, and scores lower at one it never saw), and copies it to ``models/model.pt`` (never over
   another file without ``replace``);
 - ``configs/metadata.json``'s ``eval_metrics`` get the run's lesion metrics, the checkpoint's MD5, the precision
@@ -259,8 +259,8 @@ def _one_line(command: str) -> str:
 
 
 def _check_image_size(bundle: Path, run: Path, record: dict[str, Any]) -> list[int]:
-    """The input size the run trained at (its ``training_state.pt``'s settings, else its ``record.json``'s
-    ``image_size``), checked against the ``image_size`` of the bundle's training and inference configs.
+    """The input size the run trained at (its ``record.json``'s ``image_size``, else its ``training_state.pt``'s
+    settings), checked against the ``image_size`` of the bundle's training and inference configs.
 
     Raises:
         RecordedWeightsError: naming the file, when neither says the size, or a config uses another size: the
@@ -271,21 +271,19 @@ def _check_image_size(bundle: Path, run: Path, record: dict[str, Any]) -> list[i
     from lesionseg.engines.checkpoint import CheckpointError, load_checkpoint
 
     state_path = run / "models" / "training_state.pt"
-    if state_path.is_file():
+    # record.json first: the state holds the size too, but is the optimizer's moments as well (hundreds of MB)
+    trained, source = record.get("image_size"), run / "record.json"
+    if trained is None and state_path.is_file():  # a run recorded before record.json stored its size
         try:
             state = load_checkpoint(state_path)
         except CheckpointError as error:
             raise RecordedWeightsError(str(error)) from error
         settings = state.get("settings") if isinstance(state, dict) else None
         trained, source = (settings or {}).get("image_size"), state_path
-    else:
-        trained, source = None, state_path
-    if trained is None:  # the state deleted once the run was final (docs/reproducibility.md), or of an older version
-        trained, source = record.get("image_size"), run / "record.json"
     if not isinstance(trained, list) or not trained:
         raise RecordedWeightsError(
-            f"{source}: does not say the input size the run was trained at ({state_path}'s settings or "
-            "record.json's image_size); record a run whose record.json or training state says it"
+            f"{source}: does not say the input size the run was trained at (record.json's image_size, or "
+            f"{state_path}'s settings); record a run whose record.json or training state says it"
         )
     for name in ("train.yaml", "inference.yaml"):
         config = bundle / "configs" / name
