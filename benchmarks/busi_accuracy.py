@@ -891,7 +891,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="protocol: short (12 epochs at 128², all images; the default) or paper (40 epochs at 224², lesion "
         "images only, each model's paper recipe); the options below replace single settings of it",
     )
-    parser.add_argument("--dataset-dir", type=Path, default=DEFAULT_DATA, help="BUSI folder (default: ../shared)")
+    parser.add_argument(
+        "--dataset-dir",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="BUSI folder (default: ../shared/data/busi/Dataset_BUSI_with_GT beside the checkout)",
+    )
     parser.add_argument(
         "--output",
         type=Path,

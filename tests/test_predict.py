@@ -446,10 +446,10 @@ def test_overlay_outlines_the_ground_truth_and_prediction(dcnet_tiny, tmp_path):
     assert np.all(overlay[outline] == LIME)
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.filterwarnings(r"ignore:.torch\.jit\.\w+. is deprecated:DeprecationWarning")
 def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
-    """A model exported with MONAI's ckpt_export (config embedded) predicts as the bundle does."""
+    """A model exported with MONAI's ckpt_export (scripted, config embedded), as docs/predict.md does it,
+    predicts as the bundle does."""
     from monai.bundle import ckpt_export
 
     configs = tiny_bundle / "configs"
@@ -457,7 +457,7 @@ def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
     ckpt_export(
         net_id="network_def", filepath=str(exported), ckpt_file=str(tiny_bundle / "models" / "model.pt"),
         meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.yaml"),
-        use_trace=True, input_shape=[1, 1, 32, 32], **{"network_def#features": TINY["network_def#features"]},
+        **{"network_def#features": TINY["network_def#features"]},
     )
     _write_pictures(tmp_path / "in")
     for name in ("colour.png", "deep.png", "deep.tif", "scan.bmp", "odd.jpg"):
