@@ -12,4 +12,8 @@ for arg in "$@"; do
         -i | --host | --host=*) host=() ;;
     esac
 done
+# the image formats the bundles read, in either case (MONAI Label lists .png, .jpg and .tif, case-sensitively, and
+# would leave other images out of the datastore); a list set in the environment wins
+exts='"*.png","*.jpg","*.jpeg","*.bmp","*.tif","*.tiff"'
+export MONAI_LABEL_DATASTORE_FILE_EXT="${MONAI_LABEL_DATASTORE_FILE_EXT:-[$exts,${exts^^}]}"
 exec "${MONAILABEL:-monailabel}" start_server --app "$app" "${host[@]}" "$@"

@@ -20,6 +20,7 @@ from lesionseg.data.io import read_mask
 from lesionseg.data.phantoms import write_phantom_dataset
 from lesionseg.data.readers import read_dataset
 from lesionseg.data.splits import datalist_section
+from lesionseg.engines import CheckpointError
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dcnet_bundle"
 SCHEMA = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "meta_schema_20240725.json"
@@ -91,6 +92,53 @@ def test_evaluate_a_whole_folder_scores_every_image_against_its_mask_on_disk(tra
         dice = 1.0 if not gt.any() and not pred.any() else 2 * (gt & pred).sum() / (gt.sum() + pred.sum())
         assert float(row["dice"]) == pytest.approx(dice, abs=1e-6), row["image"]
         assert int(row["gt_pixels"]) == gt.sum() and int(row["pred_pixels"]) == pred.sum()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change, refused",
+    [
+        ({"image_size": [48, 48]}, "image_size: trained with [32, 32], evaluated with [48, 48]"),
+        ({"network_def#pooling": "max"}, "network_def#pooling: trained with 'dcp', evaluated with 'max'"),
+        ({"val_fraction": 0.4}, "val_fraction: trained with 0.2, evaluated with 0.4"),
+        ({"classes": ["benign"]}, "the validation images differ"),
+    ],
+)
+def test_evaluate_refuses_settings_the_model_was_not_trained_with(trained, change, refused):
+    """The weights load at any size and under any option without parameters: the run's training state decides."""
+    root, _, overrides, _ = trained
+    eval_dir = root / "evaluation_refused"
+    workflow = _workflow(["train", "evaluate"], None, **{**overrides, "output_dir": str(eval_dir), **change})
+    with pytest.raises(RuntimeError) as raised:  # MONAI wraps an error of a config expression
+        run_zoo_pattern(workflow)
+    error = _cause(raised.value, CheckpointError)
+    assert isinstance(error, CheckpointError) and refused in str(error), raised.value
+    assert "--check_training_settings False" in str(error)
+    assert not (eval_dir / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_under_other_settings_on_purpose(trained):
+    """`--check_training_settings False` scores at another size; another section ignores the split."""
+    root, data, overrides, _ = trained
+    for name, change in (
+        ("other_size", {"image_size": [48, 48], "check_training_settings": False}),
+        ("all_images", {"val_fraction": 0.4, "eval_section": "all"}),
+    ):
+        eval_dir = root / name
+        run_zoo_pattern(_workflow(["train", "evaluate"], None, **{**overrides, "output_dir": str(eval_dir), **change}))
+        assert (eval_dir / "summary.json").is_file(), name
+    workflow = _workflow(["train", "evaluate"], None, **{**overrides, "check_training_settings": "False"})
+    with pytest.raises(RuntimeError) as raised:
+        run_zoo_pattern(workflow)
+    assert "check_training_settings: must be true or false" in str(_cause(raised.value, ValueError))
+
+
+def _cause(error: BaseException, kind: type) -> BaseException:
+    """The first error of ``kind`` in the chain of ``error`` (else the last one)."""
+    while not isinstance(error, kind) and (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    return error
 
 
 @pytest.mark.slow

@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Dict
 
 from lib.served import bundle_names, prepare_served_bundles
-from lib.tasks import LesionBundleTrainTask, ScoredEpistemic
-from monai.transforms import Invertd, SaveImaged
+from lib.tasks import (
+    BundleEpistemicScoring,
+    DropoutInferTask,
+    LesionBundleTrainTask,
+    LesionInferTask,
+    ScoredEpistemic,
+)
+from monai.transforms import AsDiscreted, Invertd, SaveImaged
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
@@ -32,9 +38,9 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
-from monailabel.tasks.infer.bundle import BundleInferTask
-from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from monailabel.utils.others.generic import strtobool
+
+from lesionseg.data.layout import ToXYMaskd
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +70,7 @@ class LesionSegApp(MONAILabelApp):
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}
         for name, path in self.models.items():
-            task = BundleInferTask(path, self.conf)
+            task = LesionInferTask(path, self.conf)
             if not task.is_valid():
                 raise ValueError(f"{path}: MONAI Label cannot load this bundle for inference (see the log above)")
             logger.info(f"+++ Adding Inferer:: {name} => {task}")
@@ -87,17 +93,17 @@ class LesionSegApp(MONAILabelApp):
         if strtobool(self.conf.get("skip_scoring", "false")):
             return methods
         for name, path in self.models.items():
-            # the bundle's inference with the networks' dropout on (train mode) and no writer or inversion:
-            # the scoring compares the predictions at the network's size
-            task = BundleInferTask(
+            # the bundle's inference with the networks' dropout on (the rest in evaluation mode), and without
+            # its writer, inversion, threshold and source-size mask: the entropy is of the mean lesion
+            # probability at the network's size, not of thresholded votes
+            task = DropoutInferTask(
                 path,
                 self.conf,
-                train_mode=True,
                 skip_writer=True,
                 dropout=self.epistemic_dropout,
-                post_filter=[SaveImaged, Invertd],
+                post_filter=[SaveImaged, Invertd, AsDiscreted, ToXYMaskd],
             )
-            methods[name] = EpistemicScoring(
+            methods[name] = BundleEpistemicScoring(
                 task,
                 max_samples=self.epistemic_max_samples,
                 simulation_size=self.epistemic_simulation_size,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monailabel_testing import BUNDLES, LABELLED, RUN_OUTPUTS, SOURCE_SHAPE, server_env
+from monailabel_testing import BUNDLES, LABELLED, RUN_OUTPUTS, SOURCE_SHAPE, server_env, tiny_config
 from PIL import Image
 
 UNLABELLED = [f"case_{i}" for i in range(LABELLED, 6)]
@@ -111,6 +111,40 @@ def test_a_restart_updates_the_configs_and_keeps_the_trained_weights(served_modu
     served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
     assert model.read_bytes() == b"fine-tuned by MONAI Label"
     assert (Path(served) / "configs" / "inference.yaml").read_text() == config.read_text()
+
+
+def test_a_source_with_other_weights_or_another_size_is_refused(served_module, bundle_source, tmp_path):
+    """Weights MONAI Label trained in a served copy belong to the source's weights, size and network of then."""
+    source = tmp_path / "source"
+    shutil.copytree(bundle_source / "dcnet_bundle", source / "dcnet_bundle")
+    served = Path(served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])["dcnet_bundle"])
+    kept = (served / "configs" / "inference.yaml").read_text()
+    for config in ("train.yaml", "inference.yaml"):
+        path = source / "dcnet_bundle" / "configs" / config
+        original = path.read_text()
+        tiny_config(path, {"image_size": [64, 64]})
+        with pytest.raises(ValueError, match=rf"image_size: \[32, 32\] in the copy, \[64, 64\] in .*{config}"):
+            served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
+        assert (served / "configs" / "inference.yaml").read_text() == kept, "the copy was changed"
+        path.write_text(original)
+    weights = source / "dcnet_bundle" / "models" / "model.pt"
+    weights.write_bytes(weights.read_bytes() + b"other weights")
+    with pytest.raises(ValueError, match="changed since .* was copied from it"):
+        served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
+    shutil.rmtree(served)  # as the error says: the copy is made again from the new weights
+    served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
+    assert (served / "models" / "model.pt").read_bytes() == weights.read_bytes()
+
+
+def test_a_folder_the_app_did_not_make_is_not_taken_over(served_module, bundle_source, tmp_path):
+    """``--conf model_dir`` pointing at a folder of bundles (or anything else) of the same names: refused."""
+    other = tmp_path / "other" / "dcnet_bundle"
+    shutil.copytree(bundle_source / "dcnet_bundle", other)
+    (other / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="is not a served copy made by this app"):
+        served_module.prepare_served_bundles(bundle_source, tmp_path / "other", ["dcnet_bundle"])
+    assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("name", BUNDLES)
@@ -230,12 +264,23 @@ def test_epistemic_scoring_uses_dropout_and_scores_the_unlabelled_images(client,
     method = app_instance()._scoring_methods[name]
     dropouts = [m.p for m in method.infer_task.network.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(p == pytest.approx(0.2) for p in dropouts), f"{name}: network_def#dropout not applied"
+    # dropout alone samples: BatchNorm keeps its running statistics, as in the served model
+    network = method.infer_task._get_network("cpu", {})
+    modes = {
+        type(m).__name__: m.training
+        for m in network.modules()
+        if isinstance(m, (torch.nn.Dropout, torch.nn.BatchNorm2d))
+    }
+    assert modes == {"Dropout": True, "BatchNorm2d": False}, modes
     response = client.post(f"/scoring/{name}?run_sync=true", json={"device": "cpu", "max_workers": 1})
     assert response.status_code == 200, response.text
     assert response.json()["executed"] == len(UNLABELLED), response.text
     datastore = client.get("/datastore/?output=all").json()
     scores = {i: datastore["objects"][i]["image"]["info"].get(f"epistemic_entropy_{name}") for i in UNLABELLED}
     assert all(isinstance(s, float) and np.isfinite(s) and s > 0 for s in scores.values()), scores
+    # scored by the current model: a second run skips them all
+    response = client.post(f"/scoring/{name}?run_sync=true", json={"device": "cpu", "max_workers": 1})
+    assert response.status_code == 200 and response.json()["executed"] == 0, response.text
 
 
 def test_epistemic_strategy_picks_the_most_uncertain_image(client):
@@ -306,6 +351,43 @@ def test_start_sh_passes_an_explicit_host_through(app_dir, tmp_path):
         [str(start), "--studies", "s", "--host", "0.0.0.0"], env=env, capture_output=True, text=True, check=True
     )
     assert chosen.stdout.split() == ["start_server", "--app", str(app_dir), "--studies", "s", "--host", "0.0.0.0"]
+
+
+def test_start_sh_lists_every_image_format_the_bundles_read(app_dir, tmp_path, monkeypatch):
+    """MONAI Label's own list (.png, .jpg, .tif, case-sensitive) would leave BMP, JPEG and upper-case files out of
+    the datastore with no message; ``start.sh`` sets the list unless the environment has one."""
+    from monailabel.config import Settings
+
+    start = app_dir.parent / "start.sh"
+    printer = tmp_path / "print_exts"
+    printer.write_text('#!/bin/sh\necho "$MONAI_LABEL_DATASTORE_FILE_EXT"\n')
+    printer.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "MONAI_LABEL_DATASTORE_FILE_EXT"}
+    listed = subprocess.run([str(start)], env={**env, "MONAILABEL": str(printer)}, capture_output=True, text=True)
+    patterns = json.loads(listed.stdout)
+    for name in ("a.png", "b.PNG", "c.jpg", "d.jpeg", "e.JPG", "f.bmp", "g.tif", "h.TIFF"):
+        assert any(Path(name).match(pattern) for pattern in patterns), (name, patterns)
+    monkeypatch.setenv("MONAI_LABEL_DATASTORE_FILE_EXT", listed.stdout.strip())
+    assert Settings().MONAI_LABEL_DATASTORE_FILE_EXT == patterns, "MONAI Label does not read the list start.sh sets"
+    mine = subprocess.run(
+        [str(start)],
+        env={**env, "MONAILABEL": str(printer), "MONAI_LABEL_DATASTORE_FILE_EXT": '["*.nii"]'},
+        capture_output=True,
+        text=True,
+    )
+    assert mine.stdout.strip() == '["*.nii"]'
+
+
+def test_infer_writes_a_png_mask_for_a_jpeg_image(client, tmp_path):
+    """MONAI Label writes a result in its image's format; a JPEG mask would not keep its 0/1 values."""
+    from monailabel.interfaces.utils.app import app_instance
+
+    task = app_instance()._infers["dcnet_bundle"]
+    mask = np.zeros((88, 72), dtype=np.uint8)  # MONAI Label's (x, y) order, as the bundles' ToXYMaskd gives it
+    mask[10:30, 20:50] = 1
+    output, _ = task.writer({"image_path": str(tmp_path / "scan.jpg"), "pred": mask})
+    assert Path(output).suffix == ".png"
+    assert set(np.unique(np.asarray(Image.open(output)))) == {0, 1}
 
 
 def test_start_sh_serves_on_127_0_0_1_labels_and_infers_over_http(app_dir, bundle_source, studies, tmp_path):

@@ -4,6 +4,7 @@ from lesionseg.engines.checkpoint import (
     RESUME_RULES,
     CheckpointError,
     TrainingCheckpoint,
+    check_evaluation_settings,
     load_checkpoint,
     save_atomically,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "RESUME_RULES",
     "TrainingCheckpoint",
+    "check_evaluation_settings",
     "load_checkpoint",
     "save_atomically",
     "EasyHardPreparation",

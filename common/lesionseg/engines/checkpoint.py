@@ -43,7 +43,14 @@ from ignite.engine import Engine, Events
 
 from lesionseg.utils.files import replacing
 
-__all__ = ["RESUME_RULES", "TrainingCheckpoint", "CheckpointError", "load_checkpoint", "save_atomically"]
+__all__ = [
+    "RESUME_RULES",
+    "TrainingCheckpoint",
+    "CheckpointError",
+    "check_evaluation_settings",
+    "load_checkpoint",
+    "save_atomically",
+]
 
 #: version of the layout of ``state_file``; a file of another version is refused with a clear error
 FORMAT_VERSION = 1
@@ -102,6 +109,17 @@ RESUME_RULES: dict[str, str] = {
     # in training only, like the augmentation probabilities: the weights compute the same in evaluation
     "network_def#dropout": "apply",
 }
+
+#: what makes an evaluation score another model than the one trained (:func:`check_evaluation_settings`): the
+#: input size, the network's options without parameters (the weights load under any of them; not head_init_std,
+#: which only starts a run) and, for the validation section, the split that chose the checkpoint; the loss and the
+#: optimisation settings do not
+_EVALUATION_KEYS = ("image_size",) + tuple(
+    key
+    for key, rule in RESUME_RULES.items()
+    if key.startswith("network_def#") and rule == "refuse" and key != "network_def#head_init_std"
+)
+_SPLIT_KEYS = ("val_fraction", "split_seed")
 
 # item keys whose paths identify a training or validation image in the dataset fingerprint
 _DATA_KEYS = ("image", "label")
@@ -182,6 +200,77 @@ def data_fingerprint(items: Sequence[Mapping] | None) -> dict[str, Any] | None:
     return {"items": len(items), "sha256": digest}
 
 
+def check_evaluation_settings(
+    ckpt_dir: PathLike,
+    settings: Mapping[str, Any],
+    eval_items: Sequence[Mapping] | None = None,
+    eval_section: str = "validation",
+    enabled: bool = True,
+) -> None:
+    """Refuse to evaluate ``ckpt_dir/model.pt`` under settings it was not trained with.
+
+    The weights load whatever the input size, and whatever the network's options without parameters (DC-Net's
+    ``pooling``, TaiChiNet's ``inference_output``...), so an evaluation at another size or with another option
+    scores a different model than the one trained, with no error. When the run's ``training_state.pt`` lies
+    beside ``model.pt``, the settings it was trained with are compared with ``settings`` (the evaluation's
+    ``run_settings``): ``image_size`` and the network's options without parameters; for
+    ``eval_section="validation"`` also the split (``val_fraction``, ``split_seed``) and the validation images
+    (``eval_items``), since another split would score images the model was trained on. Without a training
+    state (recorded weights) nothing is compared; a state of an earlier version compares what it stored.
+
+    Args:
+        ckpt_dir: the folder of ``model.pt`` (and ``training_state.pt``).
+        settings: the evaluation's settings, as the training's ``run_settings`` (nested or by config id).
+        eval_items: the items evaluated, compared with the training's validation images when
+            ``eval_section`` is ``"validation"``.
+        eval_section: the datalist section evaluated (``validation``, ``training``, ``test``, ``all``).
+        enabled: ``False`` evaluates under other settings on purpose (e.g. another input size), without a check.
+
+    Raises:
+        CheckpointError: a setting differs, naming each with the value trained and the value now; or the
+            training state cannot be read.
+
+    Example::
+
+        # trained at 224 x 224: evaluating at 256 x 256 is refused
+        check_evaluation_settings("models", {"image_size": [256, 256]})
+    """
+    if not isinstance(enabled, bool):
+        raise ValueError(
+            f"check_training_settings: must be true or false, got {enabled!r} ({type(enabled).__name__}); on the "
+            "command line of python -m monai.bundle run write --check_training_settings False: there 'false' is a "
+            "string"
+        )
+    state_file = Path(ckpt_dir) / "training_state.pt"
+    if not enabled or not state_file.is_file():
+        return
+    # mapped, not read: only the settings are used, not the hundreds of MB of weights and moments
+    state = load_checkpoint(state_file, mmap=True)
+    trained = state.get("settings") if isinstance(state, Mapping) else None
+    if not isinstance(trained, Mapping):
+        return
+    now = _by_config_id(_plain(dict(settings)))
+    keys = _EVALUATION_KEYS + (_SPLIT_KEYS if eval_section == "validation" else ())
+    changed = [
+        f"{key}: trained with {trained[key]!r}, evaluated with {now[key]!r}"
+        for key in keys
+        if key in trained and key in now and trained[key] != now[key]
+    ]
+    if eval_section == "validation" and eval_items is not None:
+        before = (trained.get("dataset") or {}).get("validation")
+        after = data_fingerprint(eval_items)
+        if before and after and before != after:
+            changed.append(TrainingCheckpoint._describe_data_change("validation", before, after))
+    if changed:
+        lines = "\n".join(f"  {line}" for line in changed)
+        raise CheckpointError(
+            f"{Path(ckpt_dir) / 'model.pt'}: its run ({state_file.name}) was trained with other settings than this "
+            f"evaluation's, so it would score another model, or images the model trained on:\n{lines}\n"
+            "Evaluate with the values the model was trained with (e.g. --image_size as trained), or pass "
+            "--check_training_settings False to evaluate under other settings on purpose"
+        )
+
+
 def _loader_items(engine: Any) -> Sequence[Mapping] | None:
     # the data dicts behind an engine's data loader (a MONAI Dataset keeps them in .data), if it has any
     loader = getattr(engine, "data_loader", None)
@@ -216,7 +305,7 @@ def save_atomically(obj: Any, path: PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Any:
+def load_checkpoint(path: PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file and say what to do.
 
     Every checkpoint of the project is read through this function (the bundles' configs through
@@ -225,6 +314,11 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Any:
     ``weights_only=True`` unpickles tensors, numbers, strings and containers only: a file that carries pickled
     code (a class or function to call while loading) is refused instead of run.
 
+    Args:
+        path: the checkpoint file.
+        map_location: where its tensors go (``torch.load``'s argument).
+        mmap: map the tensors from the file instead of reading them (for a file read for its small entries).
+
     Raises:
         CheckpointError: the file is missing, truncated, not a checkpoint, or carries pickled code.
     """
@@ -232,7 +326,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on the damage
         raise _load_error(path, error) from None
 

@@ -2,15 +2,22 @@
 
 A served copy holds only what serving needs: ``configs/``, ``docs/``, ``LICENSE`` and ``models/model.pt``.
 What runs write beside a bundle (``models/training_state.pt``, ``eval/``, exported ``.ts``/``.onnx``
-files, easy/hard parts) is not copied.
+files, easy/hard parts) is not copied. ``served.json`` in each copy says which bundle and which weights it was
+made from: a folder without it is not the app's to write in, and a copy whose source changed its weights, its
+input size or its network is refused rather than served with weights of another recipe.
 """
 
 from __future__ import annotations
 
 import filecmp
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +26,11 @@ DEFAULT_BUNDLES = ("dcnet_bundle", "taichinet_bundle")
 #: the bundle's files and folders a served copy holds besides ``models/model.pt``
 DEFINITION = ("configs", "docs", "LICENSE")
 MODEL_FILE = Path("models") / "model.pt"
+#: in each served copy: the source bundle and the MD5 of the weights copied from it
+MARKER = "served.json"
+#: the config ids of train.yaml and inference.yaml that the weights depend on and the load cannot check
+#: (a network loads at any input size, and MONAI Label loads weights non-strictly)
+WEIGHT_DEFINING_IDS = ("image_size", "network_def")
 
 
 def bundle_names(models: str | None) -> list[str]:
@@ -33,7 +45,9 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
     The definition (``configs/``, ``docs/``, ``LICENSE``) is brought up to date at every start, so that the served
     copy follows the source; ``models/model.pt`` is copied only into a copy that has none, because MONAI Label's
     training rewrites it there (the fine-tuned weights stay across restarts; delete the served copy to start
-    again from the source's weights).
+    again from the source's weights). The weights a copy keeps were trained from the source's weights of then,
+    at its ``image_size`` and with its ``network_def``: a source whose weights changed since, or whose
+    ``image_size`` or ``network_def`` differs from the copy's, is refused, naming both.
 
     Args:
         source: folder holding the bundle folders (the repository's ``bundles/`` by default).
@@ -46,7 +60,9 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
     Raises:
         FileNotFoundError: naming the bundle's ``configs/metadata.json`` or ``models/model.pt`` when one is
             missing (the served copy is then left as it was).
-        ValueError: when ``served`` is ``source`` (the copies would be the bundles themselves).
+        ValueError: when ``served`` is ``source`` (the copies would be the bundles themselves); when
+            ``served/<name>`` exists but was not made by the app; when its kept weights no longer fit the source
+            (the copy is then left as it was).
     """
     if served.resolve() == source.resolve():
         raise ValueError(f"{served}: the served copies' folder (model_dir) must differ from the bundles' folder")
@@ -62,10 +78,13 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
                 "out with --conf models)"
             )
         target = served / name
+        marker = _read_marker(target)
+        model = target / MODEL_FILE
+        if model.is_file():
+            _check_kept_weights(bundle, target, marker)
         target.mkdir(parents=True, exist_ok=True)
         for part in DEFINITION:
             _copy_changed(bundle / part, target / part)
-        model = target / MODEL_FILE
         if model.is_file():
             logger.info(f"{name}: serving the weights already in {model} (MONAI Label's training writes there)")
         else:
@@ -74,9 +93,86 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
             partial = model.with_suffix(".pt.partial")
             shutil.copy2(bundle / MODEL_FILE, partial)
             partial.replace(model)
+            marker = {"source": str(bundle.resolve()), "weights_md5": _md5(bundle / MODEL_FILE)}
             logger.info(f"{name}: weights copied from {bundle / MODEL_FILE}")
+        if marker is None:  # the app made this copy before it wrote markers: its source is the one given now
+            marker = {"source": str(bundle.resolve()), "weights_md5": None}
+        record = json.dumps(marker, indent=2) + "\n"
+        if not (target / MARKER).is_file() or (target / MARKER).read_text() != record:
+            (target / MARKER).write_text(record)
         copies[name] = str(target)
     return copies
+
+
+def _read_marker(target: Path) -> dict[str, Any] | None:
+    """``served.json`` of the served copy ``target``; ``None`` for a copy that does not exist yet, or one made by
+    an earlier version of the app (``configs/`` and ``models/`` only); a folder holding anything else is not a
+    served copy and is refused."""
+    path = target / MARKER
+    if path.is_file():
+        try:
+            marker = json.loads(path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{path}: not readable JSON ({error}); delete {target} to make the copy again") from None
+        if not isinstance(marker, dict):
+            raise ValueError(f"{path}: not a served copy's record; delete {target} to make the copy again")
+        return marker
+    if target.exists():
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in {*DEFINITION, "models"})
+        if foreign or not target.is_dir():
+            raise ValueError(
+                f"{target}: exists and is not a served copy made by this app (no {MARKER}; holds "
+                f"{', '.join(foreign) or 'a file'}); give --conf model_dir a folder of the app's own"
+            )
+    return None
+
+
+def _check_kept_weights(bundle: Path, target: Path, marker: dict[str, Any] | None) -> None:
+    """Refuse to keep serving ``target``'s weights when the source bundle no longer describes them."""
+    model = target / MODEL_FILE
+    fix = f"delete {target} to serve {bundle / MODEL_FILE} (what MONAI Label trained in the copy is lost)"
+    if marker is not None and marker.get("source") not in (None, str(bundle.resolve())):
+        raise ValueError(
+            f"{target}: a served copy of {marker['source']}, not of {bundle}; give --conf model_dir another folder"
+        )
+    recorded = (marker or {}).get("weights_md5")
+    if recorded and (bundle / MODEL_FILE).is_file() and _md5(bundle / MODEL_FILE) != recorded:
+        raise ValueError(
+            f"{bundle / MODEL_FILE}: changed since {model} was copied from it (MONAI Label may have trained that "
+            f"copy since); {fix}, or restore the bundle's weights to keep the copy's"
+        )
+    for config in ("train.yaml", "inference.yaml"):
+        now, served = bundle / "configs" / config, target / "configs" / config
+        if not (now.is_file() and served.is_file()):
+            continue
+        source_ids, served_ids = _weight_defining(now), _weight_defining(served)
+        changed = [key for key in WEIGHT_DEFINING_IDS if source_ids.get(key) != served_ids.get(key)]
+        if changed:
+            lines = "; ".join(
+                f"{key}: {served_ids.get(key)!r} in the copy, {source_ids.get(key)!r} in {now}" for key in changed
+            )
+            raise ValueError(
+                f"{model}: its weights were trained under the copy's {config}, and the bundle's now differs "
+                f"({lines}): served with the new configs they would compute another model; {fix}, or go back to "
+                "the old values"
+            )
+
+
+def _weight_defining(config: Path) -> dict[str, Any]:
+    """The ids of ``WEIGHT_DEFINING_IDS`` as written in the YAML file ``config`` (unresolved)."""
+    try:
+        content = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{config}: not readable YAML ({error})") from None
+    return {key: content.get(key) for key in WEIGHT_DEFINING_IDS} if isinstance(content, dict) else {}
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _copy_changed(source: Path, target: Path) -> None:

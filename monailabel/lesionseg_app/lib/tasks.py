@@ -1,13 +1,18 @@
-"""The app's tasks: MONAI Label's bundle training with the overrides MONAI Label needs, and the epistemic
-strategy that refuses to choose before any image was scored."""
+"""The app's tasks: MONAI Label's bundle training with the overrides MONAI Label needs, the epistemic scoring
+(dropout alone on, images already scored by the current model skipped) and the epistemic strategy that refuses
+to choose before any image was scored."""
 
 from __future__ import annotations
 
 import logging
+import os
 
+import torch
 from fastapi import HTTPException
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.activelearning.epistemic import Epistemic
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 logger = logging.getLogger(__name__)
@@ -54,3 +59,66 @@ class ScoredEpistemic(Epistemic):
                 "(the server also scores at start-up and after each training)",
             )
         return super().__call__(request, datastore)
+
+
+class LesionInferTask(BundleInferTask):
+    """MONAI Label's ``BundleInferTask`` whose masks come back as PNG whatever the image's format (MONAI Label
+    writes a result in its image's format, and a JPEG's compression would blur the mask's 0/1 values), unless
+    the request names a ``result_extension``."""
+
+    def writer(self, data, extension=None, dtype=None):
+        if extension is None and not data.get("result_extension"):
+            extension = ".png"
+        return super().writer(data, extension=extension, dtype=dtype)
+
+
+class DropoutInferTask(BundleInferTask):
+    """MONAI Label's ``BundleInferTask`` for Monte Carlo dropout: the network in evaluation mode but for its
+    dropout layers. MONAI Label's ``train_mode=True`` puts the whole network in training mode, so that each
+    BatchNorm layer normalises the one image by its own statistics instead of the running ones: the scores would
+    then measure another function than the served model's, whatever the dropout."""
+
+    def _get_network(self, device, data):
+        network = super()._get_network(device, data)
+        if network is not None:
+            network.eval()
+            for module in network.modules():
+                if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+                    module.train()
+        return network
+
+
+class _UnscoredImages:
+    """``datastore`` whose unlabelled images leave out those whose ``key`` is ``model_ts`` (scored by the current
+    model); everything else is the datastore's own."""
+
+    def __init__(self, datastore: Datastore, key: str, model_ts: int):
+        self._datastore, self._key, self._model_ts = datastore, key, model_ts
+
+    def get_unlabeled_images(self, *args, **kwargs):
+        images = self._datastore.get_unlabeled_images(*args, **kwargs)
+        return [i for i in images if self._datastore.get_image_info(i).get(self._key) != self._model_ts]
+
+    def __getattr__(self, name):
+        return getattr(self._datastore, name)
+
+
+class BundleEpistemicScoring(EpistemicScoring):
+    """MONAI Label's ``EpistemicScoring`` that skips the images the current model has already scored, by its own
+    ``key_output_ts``.
+
+    MONAI Label 0.8.5 writes each image's scoring time to ``key_output_ts`` but skips by the fixed key
+    ``epistemic_ts``: with one key per bundle it skipped nothing, so each run scored every image again and
+    ``max_samples`` scored the same first images every time, the others never. The skip is made here, before
+    MONAI Label's own loop, with the model file's time as MONAI Label computes it.
+    """
+
+    def __call__(self, request, datastore: Datastore):
+        model_file = self.infer_task.get_path()
+        model_ts = int(os.stat(model_file).st_mtime) if model_file and os.path.exists(model_file) else 1
+        unscored = _UnscoredImages(datastore, self.key_output_ts, model_ts)
+        logger.info(
+            f"EPISTEMIC:: {self.key_output_ts}: {len(datastore.get_unlabeled_images())} unlabelled images, "
+            f"{len(unscored.get_unlabeled_images())} not yet scored by the current model"
+        )
+        return super().__call__(request, unscored)
