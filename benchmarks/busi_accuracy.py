@@ -381,6 +381,8 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
         evaluation = dict(overrides, output_dir=str(folder / "evaluation"), eval_section="validation")
         run_workflow(bundle, ["train", "evaluate"], None, evaluation)
         wall = clock.elapsed() + earlier
+    from lesionseg.deploy.release import file_md5
+
     summary = json.loads((folder / "evaluation" / "summary.json").read_text())
     record = {
         "model": name,
@@ -393,6 +395,8 @@ def run_model(name: str, args: argparse.Namespace, datalist: Path, extra: dict[s
         "paused_seconds": earlier_paused + clock.stopped_seconds,  # left out of the times above
         "precision": precision_used(bundle, overrides),
         "image_size": overrides["image_size"],  # also in training_state.pt, which may be deleted once a run is final
+        # the checkpoint this record's summary scored: record-weights refuses another (a run trained on since)
+        "checkpoint_md5": file_md5(folder / "models" / "model.pt"),
         "overrides": extra,
         "summary": summary,
     }

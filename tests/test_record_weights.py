@@ -219,6 +219,27 @@ def test_a_run_trained_at_another_size_than_the_bundle_runs_is_refused_and_nothi
     assert record_weights(bundle, run)["model_md5"] == _md5(run / "models" / "model.pt")  # the record's
 
 
+def test_a_run_with_other_network_options_or_a_checkpoint_trained_since_is_refused(bundle, tmp_path):
+    """Options without parameters load under any value, and a checkpoint trained on after its evaluation is not
+    the one its record scored: neither may carry the record's metrics into the card."""
+    run = _run(tmp_path / "run" / "dcnet")
+    record = json.loads((run / "record.json").read_text())
+    before = _state(bundle)
+    (run / "record.json").write_text(json.dumps(dict(record, overrides={"network_def#attention_scale": 1.0})))
+    with pytest.raises(RecordedWeightsError, match=r"inference.yaml: network_def#attention_scale is 0.2, but the run"):
+        record_weights(bundle, run)
+    assert _state(bundle) == before
+    md5 = _md5(run / "models" / "model.pt")
+    (run / "record.json").write_text(json.dumps(dict(record, overrides={"aug_prob": 0.5}, checkpoint_md5="0" * 32)))
+    with pytest.raises(
+        RecordedWeightsError, match=rf"not the checkpoint .*record.json scored \(MD5 0{{32}} then, {md5}"
+    ):
+        record_weights(bundle, run)
+    assert _state(bundle) == before
+    (run / "record.json").write_text(json.dumps(dict(record, overrides={"aug_prob": 0.5}, checkpoint_md5=md5)))
+    assert record_weights(bundle, run)["model_md5"] == md5
+
+
 def test_each_bundle_runs_its_network_at_one_size_in_training_and_inference():
     for bundle in ("dcnet_bundle", "taichinet_bundle"):
         sizes = {

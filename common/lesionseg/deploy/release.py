@@ -24,9 +24,11 @@ other weights.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
+import pydoc
 import re
 import shutil
 from pathlib import Path
@@ -138,8 +140,9 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         FileNotFoundError: naming the run's checkpoint or record when one is missing.
         RecordedWeightsError: naming the file, when the record lacks the lesion metrics or the command, the
             checkpoint does not load into the bundle's network, the run was trained at another ``image_size``
-            than the bundle's configs use, the card has no recorded-weights block, or the bundle has other
-            weights and ``replace`` is False. Nothing is written then.
+            than the bundle's configs use or with other network options (its overrides), the checkpoint is not
+            the one the record scored (``checkpoint_md5``), the card has no recorded-weights block, or the bundle
+            has other weights and ``replace`` is False. Nothing is written then.
     """
     bundle, run = Path(bundle), Path(run)
     checkpoint, record_path = run / MODEL_FILE, run / "record.json"
@@ -163,7 +166,14 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         command = relative_to_checkout(command, bundle.resolve().parent.parent)
     _check_loads(bundle, checkpoint)
     image_size = _check_image_size(bundle, run, record)
+    _check_network_options(bundle, record, record_path)
     md5 = file_md5(checkpoint)
+    if record.get("checkpoint_md5") not in (None, md5):
+        raise RecordedWeightsError(
+            f"{checkpoint}: not the checkpoint {record_path} scored (MD5 {record['checkpoint_md5']} then, {md5} "
+            "now: was the run trained on after its evaluation?); evaluate the run again, or record the run's own "
+            "checkpoint"
+        )
     target = bundle / MODEL_FILE
     in_place = target.is_file() and file_md5(target) == md5
     if target.is_file() and not in_place and not replace:
@@ -185,13 +195,15 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         with replacing(target) as temporary:
             shutil.copyfile(checkpoint, temporary)
         logger.info("copied %s to %s", checkpoint, target)
+    # the card before the metadata: an error between the two leaves the metadata's MD5 that of the old weights,
+    # which export-bundle refuses, rather than the new MD5 beside the old card
+    begin, end = card_text.index(CARD_BEGIN), card_text.index(CARD_END)
+    block = recorded_block(eval_metrics, record, image_size)
+    write_text_atomically(card, card_text[:begin] + block + card_text[end + len(CARD_END) :])
     metadata_path = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     metadata["eval_metrics"] = eval_metrics
     write_text_atomically(metadata_path, json.dumps(metadata, indent=4) + "\n")
-    begin, end = card_text.index(CARD_BEGIN), card_text.index(CARD_END)
-    block = recorded_block(eval_metrics, record, image_size)
-    write_text_atomically(card, card_text[:begin] + block + card_text[end + len(CARD_END) :])
     logger.info("%s: recorded %s (MD5 %s, lesion Dice %.4f)", bundle, checkpoint, md5, eval_metrics["busi_lesion_dice"])
     return eval_metrics
 
@@ -297,6 +309,32 @@ def _check_image_size(bundle: Path, run: Path, record: dict[str, Any]) -> list[i
                 "configs, or record a run trained at the configs' size"
             )
     return list(trained)
+
+
+def _check_network_options(bundle: Path, record: dict[str, Any], record_path: Path) -> None:
+    """Refuse a run whose overrides set a network option (``network_def#<option>``) to another value than the
+    bundle's ``inference.yaml``: options without parameters (DC-Net's ``pooling``, ``attention_scale``...) load
+    under any value, and the bundle would run the weights as another network than the one scored."""
+    from monai.bundle import ConfigParser
+
+    options = {k: v for k, v in (record.get("overrides") or {}).items() if k.startswith("network_def#")}
+    if not options:
+        return
+    config = bundle / "configs" / "inference.yaml"
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    # an option the config does not write out takes the network class's default
+    target = pydoc.locate(str(parser.get("network_def#_target_")))
+    defaults = inspect.signature(target).parameters if callable(target) else {}
+    for key, value in options.items():
+        option = key.partition("#")[2]
+        used = parser.get(key, defaults[option].default if option in defaults else None)
+        if used != value:
+            raise RecordedWeightsError(
+                f"{config}: {key} is {used!r}, but the run was trained with {value!r} ({record_path}'s overrides); "
+                f"the bundle would run these weights as another network. Set {option}: {value!r} "
+                "in the bundle's network_def, or record a run of the bundle's network"
+            )
 
 
 def _check_loads(bundle: Path, checkpoint: Path) -> None:
