@@ -21,7 +21,7 @@ from lesionseg.data.readers import read_dataset
 from lesionseg.engines.crossval import FoldPaths, plan_folds, write_fold_datalists
 from lesionseg.engines.training_log import read_epoch_log
 from lesionseg.metrics import read_per_image_csv
-from lesionseg.workflows.crossval import parse_overrides
+from lesionseg.workflows.crossval import CrossValidation, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DCNET = ROOT / "bundles" / "dcnet_bundle"
@@ -238,9 +238,43 @@ def test_crossval_writes_tables_and_figures_and_resumes_only_missing_folds(tmp_p
     assert "fold 2/2 (fold_1): training on" in capsys.readouterr().out
     assert [r["epoch"] for r in read_epoch_log(folds[1].epoch_log)] == [1] and folds[1].summary.is_file()
 
+    # a fold whose per-image table is missing is evaluated again, not skipped (the tables need it)
+    folds[0].per_image.unlink()
+    assert _crossval(DCNET, data, output) == 0
+    assert "fold 1/2 (fold_0): training finished earlier" in capsys.readouterr().out and folds[0].per_image.is_file()
+
     # other settings in the same output folder are refused before anything runs
     assert _crossval(DCNET, data, output, "learning_rate=0.1") == 1
     assert "crossval.json" in capsys.readouterr().err
+
+
+def test_an_edited_recipe_a_foreign_folder_or_a_damaged_record_is_refused(tmp_path):
+    """What a resumed cross-validation cannot compare would mix recipes across folds, or write over results."""
+    data = write_phantom_dataset(tmp_path / "data", num_images=12, seed=3, size=(40, 52), progress=False)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DCNET, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    output = tmp_path / "cv"
+    CrossValidation(bundle, data, 2, output)
+    config = bundle / "configs" / "train.yaml"
+    config.write_text(config.read_text().replace("aug_prob: 0.0", "aug_prob: 0.5"))
+    with pytest.raises(ValueError, match="bundle_configs_sha256: was"):
+        CrossValidation(bundle, data, 2, output)
+    settings = json.loads((output / "crossval.json").read_text())
+    del settings["bundle_configs_sha256"]  # a run of an earlier version: resumed, compared from now on
+    (output / "crossval.json").write_text(json.dumps(settings))
+    CrossValidation(bundle, data, 2, output)
+    assert "bundle_configs_sha256" in json.loads((output / "crossval.json").read_text())
+
+    (output / "crossval.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"cv/crossval.json: not readable JSON"):
+        CrossValidation(bundle, data, 2, output)
+
+    results = tmp_path / "busi_paper"
+    results.mkdir()
+    (results / "results.md").write_text("a benchmark's results")
+    with pytest.raises(ValueError, match="holds files and no crossval.json"):
+        CrossValidation(bundle, data, 2, results)
+    assert [p.name for p in results.iterdir()] == ["results.md"]
 
 
 @pytest.mark.slow

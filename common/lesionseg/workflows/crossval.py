@@ -20,6 +20,7 @@ exists, and evaluates without retraining a fold whose training finished (``train
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import time
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: config ids the runner sets for each fold; --override may not set them
 FOLD_IDS = ("dataset_dir", "ckpt_dir", "output_dir", "prepare_dir", "eval_section", "bundle_root")
 SETTINGS_FILENAME = "crossval.json"
+#: settings that earlier versions did not write into crossval.json: a run of theirs resumes without comparing them
+UNRECORDED_BEFORE = ("bundle_configs_sha256",)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -59,9 +62,21 @@ def check_fold_overrides(overrides: dict[str, Any]) -> None:
 
 
 def _check_settings(path: Path, settings: dict[str, Any]) -> None:
-    """Record the run's settings; a rerun must use the same ones, or its folds would not be comparable."""
+    """Record the run's settings; a rerun must use the same ones, or its folds would not be comparable. A
+    folder holding other files and no ``crossval.json`` is not a cross-validation's: refused, as the run would
+    write its ``results.md`` and the like over that folder's."""
     if path.is_file():
-        previous = json.loads(path.read_text())
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError as error:
+            raise ValueError(f"{path}: not readable JSON ({error}); use a new --output") from None
+        if not isinstance(previous, dict):
+            raise ValueError(f"{path}: not a cross-validation's settings; use a new --output")
+        unrecorded = [key for key in UNRECORDED_BEFORE if key in settings and key not in previous]
+        if unrecorded:  # written by an earlier version: compared from now on
+            logger.warning("%s: written without %s; not compared this time", path, ", ".join(unrecorded))
+            previous.update({key: settings[key] for key in unrecorded})
+            write_text_atomically(path, json.dumps(previous, indent=2) + "\n")
         changed = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
         if changed:
             details = "; ".join(f"{key}: was {previous.get(key)!r}, now {settings.get(key)!r}" for key in changed)
@@ -70,8 +85,22 @@ def _check_settings(path: Path, settings: dict[str, Any]) -> None:
                 "Use a new --output, or rerun with the same arguments to resume."
             )
     else:
+        if path.parent.is_dir() and any(path.parent.iterdir()):
+            raise ValueError(
+                f"{path.parent}: holds files and no {path.name}, so it is not a cross-validation's output folder "
+                "(its results.md and the like would be written over); use a new or empty --output"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomically(path, json.dumps(settings, indent=2) + "\n")
+
+
+def _configs_digest(bundle: Path) -> str:
+    """SHA-256 of the bundle's ``configs/*.yaml`` (names and contents): a rerun after the recipe was edited (or
+    updated by a pull) would train the remaining folds with another one."""
+    digest = hashlib.sha256()
+    for config in sorted((bundle / "configs").glob("*.yaml")):
+        digest.update(config.name.encode() + b"\0" + config.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _bundle_ids(bundle: Path) -> set[str]:
@@ -137,6 +166,7 @@ class CrossValidation:
             "seed": seed,
             "groups": str(groups),
             "overrides": overrides,
+            "bundle_configs_sha256": _configs_digest(bundle),
         }
         self.plan = plan_folds(dataset, folds, val_fraction, seed, groups)
         _check_settings(output / SETTINGS_FILENAME, settings)
@@ -162,7 +192,7 @@ class CrossValidation:
         for index, (sections, datalist) in enumerate(zip(plan, self.datalists)):
             fold = FoldPaths(output, index)
             label = f"fold {index + 1}/{self.folds} (fold_{index})"
-            if fold.summary.is_file():
+            if fold.summary.is_file() and fold.per_image.is_file():
                 logger.info(
                     "%s: skipped, already evaluated (%s exists; delete it to redo the fold)", label, fold.summary
                 )
