@@ -238,6 +238,31 @@ def test_export_zip_never_replaces_an_existing_archive(tmp_path):
 
 
 @needs_formatters
+def test_a_failed_archive_leaves_no_export_and_a_rerun_succeeds(tmp_path, monkeypatch):
+    """The archive is written before the export is put in place: a full disk while zipping leaves nothing that
+    would block the rerun (an export folder, its unit test, part of an archive)."""
+    import lesionseg.deploy.zoo as zoo
+
+    source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=None)
+    written = zoo._zip
+
+    def full_disk(folder, archive, root):  # replacing() removes its temporary file: no part of an archive stays
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zoo, "_zip", full_disk)
+    with pytest.raises(OSError, match="breast_us_dcnet.zip"):
+        export_bundle(source, tmp_path / "zoo", name="breast_us_dcnet", make_zip=True, no_weights=True)
+    left = sorted(p.relative_to(tmp_path / "zoo").as_posix() for p in (tmp_path / "zoo").rglob("*") if p.is_file())
+    assert left == [], left
+    monkeypatch.setattr(zoo, "_zip", written)
+    archive = export_bundle(source, tmp_path / "zoo", name="breast_us_dcnet", make_zip=True, no_weights=True)
+    with zipfile.ZipFile(archive) as stream:
+        names = stream.namelist()
+    assert "breast_us_dcnet/configs/metadata.json" in names and all(n.startswith("breast_us_dcnet/") for n in names)
+    assert (tmp_path / "zoo" / "models" / "breast_us_dcnet" / "configs" / "metadata.json").is_file()
+
+
+@needs_formatters
 def test_export_names_a_broken_metadata_file(tmp_path, capsys):
     source = _bundle_copy(BUNDLES["dcnet"], tmp_path / "source", weights_bytes=None)
     (source / "configs" / "metadata.json").write_text('{"version": "0.1",')

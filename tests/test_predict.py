@@ -472,6 +472,44 @@ def test_torchscript_export_gives_the_bundle_masks(tiny_bundle, tmp_path):
             assert np.abs(_png(tmp_path / other / mask.name).astype(int) - reference).max() <= 2, (other, mask.name)
 
 
+def test_weights_trained_at_another_size_or_with_other_options_are_refused(tmp_path, capsys):
+    """The run's training state beside the weights says how they were trained: a network loads at any size and
+    under any option without parameters, and would segment worse with no error."""
+    from monai.bundle import ConfigWorkflow
+
+    bundle = _make_tiny_bundle("dcnet_bundle", tmp_path)
+    _write_pictures(tmp_path / "in")
+    state = {"format": 1, "settings": {"image_size": [64, 64], "network_def#pooling": "dcp", "learning_rate": 1.0}}
+    torch.save(state, bundle / "models" / "training_state.pt")
+    capsys.readouterr()
+    assert _predict(bundle, tmp_path / "in", tmp_path / "out") != 0
+    error = capsys.readouterr().err
+    assert "image_size: trained with [64, 64], evaluated with [32, 32]" in error and "learning_rate" not in error
+    assert "--override 'image_size=[H, W]'" in error and not (tmp_path / "out").exists()
+    as_trained = [TINY_ARGS[0], "--override=image_size=[64,64]"]
+    assert _predict(bundle, tmp_path / "in", tmp_path / "as_trained", overrides=as_trained) == 0
+    state["settings"]["network_def#pooling"] = "max"  # the config leaves pooling out: its default, dcp, is compared
+    torch.save(state, bundle / "models" / "training_state.pt")
+    assert _predict(bundle, tmp_path / "in", tmp_path / "out", overrides=as_trained) != 0
+    assert "network_def#pooling: trained with 'max', evaluated with 'dcp'" in capsys.readouterr().err
+    # the bundle's own inference workflow checks the size too
+    workflow = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "inference.yaml"),
+        workflow_type="inference",
+        bundle_root=str(bundle),
+        dataset_dir=str(tmp_path / "in"),
+        output_dir=str(tmp_path / "bundle_out"),
+        **TINY,
+    )
+    workflow.initialize()
+    with pytest.raises(RuntimeError) as raised:
+        workflow.run()
+    cause = raised.value
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    assert "image_size: trained with [64, 64], evaluated with [32, 32]" in str(cause)
+
+
 def test_busi_folder_with_its_own_masks_as_ground_truth(dcnet_tiny, tiny_busi, tmp_path):
     """Images beside their BUSI masks: the masks are not predicted on but matched (1-bit, RGBA, two-file)."""
     # a threshold no probability reaches: only the ground truth is outlined

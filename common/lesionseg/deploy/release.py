@@ -24,11 +24,9 @@ other weights.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import math
-import pydoc
 import re
 import shutil
 from pathlib import Path
@@ -317,6 +315,8 @@ def _check_network_options(bundle: Path, record: dict[str, Any], record_path: Pa
     under any value, and the bundle would run the weights as another network than the one scored."""
     from monai.bundle import ConfigParser
 
+    from lesionseg.engines.checkpoint import network_options
+
     options = {k: v for k, v in (record.get("overrides") or {}).items() if k.startswith("network_def#")}
     if not options:
         return
@@ -324,11 +324,10 @@ def _check_network_options(bundle: Path, record: dict[str, Any], record_path: Pa
     parser = ConfigParser()
     parser.read_config(str(config))
     # an option the config does not write out takes the network class's default
-    target = pydoc.locate(str(parser.get("network_def#_target_")))
-    defaults = inspect.signature(target).parameters if callable(target) else {}
+    used_options = network_options(parser.get("network_def"))
     for key, value in options.items():
         option = key.partition("#")[2]
-        used = parser.get(key, defaults[option].default if option in defaults else None)
+        used = used_options.get(option)
         if used != value:
             raise RecordedWeightsError(
                 f"{config}: {key} is {used!r}, but the run was trained with {value!r} ({record_path}'s overrides); "

@@ -461,13 +461,14 @@ def _write_large_files(bundle: Path, output: Path, weights_url: str | None) -> l
     return [entry["path"]]
 
 
-def _zip(folder: Path, archive: Path) -> Path:
-    """``archive`` holding ``<folder name>/...``, the layout of the model zoo's bundle archives."""
-    with replacing(archive) as temporary:
+def _zip(folder: Path, archive: Path, root: str) -> Path:
+    """``archive`` (new: never replaced) holding ``<root>/...`` with the files of ``folder``, the layout of the
+    model zoo's bundle archives."""
+    with replacing(archive, exclusive=True) as temporary:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as stream:
             for path in sorted(folder.rglob("*")):
                 if path.is_file():
-                    stream.write(path, Path(folder.name) / path.relative_to(folder))
+                    stream.write(path, Path(root) / path.relative_to(folder))
     return archive
 
 
@@ -568,7 +569,7 @@ def export_bundle(
         raise FileExistsError(f"{archive} exists; choose a new output name or move the old archive away")
     _formatters()  # before any work: the code cannot be exported without them
     staging = None
-    test_written = False
+    test_written = zip_written = False
     failing = destination  # the path an OSError is reported with
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -579,16 +580,17 @@ def export_bundle(
         test_text = format_for_zoo(test_text, unit_test, package)
         failing = unit_test
         _write_new(unit_test, test_text)
-        test_written, failing = True, destination
+        test_written, failing = True, archive if make_zip else destination
+        if make_zip:  # from the staging folder, before the export is in place: a failed archive leaves nothing
+            _zip(staging, archive, destination.name)
+            zip_written, failing = True, destination
         os.replace(staging, destination)  # atomic; an empty destination folder is replaced as well
         staging = None
     except OSError as error:
-        if test_written:
-            unit_test.unlink(missing_ok=True)
+        _remove_partial_export(unit_test if test_written else None, archive if zip_written else None)
         reraise_naming(error, failing)
     except BaseException:
-        if test_written:
-            unit_test.unlink(missing_ok=True)
+        _remove_partial_export(unit_test if test_written else None, archive if zip_written else None)
         raise
     finally:
         if staging is not None:
@@ -603,10 +605,16 @@ def export_bundle(
         large or "none",
     )
     if make_zip:
-        _zip(destination, archive)
         logger.info("wrote %s", archive)
         return archive
     return destination
+
+
+def _remove_partial_export(unit_test: Path | None, archive: Path | None) -> None:
+    """Remove what a failed export wrote besides its staging folder."""
+    for path in (unit_test, archive):
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 def _write_new(path: Path, text: str) -> None:

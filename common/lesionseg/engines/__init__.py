@@ -6,6 +6,7 @@ from lesionseg.engines.checkpoint import (
     TrainingCheckpoint,
     check_evaluation_settings,
     load_checkpoint,
+    network_options,
     save_atomically,
 )
 from lesionseg.engines.compiled import CompilerMissingError, compile_for_inference
@@ -46,6 +47,7 @@ __all__ = [
     "TrainingCheckpoint",
     "check_evaluation_settings",
     "load_checkpoint",
+    "network_options",
     "save_atomically",
     "EasyHardPreparation",
     "EasyToHardHandler",

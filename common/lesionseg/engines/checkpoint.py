@@ -30,9 +30,11 @@ the number of epochs, the batch size...) is applied and logged.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import math
 import os
+import pydoc
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ __all__ = [
     "CheckpointError",
     "check_evaluation_settings",
     "load_checkpoint",
+    "network_options",
     "save_atomically",
 ]
 
@@ -120,6 +123,10 @@ _EVALUATION_KEYS = ("image_size",) + tuple(
     if key.startswith("network_def#") and rule == "refuse" and key != "network_def#head_init_std"
 )
 _SPLIT_KEYS = ("val_fraction", "split_seed")
+_EVALUATION_FIX = (
+    "Evaluate with the values the model was trained with (e.g. --image_size as trained), or pass "
+    "--check_training_settings False to evaluate under other settings on purpose"
+)
 
 # item keys whose paths identify a training or validation image in the dataset fingerprint
 _DATA_KEYS = ("image", "label")
@@ -206,6 +213,7 @@ def check_evaluation_settings(
     eval_items: Sequence[Mapping] | None = None,
     eval_section: str = "validation",
     enabled: bool = True,
+    fix: str = _EVALUATION_FIX,
 ) -> None:
     """Refuse to evaluate ``ckpt_dir/model.pt`` under settings it was not trained with.
 
@@ -225,6 +233,7 @@ def check_evaluation_settings(
             ``eval_section`` is ``"validation"``.
         eval_section: the datalist section evaluated (``validation``, ``training``, ``test``, ``all``).
         enabled: ``False`` evaluates under other settings on purpose (e.g. another input size), without a check.
+        fix: the error's last sentence, what to do (the bundle's evaluation options by default).
 
     Raises:
         CheckpointError: a setting differs, naming each with the value trained and the value now; or the
@@ -264,11 +273,29 @@ def check_evaluation_settings(
     if changed:
         lines = "\n".join(f"  {line}" for line in changed)
         raise CheckpointError(
-            f"{Path(ckpt_dir) / 'model.pt'}: its run ({state_file.name}) was trained with other settings than this "
-            f"evaluation's, so it would score another model, or images the model trained on:\n{lines}\n"
-            "Evaluate with the values the model was trained with (e.g. --image_size as trained), or pass "
-            "--check_training_settings False to evaluate under other settings on purpose"
+            f"{Path(ckpt_dir) / 'model.pt'}: its run ({state_file.name}) was trained with other settings than "
+            "these, under which the weights compute another model (or, for the split, the validation images "
+            f"include training images):\n{lines}\n{fix}"
         )
+
+
+def network_options(network_def: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments a raw ``network_def`` config (``_target_`` and its arguments, unresolved) builds its network
+    with: those it writes, and the defaults of its class's other arguments (found by the ``_target_``'s dotted
+    path), so that an option a config leaves out is compared by the value it takes. Arguments of a ``_target_``
+    that is not a dotted path to a class are the written ones only."""
+    written = {str(k): v for k, v in network_def.items() if not str(k).startswith("_")}
+    target = pydoc.locate(str(network_def.get("_target_", "")))
+    try:
+        parameters = inspect.signature(target).parameters if callable(target) else {}
+    except (TypeError, ValueError):
+        parameters = {}
+    defaults = {
+        name: parameter.default
+        for name, parameter in parameters.items()
+        if parameter.default is not inspect.Parameter.empty and name != "self"
+    }
+    return {**defaults, **written}
 
 
 def _loader_items(engine: Any) -> Sequence[Mapping] | None:

@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImaged
 
 from lesionseg.data.transforms import LoadUltrasoundd, ultrasound_tensor
-from lesionseg.engines.checkpoint import CheckpointError, load_checkpoint
+from lesionseg.engines.checkpoint import CheckpointError, check_evaluation_settings, load_checkpoint, network_options
 from lesionseg.engines.compiled import CompilerMissingError, compile_for_inference
 from lesionseg.engines.finite import NonFiniteError, check_finite_output, check_finite_weights
 from lesionseg.engines.precision import Precision, resolve_precision
@@ -342,6 +342,20 @@ def _resolve_precision(
         raise ModelError(f"{where}: {error}") from None
 
 
+def _check_trained_settings(parser: ConfigParser, weights: Path, config_file: Path) -> None:
+    """Refuse weights whose run (``training_state.pt`` beside them) trained at another ``image_size`` or with
+    other network options than ``config_file`` runs them with: they would load and segment, worse, with no
+    error (:func:`lesionseg.engines.checkpoint.check_evaluation_settings`)."""
+    settings: dict[str, Any] = {"network_def": network_options(parser.get("network_def"))}
+    if "image_size" in parser:
+        settings["image_size"] = _parse(parser, "image_size", config_file)
+    fix = "Predict with the values it was trained with: --override 'image_size=[H, W]' (network_def#OPTION=VALUE)"
+    try:
+        check_evaluation_settings(weights.parent, settings, eval_section="all", fix=fix)
+    except CheckpointError as error:
+        raise ModelError(str(error)) from None
+
+
 def load_predictor(
     bundle: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
@@ -436,6 +450,7 @@ def load_predictor(
         raise ModelError(f"{config_file}: no 'network_def' to build the network from")
     network = _parse(parser, "network_def", config_file)
     _load_weights(network, weights, config_file)
+    _check_trained_settings(parser, weights, config_file)
     preprocessing, image_key = _preprocessing(parser, str(config_file))
     logger.info("%s with weights %s on %s", type(network).__name__, weights, torch_device)
     resolved = _resolve_precision(precision, parser, config_file, torch_device)
