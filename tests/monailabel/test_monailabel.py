@@ -127,10 +127,16 @@ def test_a_source_with_other_weights_or_another_size_is_refused(served_module, b
             served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
         assert (served / "configs" / "inference.yaml").read_text() == kept, "the copy was changed"
         path.write_text(original)
+    # new weights in the bundle: an untrained copy takes them, a copy MONAI Label trained is refused
     weights = source / "dcnet_bundle" / "models" / "model.pt"
-    weights.write_bytes(weights.read_bytes() + b"other weights")
-    with pytest.raises(ValueError, match="changed since .* was copied from it"):
+    weights.write_bytes(weights.read_bytes() + b"new weights")
+    served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
+    assert (served / "models" / "model.pt").read_bytes() == weights.read_bytes()
+    (served / "models" / "model.pt").write_bytes(b"fine-tuned by MONAI Label")
+    weights.write_bytes(weights.read_bytes() + b"newer weights")
+    with pytest.raises(ValueError, match="changed since .* was copied from it, and MONAI Label has trained"):
         served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
+    assert (served / "models" / "model.pt").read_bytes() == b"fine-tuned by MONAI Label"
     shutil.rmtree(served)  # as the error says: the copy is made again from the new weights
     served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
     assert (served / "models" / "model.pt").read_bytes() == weights.read_bytes()

@@ -25,6 +25,12 @@ images. On resume each changed setting follows :data:`RESUME_RULES`: one that wo
 one best metric (the image size, the split, the data, the loss, how the network computes) is refused with an
 error naming the key, its old and new values and the fix; one that can change between epochs (the learning rate,
 the number of epochs, the batch size...) is applied and logged.
+
+The same stored settings guard the weights' later use: :func:`check_evaluation_settings` (the bundles'
+evaluate and inference workflows, ``lesionseg predict``) refuses to run ``model.pt`` at another input size or
+with other network options than its run's, or to score it on another validation split, since the weights load
+under any of them; :func:`network_options` gives the options a ``network_def`` config builds with, defaults
+included.
 """
 
 from __future__ import annotations

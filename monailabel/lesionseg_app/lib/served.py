@@ -80,8 +80,8 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
         target = served / name
         marker = _read_marker(target)
         model = target / MODEL_FILE
-        if model.is_file():
-            _check_kept_weights(bundle, target, marker)
+        if model.is_file() and not _keeps_its_weights(bundle, target, marker):
+            model.unlink()  # an untrained copy of the bundle's earlier weights: the new ones are copied below
         target.mkdir(parents=True, exist_ok=True)
         for part in DEFINITION:
             _copy_changed(bundle / part, target / part)
@@ -95,8 +95,8 @@ def prepare_served_bundles(source: Path, served: Path, names: list[str]) -> dict
             partial.replace(model)
             marker = {"source": str(bundle.resolve()), "weights_md5": _md5(bundle / MODEL_FILE)}
             logger.info(f"{name}: weights copied from {bundle / MODEL_FILE}")
-        if marker is None:  # the app made this copy before it wrote markers: its source is the one given now
-            marker = {"source": str(bundle.resolve()), "weights_md5": None}
+        # a copy made before the app wrote markers keeps weights_md5 None (its source weights are not known)
+        marker = {"weights_md5": None, **(marker or {}), "source": str(bundle.resolve())}
         record = json.dumps(marker, indent=2) + "\n"
         if not (target / MARKER).is_file() or (target / MARKER).read_text() != record:
             (target / MARKER).write_text(record)
@@ -127,19 +127,20 @@ def _read_marker(target: Path) -> dict[str, Any] | None:
     return None
 
 
-def _check_kept_weights(bundle: Path, target: Path, marker: dict[str, Any] | None) -> None:
-    """Refuse to keep serving ``target``'s weights when the source bundle no longer describes them."""
+def _keeps_its_weights(bundle: Path, target: Path, marker: dict[str, Any] | None) -> bool:
+    """Whether ``target`` keeps its weights: ``False`` when they are an untrained copy of the bundle's weights of
+    before (the bundle's new ones replace them); an error when MONAI Label trained them and the bundle no longer
+    describes them (other weights, another ``image_size`` or ``network_def``)."""
     model = target / MODEL_FILE
     fix = f"delete {target} to serve {bundle / MODEL_FILE} (what MONAI Label trained in the copy is lost)"
-    if marker is not None and marker.get("source") not in (None, str(bundle.resolve())):
-        raise ValueError(
-            f"{target}: a served copy of {marker['source']}, not of {bundle}; give --conf model_dir another folder"
-        )
     recorded = (marker or {}).get("weights_md5")
     if recorded and (bundle / MODEL_FILE).is_file() and _md5(bundle / MODEL_FILE) != recorded:
+        if _md5(model) == recorded:
+            logger.info(f"{target.name}: the bundle's weights changed; {model} was not trained since: replaced")
+            return False
         raise ValueError(
-            f"{bundle / MODEL_FILE}: changed since {model} was copied from it (MONAI Label may have trained that "
-            f"copy since); {fix}, or restore the bundle's weights to keep the copy's"
+            f"{bundle / MODEL_FILE}: changed since {model} was copied from it, and MONAI Label has trained that "
+            f"copy since; {fix}, or restore the bundle's weights to keep the copy's"
         )
     for config in ("train.yaml", "inference.yaml"):
         now, served = bundle / "configs" / config, target / "configs" / config
@@ -156,6 +157,7 @@ def _check_kept_weights(bundle: Path, target: Path, marker: dict[str, Any] | Non
                 f"({lines}): served with the new configs they would compute another model; {fix}, or go back to "
                 "the old values"
             )
+    return True
 
 
 def _weight_defining(config: Path) -> dict[str, Any]:
