@@ -14,6 +14,6 @@ for arg in "$@"; do
 done
 # the image formats the bundles read, in either case (MONAI Label lists .png, .jpg and .tif, case-sensitively, and
 # would leave other images out of the datastore); a list set in the environment wins
-exts='"*.png","*.jpg","*.jpeg","*.bmp","*.tif","*.tiff"'
-export MONAI_LABEL_DATASTORE_FILE_EXT="${MONAI_LABEL_DATASTORE_FILE_EXT:-[$exts,${exts^^}]}"
+exts='"*.png","*.jpg","*.jpeg","*.bmp","*.tif","*.tiff","*.PNG","*.JPG","*.JPEG","*.BMP","*.TIF","*.TIFF"'
+export MONAI_LABEL_DATASTORE_FILE_EXT="${MONAI_LABEL_DATASTORE_FILE_EXT:-[$exts]}"
 exec "${MONAILABEL:-monailabel}" start_server --app "$app" "${host[@]}" "$@"

@@ -98,9 +98,9 @@ def test_evaluate_a_whole_folder_scores_every_image_against_its_mask_on_disk(tra
 @pytest.mark.parametrize(
     "change, refused",
     [
-        ({"image_size": [48, 48]}, "image_size: trained with [32, 32], evaluated with [48, 48]"),
-        ({"network_def#pooling": "max"}, "network_def#pooling: trained with 'dcp', evaluated with 'max'"),
-        ({"val_fraction": 0.4}, "val_fraction: trained with 0.2, evaluated with 0.4"),
+        ({"image_size": [48, 48]}, "image_size: trained with [32, 32], now [48, 48]"),
+        ({"network_def#pooling": "max"}, "network_def#pooling: trained with 'dcp', now 'max'"),
+        ({"val_fraction": 0.4}, "val_fraction: trained with 0.2, now 0.4"),
         ({"classes": ["benign"]}, "the validation images differ"),
     ],
 )

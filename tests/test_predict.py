@@ -370,7 +370,8 @@ def test_override_of_an_id_predict_does_not_read_is_refused(dcnet_tiny, tmp_path
     message = capsys.readouterr().err
     id = override.split("=")[0]
     assert f"inference.yaml: --override {id}: predict does not read '{id}'{why}" in message, message
-    read = [name for name in ("network_def", "ckpt_dir", "image_key", "preprocessing", "precision") if name != id]
+    read = ("network_def", "ckpt_dir", "image_key", "preprocessing", "precision", "check_training_settings")
+    read = [name for name in read if name != id]
     assert f"The ids --override can change here: {', '.join(read)} and the ids they refer to (" in message
     assert "image_size" in message.split("refer to")[1]
     assert not (tmp_path / "out").exists()
@@ -484,14 +485,16 @@ def test_weights_trained_at_another_size_or_with_other_options_are_refused(tmp_p
     capsys.readouterr()
     assert _predict(bundle, tmp_path / "in", tmp_path / "out") != 0
     error = capsys.readouterr().err
-    assert "image_size: trained with [64, 64], evaluated with [32, 32]" in error and "learning_rate" not in error
+    assert "image_size: trained with [64, 64], now [32, 32]" in error and "learning_rate" not in error
     assert "--override 'image_size=[H, W]'" in error and not (tmp_path / "out").exists()
     as_trained = [TINY_ARGS[0], "--override=image_size=[64,64]"]
     assert _predict(bundle, tmp_path / "in", tmp_path / "as_trained", overrides=as_trained) == 0
     state["settings"]["network_def#pooling"] = "max"  # the config leaves pooling out: its default, dcp, is compared
     torch.save(state, bundle / "models" / "training_state.pt")
     assert _predict(bundle, tmp_path / "in", tmp_path / "out", overrides=as_trained) != 0
-    assert "network_def#pooling: trained with 'max', evaluated with 'dcp'" in capsys.readouterr().err
+    assert "network_def#pooling: trained with 'max', now 'dcp'" in capsys.readouterr().err
+    on_purpose = [*as_trained, "--override=check_training_settings=false"]
+    assert _predict(bundle, tmp_path / "in", tmp_path / "on_purpose", overrides=on_purpose) == 0
     # the bundle's own inference workflow checks the size too
     workflow = ConfigWorkflow(
         config_file=str(bundle / "configs" / "inference.yaml"),
@@ -507,7 +510,7 @@ def test_weights_trained_at_another_size_or_with_other_options_are_refused(tmp_p
     cause = raised.value
     while cause.__cause__ is not None:
         cause = cause.__cause__
-    assert "image_size: trained with [64, 64], evaluated with [32, 32]" in str(cause)
+    assert "image_size: trained with [64, 64], now [32, 32]" in str(cause)
 
 
 def test_busi_folder_with_its_own_masks_as_ground_truth(dcnet_tiny, tiny_busi, tmp_path):

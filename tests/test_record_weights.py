@@ -225,19 +225,41 @@ def test_a_run_with_other_network_options_or_a_checkpoint_trained_since_is_refus
     run = _run(tmp_path / "run" / "dcnet")
     record = json.loads((run / "record.json").read_text())
     before = _state(bundle)
+    state_path = run / "models" / "training_state.pt"
+    state = torch.load(state_path, weights_only=True)
+    state["settings"]["network_def#attention_scale"] = 1.0  # the run's own record of how it trained
+    torch.save(state, state_path)
+    with pytest.raises(RecordedWeightsError, match=r"network_def#attention_scale: trained with 1.0, now 0.2"):
+        record_weights(bundle, run)
+    state_path.unlink()  # deleted once the run was final: its record says the size, its overrides the option
+    record["image_size"] = BUNDLE_IMAGE_SIZE
     (run / "record.json").write_text(json.dumps(dict(record, overrides={"network_def#attention_scale": 1.0})))
     with pytest.raises(RecordedWeightsError, match=r"inference.yaml: network_def#attention_scale is 0.2, but the run"):
         record_weights(bundle, run)
     assert _state(bundle) == before
     md5 = _md5(run / "models" / "model.pt")
-    (run / "record.json").write_text(json.dumps(dict(record, overrides={"aug_prob": 0.5}, checkpoint_md5="0" * 32)))
+    # dropout changes training only, and pooling given as its default changes nothing
+    same = {"network_def#dropout": 0.1, "network_def#pooling": "dcp", "aug_prob": 0.5}
+    (run / "record.json").write_text(json.dumps(dict(record, overrides=same, checkpoint_md5="0" * 32)))
     with pytest.raises(
         RecordedWeightsError, match=rf"not the checkpoint .*record.json scored \(MD5 0{{32}} then, {md5}"
     ):
         record_weights(bundle, run)
     assert _state(bundle) == before
-    (run / "record.json").write_text(json.dumps(dict(record, overrides={"aug_prob": 0.5}, checkpoint_md5=md5)))
+    (run / "record.json").write_text(json.dumps(dict(record, overrides=same, checkpoint_md5=md5)))
     assert record_weights(bundle, run)["model_md5"] == md5
+
+
+def test_another_runs_training_state_in_the_bundle_is_refused(bundle, tmp_path):
+    """Beside recorded weights, a stale training state would make evaluation and inference check them against
+    another run, and training resume from it."""
+    run = _run(tmp_path / "run" / "dcnet")
+    (bundle / "models").mkdir()
+    (bundle / "models" / "training_state.pt").write_bytes(b"an earlier run's state")
+    before = _state(bundle)
+    with pytest.raises(RecordedWeightsError, match=r"models/training_state.pt: the training state of another run"):
+        record_weights(bundle, run)
+    assert _state(bundle) == before
 
 
 def test_each_bundle_runs_its_network_at_one_size_in_training_and_inference():

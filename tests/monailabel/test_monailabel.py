@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from monailabel_testing import BUNDLES, LABELLED, RUN_OUTPUTS, SOURCE_SHAPE, server_env, tiny_config
 from PIL import Image
 
@@ -114,25 +115,40 @@ def test_a_restart_updates_the_configs_and_keeps_the_trained_weights(served_modu
 
 
 def test_a_source_with_other_weights_or_another_size_is_refused(served_module, bundle_source, tmp_path):
-    """Weights MONAI Label trained in a served copy belong to the source's weights, size and network of then."""
+    """Weights MONAI Label trained in a served copy belong to the bundle's weights, size and network of then; an
+    untrained copy follows the bundle."""
     source = tmp_path / "source"
     shutil.copytree(bundle_source / "dcnet_bundle", source / "dcnet_bundle")
     served = Path(served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])["dcnet_bundle"])
+    weights = source / "dcnet_bundle" / "models" / "model.pt"
+    # new weights and a new size in the bundle: an untrained copy takes both
+    weights.write_bytes(weights.read_bytes() + b"new weights")
+    for config in ("train.yaml", "inference.yaml"):
+        tiny_config(source / "dcnet_bundle" / "configs" / config, {"image_size": [64, 64]})
+    served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
+    assert (served / "models" / "model.pt").read_bytes() == weights.read_bytes()
+    assert (served / "configs" / "train.yaml").read_text() == (
+        source / "dcnet_bundle" / "configs" / "train.yaml"
+    ).read_text()
+    # a copy MONAI Label trained: another size in either config is refused, the copy left as it was
+    (served / "models" / "model.pt").write_bytes(b"fine-tuned by MONAI Label")
     kept = (served / "configs" / "inference.yaml").read_text()
     for config in ("train.yaml", "inference.yaml"):
         path = source / "dcnet_bundle" / "configs" / config
         original = path.read_text()
-        tiny_config(path, {"image_size": [64, 64]})
-        with pytest.raises(ValueError, match=rf"image_size: \[32, 32\] in the copy, \[64, 64\] in .*{config}"):
+        tiny_config(path, {"image_size": [96, 96]})
+        with pytest.raises(ValueError, match=rf"image_size: \[64, 64\] in the copy, \[96, 96\] in .*{config}"):
             served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
         assert (served / "configs" / "inference.yaml").read_text() == kept, "the copy was changed"
         path.write_text(original)
-    # new weights in the bundle: an untrained copy takes them, a copy MONAI Label trained is refused
-    weights = source / "dcnet_bundle" / "models" / "model.pt"
-    weights.write_bytes(weights.read_bytes() + b"new weights")
+    # a network option written out at its default is the same network
+    inference = source / "dcnet_bundle" / "configs" / "inference.yaml"
+    original = inference.read_text()
+    written_out = {**yaml.safe_load(original)["network_def"], "pooling": "dcp"}
+    tiny_config(inference, {"image_size": [64, 64], "network_def": written_out})
     served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
-    assert (served / "models" / "model.pt").read_bytes() == weights.read_bytes()
-    (served / "models" / "model.pt").write_bytes(b"fine-tuned by MONAI Label")
+    inference.write_text(original)
+    # and new bundle weights are refused
     weights.write_bytes(weights.read_bytes() + b"newer weights")
     with pytest.raises(ValueError, match="changed since .* was copied from it, and MONAI Label has trained"):
         served_module.prepare_served_bundles(source, tmp_path / "served", ["dcnet_bundle"])
@@ -273,11 +289,11 @@ def test_epistemic_scoring_uses_dropout_and_scores_the_unlabelled_images(client,
     # dropout alone samples: BatchNorm keeps its running statistics, as in the served model
     network = method.infer_task._get_network("cpu", {})
     modes = {
-        type(m).__name__: m.training
+        (type(m).__name__, m.training)
         for m in network.modules()
         if isinstance(m, (torch.nn.Dropout, torch.nn.BatchNorm2d))
     }
-    assert modes == {"Dropout": True, "BatchNorm2d": False}, modes
+    assert modes == {("Dropout", True), ("BatchNorm2d", False)}, modes
     response = client.post(f"/scoring/{name}?run_sync=true", json={"device": "cpu", "max_workers": 1})
     assert response.status_code == 200, response.text
     assert response.json()["executed"] == len(UNLABELLED), response.text

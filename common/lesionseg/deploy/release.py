@@ -139,8 +139,9 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         RecordedWeightsError: naming the file, when the record lacks the lesion metrics or the command, the
             checkpoint does not load into the bundle's network, the run was trained at another ``image_size``
             than the bundle's configs use or with other network options (its overrides), the checkpoint is not
-            the one the record scored (``checkpoint_md5``), the card has no recorded-weights block, or the bundle
-            has other weights and ``replace`` is False. Nothing is written then.
+            the one the record scored (``checkpoint_md5``), the card has no recorded-weights block, the bundle
+            has other weights and ``replace`` is False, or another run's ``training_state.pt`` lies in the
+            bundle's ``models/``. Nothing is written then.
     """
     bundle, run = Path(bundle), Path(run)
     checkpoint, record_path = run / MODEL_FILE, run / "record.json"
@@ -164,9 +165,15 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         command = relative_to_checkout(command, bundle.resolve().parent.parent)
     _check_loads(bundle, checkpoint)
     image_size = _check_image_size(bundle, run, record)
-    _check_network_options(bundle, record, record_path)
+    _check_network_options(bundle, run, record, record_path)
     md5 = file_md5(checkpoint)
-    if record.get("checkpoint_md5") not in (None, md5):
+    if "checkpoint_md5" not in record:
+        logger.warning(
+            "%s: written before records stored their checkpoint's MD5; not checked that %s is the checkpoint it scored",
+            record_path,
+            checkpoint,
+        )
+    elif record["checkpoint_md5"] != md5:
         raise RecordedWeightsError(
             f"{checkpoint}: not the checkpoint {record_path} scored (MD5 {record['checkpoint_md5']} then, {md5} "
             "now: was the run trained on after its evaluation?); evaluate the run again, or record the run's own "
@@ -176,6 +183,13 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
     in_place = target.is_file() and file_md5(target) == md5
     if target.is_file() and not in_place and not replace:
         raise RecordedWeightsError(f"{target}: holds other weights; --replace (replace=True) writes over them")
+    stale_state = target.parent / "training_state.pt"
+    if not in_place and stale_state.is_file():
+        raise RecordedWeightsError(
+            f"{stale_state}: the training state of another run lies in the bundle's models/; beside the recorded "
+            "weights, evaluation and inference would check them against that run's settings and training would "
+            "resume from it. Move it away (or delete it) first"
+        )
     card = bundle / "docs" / "README.md"
     card_text = card.read_text(encoding="utf-8")
     if card_text.count(CARD_BEGIN) != 1 or card_text.count(CARD_END) != 1:
@@ -309,31 +323,43 @@ def _check_image_size(bundle: Path, run: Path, record: dict[str, Any]) -> list[i
     return list(trained)
 
 
-def _check_network_options(bundle: Path, record: dict[str, Any], record_path: Path) -> None:
-    """Refuse a run whose overrides set a network option (``network_def#<option>``) to another value than the
-    bundle's ``inference.yaml``: options without parameters (DC-Net's ``pooling``, ``attention_scale``...) load
-    under any value, and the bundle would run the weights as another network than the one scored."""
+def _check_network_options(bundle: Path, run: Path, record: dict[str, Any], record_path: Path) -> None:
+    """Refuse a run trained with other network options than the bundle's ``inference.yaml`` builds its network
+    with (options without parameters, like DC-Net's ``pooling``, load under any value, and the bundle would run
+    the weights as another network): from the run's ``training_state.pt`` where it is kept, else from the
+    ``network_def#`` entries of its record's overrides."""
     from monai.bundle import ConfigParser
 
-    from lesionseg.engines.checkpoint import network_options
+    from lesionseg.engines.checkpoint import (
+        EVALUATION_KEYS,
+        CheckpointError,
+        check_evaluation_settings,
+        network_options,
+    )
 
-    options = {k: v for k, v in (record.get("overrides") or {}).items() if k.startswith("network_def#")}
-    if not options:
-        return
     config = bundle / "configs" / "inference.yaml"
     parser = ConfigParser()
     parser.read_config(str(config))
-    # an option the config does not write out takes the network class's default
-    used_options = network_options(parser.get("network_def"))
-    for key, value in options.items():
+    used = network_options(parser.get("network_def"))
+    fix = f"Set the options in {config}'s network_def as the run trained with, or record a run of the bundle's network"
+    if (run / "models" / "training_state.pt").is_file():
+        try:
+            check_evaluation_settings(run / "models", {"network_def": used}, eval_section="all", fix=fix)
+        except CheckpointError as error:
+            raise RecordedWeightsError(str(error)) from None
+        return
+    for key, value in (record.get("overrides") or {}).items():
         option = key.partition("#")[2]
-        used = used_options.get(option)
-        if used != value:
+        if key in EVALUATION_KEYS and _as_json(used.get(option)) != _as_json(value):
             raise RecordedWeightsError(
-                f"{config}: {key} is {used!r}, but the run was trained with {value!r} ({record_path}'s overrides); "
-                f"the bundle would run these weights as another network. Set {option}: {value!r} "
-                "in the bundle's network_def, or record a run of the bundle's network"
+                f"{config}: {key} is {used.get(option)!r}, but the run was trained with {value!r} ({record_path}'s "
+                f"overrides): the bundle would run these weights as another network. {fix}"
             )
+
+
+def _as_json(value: Any) -> Any:
+    # a value as JSON and YAML read it back: tuples as lists
+    return json.loads(json.dumps(value, default=str))
 
 
 def _check_loads(bundle: Path, checkpoint: Path) -> None:

@@ -27,10 +27,10 @@ error naming the key, its old and new values and the fix; one that can change be
 the number of epochs, the batch size...) is applied and logged.
 
 The same stored settings guard the weights' later use: :func:`check_evaluation_settings` (the bundles'
-evaluate and inference workflows, ``lesionseg predict``) refuses to run ``model.pt`` at another input size or
-with other network options than its run's, or to score it on another validation split, since the weights load
-under any of them; :func:`network_options` gives the options a ``network_def`` config builds with, defaults
-included.
+evaluate workflow, ``lesionseg predict``, ``lesionseg record-weights``; the inference workflow for the input
+size alone) refuses to run ``model.pt`` at another input size or with other network options than its run's, or
+to score it on another validation split, since the weights load under any of them; :func:`network_options`
+gives the options a ``network_def`` config builds with, defaults included.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ __all__ = [
     "RESUME_RULES",
     "TrainingCheckpoint",
     "CheckpointError",
+    "EVALUATION_KEYS",
     "check_evaluation_settings",
     "load_checkpoint",
     "network_options",
@@ -123,7 +124,7 @@ RESUME_RULES: dict[str, str] = {
 #: input size, the network's options without parameters (the weights load under any of them; not head_init_std,
 #: which only starts a run) and, for the validation section, the split that chose the checkpoint; the loss and the
 #: optimisation settings do not
-_EVALUATION_KEYS = ("image_size",) + tuple(
+EVALUATION_KEYS = ("image_size",) + tuple(
     key
     for key, rule in RESUME_RULES.items()
     if key.startswith("network_def#") and rule == "refuse" and key != "network_def#head_init_std"
@@ -265,23 +266,30 @@ def check_evaluation_settings(
     if not isinstance(trained, Mapping):
         return
     now = _by_config_id(_plain(dict(settings)))
-    keys = _EVALUATION_KEYS + (_SPLIT_KEYS if eval_section == "validation" else ())
+    keys = EVALUATION_KEYS + (_SPLIT_KEYS if eval_section == "validation" else ())
     changed = [
-        f"{key}: trained with {trained[key]!r}, evaluated with {now[key]!r}"
+        f"{key}: trained with {trained[key]!r}, now {now[key]!r}"
         for key in keys
         if key in trained and key in now and trained[key] != now[key]
     ]
+    network = any(not line.startswith(_SPLIT_KEYS) for line in changed)  # the size or a network option
+    split = any(line.startswith(_SPLIT_KEYS) for line in changed)
     if eval_section == "validation" and eval_items is not None:
         before = (trained.get("dataset") or {}).get("validation")
         after = data_fingerprint(eval_items)
         if before and after and before != after:
             changed.append(TrainingCheckpoint._describe_data_change("validation", before, after))
+            split = True
     if changed:
+        reasons = []
+        if network:
+            reasons.append("the weights load under them and compute another model")
+        if split:
+            reasons.append("another split's validation images include images the model trained on")
         lines = "\n".join(f"  {line}" for line in changed)
         raise CheckpointError(
             f"{Path(ckpt_dir) / 'model.pt'}: its run ({state_file.name}) was trained with other settings than "
-            "these, under which the weights compute another model (or, for the split, the validation images "
-            f"include training images):\n{lines}\n{fix}"
+            f"these ({'; '.join(reasons)}):\n{lines}\n{fix}"
         )
 
 

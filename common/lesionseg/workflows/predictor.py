@@ -41,7 +41,15 @@ EMBEDDED_CONFIG = "inference.json"
 #: the config ids :func:`load_predictor` reads (:func:`_ids_read` says which for a given model): ``--override``
 #: can change these and the ids they refer to (``@image_size`` in ``preprocessing``), and is refused for any
 #: other id, whose new value nothing would read
-READ_IDS = ("network_def", "ckpt_dir", "image_key", "preprocessing", "image_size", "precision")
+READ_IDS = (
+    "network_def",
+    "ckpt_dir",
+    "image_key",
+    "preprocessing",
+    "image_size",
+    "precision",
+    "check_training_settings",
+)
 
 # config ids whose setting predict takes from its own option instead
 _OPTION_FOR = {"threshold": "--threshold", "precision": "--precision", "device": "--device", "compile": "--compile"}
@@ -202,13 +210,14 @@ def _ids_read(parser: ConfigParser, torchscript: bool, checkpoint: bool, precisi
     """The ids of :data:`READ_IDS` that :func:`load_predictor` reads from ``parser``.
 
     Args:
-        torchscript: the network is a TorchScript model: ``network_def`` and ``ckpt_dir`` are not read.
+        torchscript: the network is a TorchScript model: ``network_def``, ``ckpt_dir`` and
+            ``check_training_settings`` (there is no training state to check against) are not read.
         checkpoint: the weights are given: ``ckpt_dir`` is not read.
         precision: the precision is given: the config's ``precision`` is not read.
     """
     # _preprocessing reads image_size only for a config without preprocessing
     skipped = {"image_size" if "preprocessing" in parser else "preprocessing"}
-    skipped |= {"network_def", "ckpt_dir"} if torchscript else set()
+    skipped |= {"network_def", "ckpt_dir", "check_training_settings"} if torchscript else set()
     skipped |= {"ckpt_dir"} if checkpoint else set()
     skipped |= {"precision"} if precision else set()
     return [config_id for config_id in READ_IDS if config_id not in skipped and config_id in parser]
@@ -349,9 +358,13 @@ def _check_trained_settings(parser: ConfigParser, weights: Path, config_file: Pa
     settings: dict[str, Any] = {"network_def": network_options(parser.get("network_def"))}
     if "image_size" in parser:
         settings["image_size"] = _parse(parser, "image_size", config_file)
-    fix = "Predict with the values it was trained with: --override 'image_size=[H, W]' (network_def#OPTION=VALUE)"
+    fix = (
+        "Predict with the values it was trained with: --override 'image_size=[H, W]' (network_def#OPTION=VALUE), "
+        "or on purpose under these with --override check_training_settings=false"
+    )
+    enabled = _parse(parser, "check_training_settings", config_file) if "check_training_settings" in parser else True
     try:
-        check_evaluation_settings(weights.parent, settings, eval_section="all", fix=fix)
+        check_evaluation_settings(weights.parent, settings, eval_section="all", enabled=enabled, fix=fix)
     except CheckpointError as error:
         raise ModelError(str(error)) from None
 

@@ -118,7 +118,8 @@ def _read_marker(target: Path) -> dict[str, Any] | None:
             raise ValueError(f"{path}: not a served copy's record; delete {target} to make the copy again")
         return marker
     if target.exists():
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in {*DEFINITION, "models"})
+        # what the app copies, and what MONAI Label's training writes into a copy (eval/: logs; easy_hard/)
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in {*DEFINITION, "models", "eval", "easy_hard"})
         if foreign or not target.is_dir():
             raise ValueError(
                 f"{target}: exists and is not a served copy made by this app (no {MARKER}; holds "
@@ -134,10 +135,14 @@ def _keeps_its_weights(bundle: Path, target: Path, marker: dict[str, Any] | None
     model = target / MODEL_FILE
     fix = f"delete {target} to serve {bundle / MODEL_FILE} (what MONAI Label trained in the copy is lost)"
     recorded = (marker or {}).get("weights_md5")
-    if recorded and (bundle / MODEL_FILE).is_file() and _md5(bundle / MODEL_FILE) != recorded:
-        if _md5(model) == recorded:
+    source_md5 = _md5(bundle / MODEL_FILE) if (bundle / MODEL_FILE).is_file() else None
+    served_md5 = _md5(model)
+    if served_md5 in (recorded, source_md5):  # not trained by MONAI Label: the bundle's weights, then or now
+        if source_md5 not in (None, served_md5):
             logger.info(f"{target.name}: the bundle's weights changed; {model} was not trained since: replaced")
             return False
+        return True
+    if recorded and source_md5 not in (None, recorded):
         raise ValueError(
             f"{bundle / MODEL_FILE}: changed since {model} was copied from it, and MONAI Label has trained that "
             f"copy since; {fix}, or restore the bundle's weights to keep the copy's"
@@ -161,12 +166,20 @@ def _keeps_its_weights(bundle: Path, target: Path, marker: dict[str, Any] | None
 
 
 def _weight_defining(config: Path) -> dict[str, Any]:
-    """The ids of ``WEIGHT_DEFINING_IDS`` as written in the YAML file ``config`` (unresolved)."""
+    """The ids of ``WEIGHT_DEFINING_IDS`` in the YAML file ``config`` (unresolved), ``network_def`` with the
+    defaults of the options it leaves out, so that writing a default out changes nothing."""
+    from lesionseg.engines.checkpoint import network_options
+
     try:
         content = yaml.safe_load(config.read_text()) or {}
     except yaml.YAMLError as error:
         raise ValueError(f"{config}: not readable YAML ({error})") from None
-    return {key: content.get(key) for key in WEIGHT_DEFINING_IDS} if isinstance(content, dict) else {}
+    if not isinstance(content, dict):
+        return {}
+    ids = {key: content.get(key) for key in WEIGHT_DEFINING_IDS}
+    if isinstance(ids.get("network_def"), dict):
+        ids["network_def"] = json.loads(json.dumps(network_options(ids["network_def"]), default=str))  # tuples: lists
+    return ids
 
 
 def _md5(path: Path) -> str:
