@@ -138,7 +138,8 @@ def record_weights(bundle: Path, run: Path, command: str | None = None, replace:
         FileNotFoundError: naming the run's checkpoint or record when one is missing.
         RecordedWeightsError: naming the file, when the record lacks the lesion metrics or the command, the
             checkpoint does not load into the bundle's network, the run was trained at another ``image_size``
-            than the bundle's configs use or with other network options (its overrides), the checkpoint is not
+            than the bundle's configs use or with other network options (its training state, else its
+            overrides), the checkpoint is not
             the one the record scored (``checkpoint_md5``), the card has no recorded-weights block, the bundle
             has other weights and ``replace`` is False, or another run's ``training_state.pt`` lies in the
             bundle's ``models/``. Nothing is written then.

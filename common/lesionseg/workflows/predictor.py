@@ -355,7 +355,11 @@ def _check_trained_settings(parser: ConfigParser, weights: Path, config_file: Pa
     """Refuse weights whose run (``training_state.pt`` beside them) trained at another ``image_size`` or with
     other network options than ``config_file`` runs them with: they would load and segment, worse, with no
     error (:func:`lesionseg.engines.checkpoint.check_evaluation_settings`)."""
-    settings: dict[str, Any] = {"network_def": network_options(parser.get("network_def"))}
+    options = network_options(parser.get("network_def"))
+    for option, value in options.items():  # an option given as a reference or expression, by its value
+        if isinstance(value, str) and value.startswith(("@", "$", "%")):
+            options[option] = _parse(parser, f"network_def#{option}", config_file)
+    settings: dict[str, Any] = {"network_def": options}
     if "image_size" in parser:
         settings["image_size"] = _parse(parser, "image_size", config_file)
     fix = (
@@ -365,8 +369,8 @@ def _check_trained_settings(parser: ConfigParser, weights: Path, config_file: Pa
     enabled = _parse(parser, "check_training_settings", config_file) if "check_training_settings" in parser else True
     try:
         check_evaluation_settings(weights.parent, settings, eval_section="all", enabled=enabled, fix=fix)
-    except CheckpointError as error:
-        raise ModelError(str(error)) from None
+    except (CheckpointError, ValueError) as error:  # ValueError: check_training_settings is not a boolean
+        raise ModelError(f"{config_file}: {error}" if isinstance(error, ValueError) else str(error)) from None
 
 
 def load_predictor(
